@@ -1,0 +1,1 @@
+"""Core behaviour written as plugins (pytest's default plugins); always registered."""

@@ -1,0 +1,69 @@
+"""Read-only views of installed plugins for ``ovnk plugins list``.
+
+This builds a throw-away *inspection* plugin manager per plugin, imports it and
+calls only ``ovnk_claims`` on it to learn what it would claim. It is never the
+runtime manager: nothing is configured and no controller or node hook runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ovnk.core import config as config_mod
+from ovnk.core import plugins as plugins_mod
+from ovnk.core.claims import Claims
+from ovnk.core.config import ConfigInputs
+from ovnk.core.errors import OvnkError
+
+
+def _claims_of(pm: plugins_mod.OvnkPluginManager, owner: str) -> list[str]:
+    claims = Claims()
+    for plugin, impl in pm.implementations("ovnk_claims"):
+        if plugin != owner:
+            continue
+        claims.current = plugin
+        pm.call_impl(impl, claims=claims)
+    return claims.by_plugin(owner)
+
+
+def plugin_table(inputs: ConfigInputs) -> list[dict[str, Any]]:
+    """One row per plugin (core first): name, distribution, version, enabled, hooks, claims."""
+    import ovnk
+
+    try:
+        enabled = set(config_mod.enabled_plugins(inputs))
+    except OvnkError:
+        enabled = set()
+    rows: list[dict[str, Any]] = []
+    core_pm = plugins_mod.get_plugin_manager(enabled=(), discovered={})
+    core_hooks = sorted({h for n in core_pm.plugin_names() for h in core_pm.hooks_of(n)})
+    rows.append(
+        {
+            "name": "core",
+            "distribution": "ovnk",
+            "version": ovnk.__version__,
+            "module": "ovnk.core.builtin",
+            "enabled": True,
+            "hooks": core_hooks,
+            "claims": _claims_of(core_pm, "core"),
+        }
+    )
+    for name, plugin in sorted(plugins_mod.discover().items()):
+        row: dict[str, Any] = {
+            "name": name,
+            "distribution": plugin.distribution,
+            "version": plugin.version,
+            "module": plugin.module,
+            "enabled": name in enabled,
+            "hooks": [],
+            "claims": [],
+        }
+        try:
+            pm = plugins_mod.OvnkPluginManager()
+            pm.register(plugin.load(), name=name)
+            row["hooks"] = pm.hooks_of(name)
+            row["claims"] = _claims_of(pm, name)
+        except OvnkError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    return rows

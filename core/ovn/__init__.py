@@ -1,0 +1,1 @@
+"""OVN databases: the only place that opens OVSDB connections or commits transactions."""

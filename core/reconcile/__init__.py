@@ -1,0 +1,1 @@
+"""Level-driven reconcilers: specs, per-key rate-limited queues and the runner."""

@@ -1,0 +1,1 @@
+"""The default network's logical topology: names, addressing, IPAM and row intents."""

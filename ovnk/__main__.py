@@ -1,0 +1,5 @@
+"""``python -m ovnk`` runs the ``ovnk`` command line."""
+
+from ovnk.core.cli import main
+
+main()

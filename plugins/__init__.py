@@ -1,0 +1,1 @@
+"""First-party feature plugins. Each registers through the ``ovnk.plugins`` entry-point group."""
