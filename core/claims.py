@@ -65,7 +65,7 @@ class Claims:
 
     def __init__(self) -> None:
         self.current = "core"
-        self._claims: dict[str, str] = {}
+        self._claims: dict[str, tuple[str, str]] = {}  # key -> (plugin, description)
         self.crds: dict[str, tuple[CrdClaim, str]] = {}
         self.owners = OwnerRegistry()
         self.annotations: dict[str, str] = {}
@@ -73,11 +73,11 @@ class Claims:
 
     def _claim(self, key: str, what: str) -> None:
         prior = self._claims.get(key)
-        if prior is not None and prior != self.current:
+        if prior is not None and prior[0] != self.current:
             raise PluginError(
-                f"plugin {self.current!r} claims {what}, which plugin {prior!r} already claims"
+                f"plugin {self.current!r} claims {what}, which plugin {prior[0]!r} already claims"
             )
-        self._claims[key] = self.current
+        self._claims[key] = (self.current, what)
 
     def crd(self, path: str | Path) -> CrdClaim:
         """Claim the CRD defined in the YAML file at ``path`` (usually ``<plugin>/crds/<name>.yaml``)."""
@@ -108,10 +108,11 @@ class Claims:
 
     def by_plugin(self, plugin: str) -> list[str]:
         """Human-readable claims of one plugin (for ``ovnk plugins list``)."""
-        return sorted(what for what, owner in self._claims.items() if owner == plugin)
+        return sorted(what for owner, what in self._claims.values() if owner == plugin)
 
     def crds_of(self, plugin: str) -> list[CrdClaim]:
         return [crd for crd, owner in self.crds.values() if owner == plugin]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._claims.items())
+        """(plugin, description) of every claim."""
+        return iter(self._claims.values())

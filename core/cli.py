@@ -117,7 +117,7 @@ def _inputs_from(params: dict[str, Any]) -> ConfigInputs:
 @click.option("--node-name", metavar="NAME", help="[node] name.")
 @click.version_option(ovnk.__version__, prog_name="ovnk")
 @click.pass_context
-def cli(ctx: click.Context, **params: Any) -> None:
+def cli(ctx: click.Context, /, **params: Any) -> None:
     """ovnk: OVN-Kubernetes as a Python plugin framework."""
     get_state(ctx)
 
@@ -188,6 +188,26 @@ def plugins_list(state: CliState, as_json: bool) -> None:
         click.echo(f"    claims:  {', '.join(row['claims']) or '-'}")
         if row.get("error"):
             click.echo(f"    error:   {row['error']}")
+
+
+# --------------------------------------------------------------------------
+# crds
+
+
+@cli.group("crds")
+def crds_group() -> None:
+    """CRDs claimed by the enabled plugins."""
+
+
+@crds_group.command("print")
+@pass_state
+def crds_print(state: CliState) -> None:
+    """Print the CRDs of enabled plugins as one multi-document YAML stream."""
+    import yaml
+
+    rt = state.runtime(configure=False)
+    docs = [crd.document for crd, _owner in sorted(rt.claims.crds.values(), key=lambda c: c[0].name)]
+    click.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
 
 
 def _register_process_commands() -> None:

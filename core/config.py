@@ -89,7 +89,7 @@ def _address(value: str) -> str | None:
 def _bind_address(value: str) -> str | None:
     if value == "":
         return None
-    host, sep, port = value.rpartition(":")
+    _host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         return "expected HOST:PORT (or empty to disable)"
     return None
@@ -369,8 +369,8 @@ def _apply_env_and_flags(
     if "OVNK_PLUGINS" in inputs.env and "OVNK_PLUGINS_ENABLED" not in inputs.env:
         layers.put("plugins", "enabled", inputs.env["OVNK_PLUGINS"], "env:OVNK_PLUGINS")
     for text in inputs.assignments:
-        section, key, value = s.parse_assignment(text)
-        layers.put(section, key, value, f"flag:--set {section}.{key}")
+        section, key, assigned = s.parse_assignment(text)
+        layers.put(section, key, assigned, f"flag:--set {section}.{key}")
     for flag, value in inputs.flags.items():
         if value is None:
             continue

@@ -52,7 +52,7 @@ get_cnitool() {
   mkdir -p "$tmp/gopath/src/github.com/containernetworking"
   ln -s "$tmp/src" "$tmp/gopath/src/github.com/containernetworking/cni"
   (cd "$tmp/gopath/src/github.com/containernetworking/cni/cnitool" && \
-     GO111MODULE=off GOPATH="$tmp/gopath:/usr/share/gocode" GOCACHE="$tmp/gocache" GOFLAGS= \
+     GO111MODULE=off GOPATH="$tmp/gopath:/usr/share/gocode" GOCACHE="$tmp/gocache" GOFLAGS="" \
      go build -o "$BIN/cnitool" .)
   rm -rf "$tmp"
 }

@@ -70,7 +70,7 @@ install_venv() {
   py="$("$py" -c 'import sys; print(sys.executable)')"
   [[ -d $venv ]] || "$py" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip setuptools wheel >/dev/null
-  "$venv/bin/pip" install -q -e "$ROOT[test]"
+  "$venv/bin/pip" install -q -e "${ROOT}[test]"
   rm -f "$venv"/.ovnk-installed-*
   touch "$stamp"
 }

@@ -27,7 +27,19 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Resource": ("ovnk.core.kube.resources", "Resource"),
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "ConfigError",
+    "ControllerSpec",
+    "OwnerType",
+    "PermanentError",
+    "PluginError",
+    "Resource",
+    "TemporaryError",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "setting",
+]
 
 if TYPE_CHECKING:
     from ovnk.core.errors import ConfigError as ConfigError

@@ -16,4 +16,5 @@ if TYPE_CHECKING:
 @hookimpl(trylast=True)
 def ovnk_nb_commit(txn: NbTxn) -> str:
     """Commit ``txn`` on the ovsdbapp connection thread and return its outcome."""
-    return txn.commit_blocking()
+    outcome: str = txn.commit_blocking()
+    return outcome

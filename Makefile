@@ -1,0 +1,30 @@
+# ovnk developer entry points. `make test` is what CI runs (.ci/run).
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint typecheck pytest unit functional e2e demo clean
+
+setup:
+	@hack/setup.sh
+
+test: setup lint typecheck pytest
+
+lint: setup
+	.venv/bin/ruff check core cni plugins ovnk tests bench
+	bash -n hack/*.sh
+	shellcheck -S warning hack/*.sh
+
+typecheck: setup
+	hack/typecheck.sh
+
+pytest: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+demo: setup
+	.venv/bin/ovnk sandbox demo
+
+clean:
+	rm -rf .venv build *.egg-info

@@ -1,0 +1,277 @@
+"""An OVN central: NB and SB ovsdb-servers (standalone or 3-member RAFT) and ovn-northd.
+
+Everything lives in one work directory; daemons run in the foreground under
+:class:`~ovnk.core.lab.procs.Daemon`. Typical start-up is ~0.2 s standalone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+from ovnk.core.lab import paths
+from ovnk.core.lab.procs import Daemon
+from ovnk.core.lab.procs import free_port
+from ovnk.core.lab.procs import run
+from ovnk.core.lab.procs import tcp_ready
+from ovnk.core.lab.procs import unix_socket_ready
+from ovnk.core.lab.procs import wait_for
+
+
+@dataclass(frozen=True)
+class SslFiles:
+    """PEM files for ssl: remotes (server side and client side share one CA)."""
+
+    ca_cert: Path
+    server_key: Path
+    server_cert: Path
+    client_key: Path
+    client_cert: Path
+
+
+def ovs_env(workdir: Path) -> dict[str, str]:
+    """Environment that keeps OVS/OVN tools and daemons inside ``workdir``."""
+    env = dict(os.environ)
+    for prefix in ("OVS", "OVN"):
+        env[f"{prefix}_RUNDIR"] = str(workdir / "run")
+        env[f"{prefix}_DBDIR"] = str(workdir / "db")
+        env[f"{prefix}_LOGDIR"] = str(workdir / "log")
+        env[f"{prefix}_SYSCONFDIR"] = str(workdir / "etc")
+        env[f"{prefix}_PKGDATADIR"] = "/usr/share/ovn" if prefix == "OVN" else "/usr/share/openvswitch"
+    return env
+
+
+@dataclass
+class DbMember:
+    """One ovsdb-server process serving one database (a RAFT member or standalone)."""
+
+    db_name: str  # OVN_Northbound / OVN_Southbound
+    index: int
+    db_file: Path
+    sock: Path
+    ctl: Path
+    client_port: int | None
+    raft_port: int | None
+    daemon: Daemon
+
+
+@dataclass
+class OvnDb:
+    """One OVN database (NB or SB) made of one or three members."""
+
+    kind: str  # "nb" / "sb"
+    members: list[DbMember] = field(default_factory=list)
+    ssl: bool = False
+
+    @property
+    def db_name(self) -> str:
+        return "OVN_Northbound" if self.kind == "nb" else "OVN_Southbound"
+
+    @property
+    def unix_address(self) -> str:
+        return f"unix:{self.members[0].sock}"
+
+    @property
+    def tcp_address(self) -> str:
+        scheme = "ssl" if self.ssl else "tcp"
+        return ",".join(f"{scheme}:127.0.0.1:{m.client_port}" for m in self.members if m.client_port)
+
+    @property
+    def address(self) -> str:
+        """The address clients should use: the TCP/SSL list when served, else the unix socket."""
+        return self.tcp_address or self.unix_address
+
+
+class OvnCentral:
+    """NB + SB + northd in ``workdir``.
+
+    :param workdir: directory for db/run/log files.
+    :param cluster: 1 for standalone databases, 3 for a RAFT cluster of each.
+    :param tcp: also serve TCP (always on for RAFT, whose clients need a member list).
+    :param ssl: serve SSL instead of TCP with these files.
+    """
+
+    def __init__(self, workdir: Path, *, cluster: int = 1, tcp: bool = False, ssl: SslFiles | None = None) -> None:
+        if cluster not in (1, 3):
+            raise ValueError("cluster must be 1 or 3")
+        self.workdir = workdir
+        self.cluster = cluster
+        self.tcp = tcp or cluster > 1 or ssl is not None
+        self.ssl = ssl
+        self.env = ovs_env(workdir)
+        self.nb = OvnDb("nb", ssl=ssl is not None)
+        self.sb = OvnDb("sb", ssl=ssl is not None)
+        self.northd: Daemon | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> OvnCentral:
+        for sub in ("db", "run", "log", "etc"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        for db in (self.nb, self.sb):
+            self._create(db)
+        for db in (self.nb, self.sb):
+            for member in db.members:
+                member.daemon.start()
+        for db in (self.nb, self.sb):
+            for member in db.members:
+                self._wait_member(db, member)
+        if self.cluster > 1:
+            for db in (self.nb, self.sb):
+                self._wait_leader(db)
+        self._ctl("ovn-nbctl", "--no-leader-only", "init")
+        self._ctl("ovn-sbctl", "--no-leader-only", "init")
+        self.northd = Daemon(
+            "ovn-northd",
+            [paths.system_bin("ovn-northd"), f"--ovnnb-db={self._local_remote(self.nb)}",
+             f"--ovnsb-db={self._local_remote(self.sb)}",
+             f"--pidfile={self.workdir / 'run' / 'ovn-northd.pid'}",
+             f"--unixctl={self.workdir / 'run' / 'ovn-northd.ctl'}",
+             f"--log-file={self.workdir / 'log' / 'ovn-northd.log'}"],
+            log_path=self.workdir / "log" / "ovn-northd.out", env=self.env,
+        ).start()
+        return self
+
+    def _wait_member(self, db: OvnDb, member: DbMember) -> None:
+        sock, port = member.sock, member.client_port
+        wait_for(f"{db.kind} member {member.index} socket", lambda: unix_socket_ready(sock),
+                 timeout=15, daemons=[member.daemon])
+        if port:
+            wait_for(f"{db.kind} member {member.index} port", lambda: tcp_ready("127.0.0.1", port),
+                     timeout=15, daemons=[member.daemon])
+
+    def _wait_leader(self, db: OvnDb) -> None:
+        wait_for(f"{db.kind} RAFT leader", lambda: self.leader_index(db) is not None, timeout=20)
+
+    def stop(self) -> None:
+        if self.northd:
+            self.northd.stop()
+        for db in (self.nb, self.sb):
+            for member in db.members:
+                member.daemon.stop()
+
+    def __enter__(self) -> OvnCentral:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- addresses ---------------------------------------------------------
+
+    @property
+    def nb_address(self) -> str:
+        return self.nb.address
+
+    @property
+    def sb_address(self) -> str:
+        return self.sb.address
+
+    @property
+    def nb_unix(self) -> str:
+        return self.nb.unix_address
+
+    @property
+    def sb_unix(self) -> str:
+        return self.sb.unix_address
+
+    def _local_remote(self, db: OvnDb) -> str:
+        if self.cluster > 1:
+            return ",".join(f"unix:{m.sock}" for m in db.members)
+        return db.unix_address
+
+    # -- tools -------------------------------------------------------------
+
+    def nbctl(self, *args: str) -> str:
+        return self._ctl("ovn-nbctl", *args)
+
+    def sbctl(self, *args: str) -> str:
+        return self._ctl("ovn-sbctl", *args)
+
+    def _ctl(self, tool: str, *args: str) -> str:
+        db = self.nb if tool == "ovn-nbctl" else self.sb
+        remote = self._local_remote(db)
+        res = run([paths.system_bin(tool), f"--db={remote}", "--timeout=20", *args], env=self.env)
+        return res.stdout
+
+    def trace(self, datapath: str, microflow: str, *extra: str) -> str:
+        """``ovn-trace`` against this SB (``--ct new`` etc. in ``extra``)."""
+        res = run([paths.system_bin("ovn-trace"), f"--db={self._local_remote(self.sb)}",
+                   *extra, datapath, microflow], env=self.env)
+        return res.stdout
+
+    def wait_northd(self) -> None:
+        """Wait until northd has processed everything committed to NB so far."""
+        self.nbctl("--wait=sb", "sync")
+
+    # -- RAFT --------------------------------------------------------------
+
+    def leader_index(self, db: OvnDb) -> int | None:
+        for member in db.members:
+            if not member.daemon.alive():
+                continue
+            res = run([paths.system_bin("ovs-appctl"), "-t", str(member.ctl), "cluster/status", db.db_name],
+                      env=self.env, check=False, timeout=5)
+            if res.returncode == 0 and "Role: leader" in res.stdout:
+                return member.index
+        return None
+
+    def kill_leader(self, db: OvnDb) -> int:
+        """SIGKILL the current RAFT leader of ``db``; returns its index."""
+        index = self.leader_index(db)
+        if index is None:
+            raise RuntimeError(f"{db.kind} has no leader")
+        db.members[index].daemon.kill()
+        return index
+
+    def restart_member(self, db: OvnDb, index: int) -> None:
+        member = db.members[index]
+        member.daemon.start()
+        wait_for(f"{db.kind} member {index}", lambda: unix_socket_ready(member.sock), timeout=15,
+                 daemons=[member.daemon])
+
+    # -- creation ----------------------------------------------------------
+
+    def _create(self, db: OvnDb) -> None:
+        schema = paths.ovn_schema("ovn-nb" if db.kind == "nb" else "ovn-sb")
+        tool = paths.system_bin("ovsdb-tool")
+        raft_ports = [free_port() for _ in range(self.cluster)] if self.cluster > 1 else [None]
+        for index in range(self.cluster):
+            db_file = self.workdir / "db" / f"ovn{db.kind}_db{index}.db"
+            db_file.unlink(missing_ok=True)
+            raft_port = raft_ports[index]
+            if self.cluster == 1:
+                run([tool, "create", str(db_file), schema], env=self.env)
+            elif index == 0:
+                run([tool, "create-cluster", str(db_file), schema, f"tcp:127.0.0.1:{raft_port}"], env=self.env)
+            else:
+                run([tool, "join-cluster", str(db_file), db.db_name, f"tcp:127.0.0.1:{raft_port}",
+                     f"tcp:127.0.0.1:{raft_ports[0]}"], env=self.env)
+            sock = self.workdir / "run" / f"ovn{db.kind}_db{index}.sock"
+            ctl = self.workdir / "run" / f"ovn{db.kind}_db{index}.ctl"
+            client_port = free_port() if self.tcp else None
+            argv = [
+                paths.system_bin("ovsdb-server"), str(db_file),
+                f"--remote=punix:{sock}",
+                f"--remote=db:{db.db_name},{'NB_Global' if db.kind == 'nb' else 'SB_Global'},connections",
+                f"--pidfile={self.workdir / 'run' / f'ovn{db.kind}_db{index}.pid'}",
+                f"--unixctl={ctl}",
+                f"--log-file={self.workdir / 'log' / f'ovsdb-server-{db.kind}{index}.log'}",
+            ]
+            if client_port:
+                if self.ssl:
+                    argv += [f"--remote=pssl:{client_port}:127.0.0.1",
+                             f"--private-key={self.ssl.server_key}", f"--certificate={self.ssl.server_cert}",
+                             f"--ca-cert={self.ssl.ca_cert}"]
+                else:
+                    argv.append(f"--remote=ptcp:{client_port}:127.0.0.1")
+            daemon = Daemon(f"ovsdb-server-{db.kind}{index}", argv,
+                            log_path=self.workdir / "log" / f"ovsdb-server-{db.kind}{index}.out", env=self.env)
+            db.members.append(DbMember(db_name=db.db_name, index=index, db_file=db_file, sock=sock, ctl=ctl,
+                                       client_port=client_port, raft_port=raft_port, daemon=daemon))

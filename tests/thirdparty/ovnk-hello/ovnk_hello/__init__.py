@@ -1,0 +1,1 @@
+"""A minimal third-party ovnk plugin (test fixture)."""
