@@ -155,6 +155,11 @@ class KubeControlPlane:
         return self.workdir / "admin.kubeconfig"
 
     @property
+    def etcd_data_dir(self) -> Path | None:
+        """Where etcd keeps its data (tmpfs when available); None before ``start()``."""
+        return self._etcd_data
+
+    @property
     def etcd_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.etcd_port}"
 
@@ -171,7 +176,7 @@ class KubeControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         logs = self.workdir / "log"
         logs.mkdir(exist_ok=True)
-        self.api_port = self.api_port or free_port()
+        self.api_port = self.api_port or free_port(self.bind_address)
         self.etcd_port = free_port()
         peer_port = free_port()
         self._write_identities()
@@ -290,10 +295,13 @@ class KubeControlPlane:
 
     def _write_identities(self) -> None:
         tokens_file = self.workdir / "tokens.csv"
-        if tokens_file.exists() and self.kubeconfig.exists():
+        if tokens_file.exists():
             for line in tokens_file.read_text().splitlines():
                 token, user = line.split(",")[:2]
                 self.tokens[user] = token
+            # The port may have changed: always rewrite the kubeconfig.
+            write_kubeconfig(self.kubeconfig, server=self.server, ca=self.ca_cert, user="admin",
+                             token=self.tokens["admin"])
             return
         users = {
             "admin": "system:masters",

@@ -1,0 +1,132 @@
+"""Consistent, read-only snapshots of NB rows for reconcilers and repair.
+
+Reads take the connection lock briefly and copy plain Python values out of the
+IDL (references become uuid strings), so no caller ever holds an IDL row.
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_mod
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+from typing import TypeVar
+
+from ovs.db import idl as ovs_idl
+
+from ovnk.core.ovn import connection as conn_mod
+from ovnk.core.ovn import ids
+from ovnk.core.ovn.commands import Match
+from ovnk.core.ovn.commands import find_one
+from ovnk.core.ovn.connection import OvsdbClient
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RowSnapshot:
+    """A copy of one row: table, uuid, name, external_ids and the requested columns."""
+
+    table: str
+    uuid: str
+    name: str | None
+    external_ids: Mapping[str, str]
+    columns: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def owner_type(self) -> str | None:
+        return self.external_ids.get(ids.OWNER_TYPE_KEY)
+
+    @property
+    def primary_id(self) -> str | None:
+        return self.external_ids.get(ids.PRIMARY_ID_KEY)
+
+    def __getitem__(self, column: str) -> Any:
+        return self.columns[column]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, uuid_mod.UUID):
+        return str(value)
+    if hasattr(value, "uuid") and hasattr(value, "_table"):
+        return str(value.uuid)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def snapshot(table: str, row: Any, columns: Iterable[str] = ()) -> RowSnapshot:
+    """Copy ``row`` (call under the connection lock)."""
+    cols = {c: _plain(getattr(row, c)) for c in columns}
+    name = getattr(row, "name", None) if "name" in row._table.columns else None
+    if isinstance(name, list):
+        name = name[0] if name else None
+    ext = dict(getattr(row, "external_ids", {}) or {}) if "external_ids" in row._table.columns else {}
+    return RowSnapshot(table=table, uuid=str(row.uuid), name=name, external_ids=ext, columns=cols)
+
+
+class NbReader:
+    """Read access for one controller (``controller`` = our ``k8s.ovn.org/owner-controller``)."""
+
+    def __init__(self, client: OvsdbClient, *, controller: str) -> None:
+        self.client = client
+        self.controller = controller
+
+    def read(self, fn: Callable[[ovs_idl.Idl], T]) -> T:
+        """Run ``fn(idl)`` under the connection lock; ``fn`` must copy what it returns."""
+        with self.client.locked() as idl:
+            return fn(idl)
+
+    def get(self, table: str, *, name: str | None = None, primary_id: str | None = None,
+            uuid: str | None = None, columns: Iterable[str] = ()) -> RowSnapshot | None:
+        match = Match.of(table, name=name, primary_id=primary_id, uuid=uuid)
+        cols = tuple(columns)
+
+        def read(idl: ovs_idl.Idl) -> RowSnapshot | None:
+            row = find_one(idl, match)
+            return snapshot(table, row, cols) if row is not None else None
+
+        return self.read(read)
+
+    def owned(self, owner: ids.OwnerType, *, columns: Iterable[str] = ()) -> list[RowSnapshot]:
+        """Every row of ``owner``'s table with our controller and ``owner``'s type."""
+        cols = tuple(columns)
+
+        def read(idl: ovs_idl.Idl) -> list[RowSnapshot]:
+            if owner.table not in idl.tables:
+                return []
+            rows = conn_mod.rows_by_owner(idl, owner.table, self.controller, owner.name)
+            return [snapshot(owner.table, r, cols) for r in rows]
+
+        return self.read(read)
+
+    def owned_by_name(self, owner: ids.OwnerType, name: str, *, columns: Iterable[str] = ()) -> list[RowSnapshot]:
+        """Rows of ``owner`` whose ``k8s.ovn.org/name`` is ``name`` (e.g. every row of one node)."""
+        cols = tuple(columns)
+
+        def read(idl: ovs_idl.Idl) -> list[RowSnapshot]:
+            if owner.table not in idl.tables:
+                return []
+            rows = conn_mod.rows_by_owner_name(idl, owner.table, self.controller, owner.name, name)
+            return [snapshot(owner.table, r, cols) for r in rows]
+
+        return self.read(read)
+
+    def controller_rows(self, table: str, *, columns: Iterable[str] = ()) -> list[RowSnapshot]:
+        """Every row of ``table`` carrying our controller, whatever its owner type."""
+        cols = tuple(columns)
+
+        def read(idl: ovs_idl.Idl) -> list[RowSnapshot]:
+            if table not in idl.tables or "external_ids" not in idl.tables[table].columns:
+                return []
+            return [snapshot(table, r, cols) for r in conn_mod.rows_by_controller(idl, table, self.controller)]
+
+        return self.read(read)
+
+    def tables_with_external_ids(self) -> list[str]:
+        return self.read(lambda idl: sorted(t for t, spec in idl.tables.items() if "external_ids" in spec.columns))

@@ -1,0 +1,114 @@
+"""OVSDB connections: RAFT leader changes, SSL remotes, timeouts, metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from ovnk.core.errors import StartupError
+from ovnk.core.errors import TemporaryError
+from ovnk.core.lab.kube import Pki
+from ovnk.core.lab.ovn import OvnCentral
+from ovnk.core.lab.ovn import SslFiles as LabSsl
+from ovnk.core.ovn.commands import Match
+from ovnk.core.ovn.commands import Parent
+from ovnk.core.ovn.connection import OvsdbClient
+from ovnk.core.ovn.connection import SslFiles
+from ovnk.core.ovn.txn import TxnManager
+from tests.functional.ovn.conftest import CONTROLLER
+from tests.functional.ovn.conftest import NODE_SWITCH
+from tests.functional.ovn.conftest import POD_PORT
+
+
+@pytest.fixture
+def raft_central(lab_dir: Path):
+    central = OvnCentral(lab_dir / f"raft-{uuid.uuid4().hex[:8]}", cluster=3)
+    central.start()
+    yield central
+    central.destroy()
+
+
+@pytest.mark.slow
+def test_raft_leader_killed_during_1000_transactions(raft_central) -> None:
+    registry = CollectorRegistry()
+    client = OvsdbClient(remote=raft_central.nb_address, schema="OVN_Northbound", name="nb", timeout=30,
+                         registry=registry).start()
+    txns = TxnManager(client, pm=None, controller=CONTROLLER, timeout=30, registry=registry)
+    try:
+        with txns.transaction(reason="setup", owner="test") as txn:
+            txn.ensure("Logical_Switch", name="node1", ids=NODE_SWITCH.ids(CONTROLLER, name="node1"))
+        killed = threading.Event()
+        outcomes = []
+
+        def killer() -> None:
+            while len(outcomes) < 300:
+                time.sleep(0.01)
+            raft_central.kill_leader(raft_central.nb)
+            killed.set()
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        started = time.monotonic()
+        for i in range(1000):
+            with txns.transaction(reason=f"pod {i}", owner="test") as txn:
+                txn.ensure("Logical_Switch_Port", name=f"ns_p{i}", ids=POD_PORT.ids(CONTROLLER, name=f"ns_p{i}"),
+                           columns={"addresses": [f"0a:58:0a:f4:{i // 256:02x}:{i % 256:02x}"]},
+                           parent=Parent(Match.of("Logical_Switch", name="node1"), "ports"))
+            outcomes.append(txn.outcome)
+        thread.join()
+        elapsed = time.monotonic() - started
+        assert killed.is_set()
+        assert outcomes.count("committed") == 1000
+        names = [n for n in raft_central.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split() if n]
+        assert len(names) == 1000 and len(set(names)) == 1000, "every port exactly once"
+        assert client.reconnects >= 1
+        assert registry.get_sample_value("ovnk_ovsdb_nb_reconnects_total") is not None
+        assert elapsed < 60
+    finally:
+        client.stop()
+
+
+def test_ssl_remote_with_client_certificates(lab_dir: Path) -> None:
+    pki = Pki(lab_dir / f"ssl-{uuid.uuid4().hex[:8]}")
+    server = pki.issue("ovsdb-server", cn="ovsdb-server", server=True, client=True, sans=["IP:127.0.0.1"])
+    client_pair = pki.issue("ovnk", cn="ovnk-controller", client=True, server=True)
+    central = OvnCentral(pki.dir / "central", ssl=LabSsl(ca_cert=pki.ca.cert, server_key=server.key,
+                                                         server_cert=server.cert, client_key=client_pair.key,
+                                                         client_cert=client_pair.cert))
+    central.start()
+    try:
+        assert central.nb_address.startswith("ssl:")
+        client = OvsdbClient(remote=central.nb_address, schema="OVN_Northbound", name="nb", timeout=10,
+                             ssl=SslFiles(private_key=str(client_pair.key), certificate=str(client_pair.cert),
+                                          ca_cert=str(pki.ca.cert))).start()
+        txns = TxnManager(client, pm=None, controller=CONTROLLER, timeout=10)
+        with txns.transaction(reason="ssl", owner="test") as txn:
+            txn.ensure("Logical_Switch", name="over-ssl", ids=NODE_SWITCH.ids(CONTROLLER, name="over-ssl"))
+        assert "over-ssl" in central.nbctl("ls-list")
+        client.stop()
+    finally:
+        central.destroy()
+
+
+def test_unreachable_database_is_a_clear_startup_error(tmp_path: Path) -> None:
+    sock = tmp_path / "nothing.sock"
+    with pytest.raises(StartupError, match=f"cannot reach the OVN_Northbound database at unix:{sock}"):
+        OvsdbClient(remote=f"unix:{sock}", schema="OVN_Northbound", name="nb").start(timeout=0.5)
+
+
+def test_commit_times_out_when_server_is_gone(ovn_central) -> None:
+    client = OvsdbClient(remote=ovn_central.nb_address, schema="OVN_Northbound", name="nb", timeout=2).start()
+    txns = TxnManager(client, pm=None, controller=CONTROLLER, timeout=2)
+    try:
+        ovn_central.nb.members[0].daemon.kill()
+        started = time.monotonic()
+        with pytest.raises((TemporaryError, RuntimeError)), txns.transaction(reason="t", owner="test") as txn:
+            txn.ensure("Logical_Switch", name="late", ids=NODE_SWITCH.ids(CONTROLLER, name="late"))
+        assert time.monotonic() - started < 10
+    finally:
+        client.stop()
