@@ -1,0 +1,102 @@
+"""Install the CNI shim (``shim.py``) as a standalone executable in the CNI bin directory.
+
+The installed file is ``shim.py``'s own source with two lines changed: the
+shebang names the node agent's interpreter with ``-IS`` (isolated mode, no
+``site``: nothing from the environment or site-packages is consulted, and
+start-up stays short), and ``DEFAULT_SOCKET_PATH`` holds the configured socket.
+The file is replaced atomically and only when its content changes, so a runtime
+executing the shim never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+from ovnk.core.config import CniSettings
+
+logger = logging.getLogger(__name__)
+
+SHIM_SOURCE = Path(__file__).with_name("shim.py")
+
+# Linux reads at most 127 bytes of a shebang line on older kernels (BINPRM_BUF_SIZE 128)
+# and truncates silently; fail loudly instead.
+_MAX_SHEBANG = 127
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+_SOCKET_LINE = re.compile(r'^DEFAULT_SOCKET_PATH = .*  # ovnk-install: socket path$', re.MULTILINE)
+
+
+def check_socket_path(socket_path: str) -> None:
+    """Raise ``ValueError`` unless ``socket_path`` is absolute and fits a unix socket address."""
+    if not os.path.isabs(socket_path):
+        raise ValueError(f"CNI socket path {socket_path!r} must be absolute")
+    if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+        raise ValueError(f"CNI socket path {socket_path!r} is longer than {MAX_SOCKET_PATH} bytes")
+
+
+def shim_source(*, python: str, socket_path: str) -> str:
+    """``shim.py``'s source with ``python`` in the shebang and ``socket_path`` as its default socket."""
+    if not os.path.isabs(python) or any(c.isspace() for c in python):
+        # A shebang splits at the first blank and passes the rest as one argument.
+        raise ValueError(f"interpreter {python!r} must be an absolute path without blanks")
+    check_socket_path(socket_path)
+    shebang = f"#!{python} -IS"
+    if len(os.fsencode(shebang)) > _MAX_SHEBANG:
+        raise ValueError(f"shebang {shebang!r} is longer than {_MAX_SHEBANG} bytes; use a shorter interpreter path")
+    source = SHIM_SOURCE.read_text(encoding="utf-8")
+    first, _, rest = source.partition("\n")
+    if not first.startswith("#!"):
+        raise RuntimeError(f"{SHIM_SOURCE} does not start with a shebang line")
+    # repr() of a str is a valid Python literal for any path.
+    line = f"DEFAULT_SOCKET_PATH = {socket_path!r}  # ovnk-install: socket path"
+    rest, count = _SOCKET_LINE.subn(lambda _match: line, rest)
+    if count != 1:
+        raise RuntimeError(f"{SHIM_SOURCE} must hold exactly one marked DEFAULT_SOCKET_PATH line, found {count}")
+    return f"{shebang}\n{rest}"
+
+
+def install_shim(dest: str, *, python: str = sys.executable, socket_path: str) -> None:
+    """Write the shim to ``dest`` (mode 0755) unless an identical file is already there."""
+    content = shim_source(python=python, socket_path=socket_path).encode("utf-8")
+    target = Path(dest)
+    try:
+        current = target.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if current == content:
+        if stat.S_IMODE(target.stat().st_mode) != 0o755:
+            os.chmod(target, 0o755)
+        logger.debug("CNI shim %s is up to date", target)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(content)
+            tmp.flush()
+            os.fchmod(tmp.fileno(), 0o755)
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        os.unlink(tmp_name)
+        raise
+    logger.info("installed CNI shim %s (interpreter %s, socket %s)", target, python, socket_path)
+
+
+def shim_path(settings: CniSettings) -> str:
+    """Where the shim is installed: ``[cni] bin-dir``/``[cni] plugin``."""
+    return os.path.join(settings.bin_dir, settings.plugin)
+
+
+def install_configured_shim(settings: CniSettings, *, python: str = sys.executable) -> str:
+    """Install the shim as configured in ``[cni]``; return its path."""
+    dest = shim_path(settings)
+    install_shim(dest, python=python, socket_path=settings.socket_path)
+    return dest
