@@ -1,0 +1,343 @@
+"""Runs controller specs: watches feed per-controller work queues, workers reconcile keys.
+
+Startup order (ovn-kubernetes' ``StartWithInitialSync``, kopf's ``LISTED``):
+:meth:`ControllerRunner.start_watches` registers every watch on the shared
+informers and starts them (events only enqueue keys); the caller waits for
+:meth:`wait_for_sync`, runs repair, and only then calls :meth:`start_workers`.
+
+Per controller: a :class:`~ovnk.core.reconcile.queue.WorkQueue`, N worker
+threads, a key never processed by two workers at once, retries with per-key
+exponential backoff up to ``max_attempts``, then a final error (log line and a
+Warning event on the object). Every log line emitted while a key is reconciled
+carries ``[<controller> <key>]`` (see :mod:`ovnk.core.logs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import Literal
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter
+from prometheus_client import Gauge
+from prometheus_client import Histogram
+
+from ovnk.core import logs
+from ovnk.core.errors import PermanentError
+from ovnk.core.errors import TemporaryError
+from ovnk.core.reconcile.queue import ShutDown
+from ovnk.core.reconcile.queue import WorkQueue
+from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import ReconcileRequest
+from ovnk.core.reconcile.spec import Watch
+
+logger = logging.getLogger(__name__)
+
+
+class InformerLike(Protocol):
+    @property
+    def store(self) -> Any: ...
+
+    def add_handler(self, handler: Any) -> None: ...
+
+    def has_synced(self) -> bool: ...
+
+
+class InformerSource(Protocol):
+    """What the runner needs from ``ovnk.core.kube.informer.InformerFactory``."""
+
+    def informer(self, resource: Any, *, namespace: str | None = None, label_selector: str | None = None,
+                 field_selector: str | None = None) -> Any: ...
+
+    def start(self) -> None: ...
+
+
+class EventSink(Protocol):
+    def event(self, obj: Mapping[str, Any], *, type: Literal["Normal", "Warning"], reason: str, message: str) -> None: ...
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.enabled = registry is not None
+        if registry is None:
+            return
+        self.reconciles = Counter("ovnk_controller_reconcile_total", "Reconciles by controller and result.",
+                                  ["controller", "result"], registry=registry)
+        self.duration = Histogram("ovnk_controller_reconcile_duration_seconds", "Time spent in one reconcile.",
+                                  ["controller"], registry=registry,
+                                  buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.depth = Gauge("ovnk_controller_queue_depth", "Keys waiting in the work queue.", ["controller"],
+                           registry=registry)
+        self.failures = Counter("ovnk_controller_final_failures_total", "Keys given up after the last attempt.",
+                                ["controller"], registry=registry)
+
+
+class _Handler:
+    """Informer event handler of one watch of one controller: maps events to keys."""
+
+    def __init__(self, runner: _SpecRunner, watch: Watch, *, primary: bool) -> None:
+        self.runner = runner
+        self.watch = watch
+        self.primary = primary
+
+    def _enqueue(self, obj: Mapping[str, Any]) -> None:
+        for key in self.watch.keys(obj):
+            self.runner.queue.add(key)
+
+    def on_add(self, obj: Mapping[str, Any]) -> None:
+        self._enqueue(obj)
+
+    def on_update(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        if not self.watch.needs_update(old, new):
+            return
+        keys = set(self.watch.keys(old)) | set(self.watch.keys(new))
+        for key in keys:
+            self.runner.queue.add(key)
+
+    def on_delete(self, obj: Mapping[str, Any]) -> None:
+        if self.primary:
+            for key in self.watch.keys(obj):
+                self.runner.remember_deleted(key, obj)
+        self._enqueue(obj)
+
+
+class _SpecRunner:
+    """Queue, workers and tombstones of one controller spec."""
+
+    def __init__(self, spec: ControllerSpec, *, workers: int, max_attempts: int, max_backoff: float,
+                 metrics: _Metrics, events: EventSink | None) -> None:
+        self.spec = spec
+        self.workers = workers
+        self.max_attempts = max_attempts
+        self.queue = WorkQueue(max_delay=max_backoff)
+        self.metrics = metrics
+        self.events = events
+        self.informers: list[Any] = []
+        self.primary_informer: Any = None
+        self._deleted: dict[str, Mapping[str, Any]] = {}
+        self._deleted_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self.active = 0
+        self._active_lock = threading.Lock()
+
+    # -- tombstones ----------------------------------------------------------
+
+    def remember_deleted(self, key: str, obj: Mapping[str, Any]) -> None:
+        with self._deleted_lock:
+            self._deleted[key] = obj
+
+    def _take_deleted(self, key: str) -> Mapping[str, Any] | None:
+        with self._deleted_lock:
+            return self._deleted.get(key)
+
+    def _drop_deleted(self, key: str, obj: Mapping[str, Any] | None) -> None:
+        if obj is None:
+            return
+        with self._deleted_lock:
+            if self._deleted.get(key) is obj:
+                del self._deleted[key]
+
+    # -- workers -------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.spec.initial_keys is not None:
+            for key in self.spec.initial_keys():
+                self.queue.add(key)
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"{self.spec.name}-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.spec.resync_period > 0:
+            thread = threading.Thread(target=self._resync, name=f"{self.spec.name}-resync", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self.queue.shutdown()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _resync(self) -> None:
+        while not self._stopping.wait(self.spec.resync_period):
+            if self.primary_informer is not None:
+                for key in self.primary_informer.store.keys():
+                    self.queue.add(key)
+
+    def _work(self) -> None:
+        name = self.spec.name
+        while True:
+            try:
+                key = self.queue.get()
+            except ShutDown:
+                return
+            with self._active_lock:
+                self.active += 1
+            token = logs.current_key.set(f"{name} {key}")
+            started = time.monotonic()
+            deleted = self._take_deleted(key)
+            result = "ok"
+            try:
+                self.spec.reconcile(ReconcileRequest(key=key, deleted=deleted))
+                self.queue.forget(key)
+                self._drop_deleted(key, deleted)
+            except TemporaryError as exc:
+                result = "retry"
+                self._retry(key, exc, delay=exc.delay)
+            except PermanentError as exc:
+                result = "failed"
+                self._give_up(key, exc, attempts=self.queue.failures(key) + 1)
+            except Exception as exc:
+                result = "error"
+                self._retry(key, exc, delay=None)
+            finally:
+                if self.metrics.enabled:
+                    self.metrics.reconciles.labels(controller=name, result=result).inc()
+                    self.metrics.duration.labels(controller=name).observe(time.monotonic() - started)
+                    self.metrics.depth.labels(controller=name).set(len(self.queue))
+                logs.current_key.reset(token)
+                with self._active_lock:
+                    self.active -= 1
+                self.queue.done(key)
+
+    def _retry(self, key: str, exc: BaseException, *, delay: float | None) -> None:
+        attempts = self.queue.failures(key) + 1
+        if attempts >= self.max_attempts:
+            self._give_up(key, exc, attempts=attempts)
+            return
+        if delay is None:
+            delay = self.queue.add_rate_limited(key)
+        else:
+            self.queue.count_failure(key)
+            self.queue.add_after(key, delay)
+        log = logger.info if isinstance(exc, TemporaryError) else logger.warning
+        log("attempt %d/%d failed, retrying in %.3fs: %s", attempts, self.max_attempts, delay, _describe(exc),
+            exc_info=not isinstance(exc, TemporaryError) and logger.isEnabledFor(logging.DEBUG))
+
+    def _give_up(self, key: str, exc: BaseException, *, attempts: int) -> None:
+        self.queue.forget(key)
+        message = f"giving up after {attempts} attempt(s): {_describe(exc)}"
+        logger.error("%s", message, exc_info=not isinstance(exc, (TemporaryError, PermanentError)))
+        if self.metrics.enabled:
+            self.metrics.failures.labels(controller=self.spec.name).inc()
+        if self.events is not None and self.primary_informer is not None:
+            obj = self.primary_informer.store.get(key)
+            if obj is not None:
+                self.events.event(obj, type="Warning", reason="ReconcileFailed",
+                                  message=f"{self.spec.name}: {_describe(exc)}")
+        if self.spec.on_failure is not None:
+            try:
+                self.spec.on_failure(key, exc)
+            except Exception:
+                logger.exception("on_failure of %s raised", self.spec.name)
+
+    def idle(self) -> bool:
+        with self._active_lock:
+            return self.active == 0 and self.queue.idle()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, (TemporaryError, PermanentError)) else f"{type(exc).__name__}: {text}"
+
+
+class ControllerRunner:
+    """Runs a set of controller specs on shared informers.
+
+    :param specs: the controllers (from ``ovnk_controllers``).
+    :param informers: the shared informer factory.
+    :param workers: default worker count per controller.
+    :param max_attempts: default attempts before the final error.
+    :param max_backoff: cap of the per-key backoff, seconds.
+    :param registry: Prometheus registry for controller metrics.
+    :param events: where final errors are reported as Warning events.
+    """
+
+    def __init__(self, specs: Sequence[ControllerSpec], *, informers: InformerSource, workers: int = 4,
+                 max_attempts: int = 15, max_backoff: float = 60.0, registry: CollectorRegistry | None = None,
+                 events: EventSink | None = None) -> None:
+        names = [s.name for s in specs]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"controller names must be unique: {', '.join(sorted(duplicates))}")
+        self.informers = informers
+        metrics = _Metrics(registry)
+        self.runners = [
+            _SpecRunner(spec, workers=spec.workers or workers, max_attempts=spec.max_attempts or max_attempts,
+                        max_backoff=max_backoff, metrics=metrics, events=events)
+            for spec in specs
+        ]
+        self._all_informers: list[Any] = []
+        self._workers_started = False
+
+    def start_watches(self) -> None:
+        """Register every watch's handler on its shared informer and start the informers."""
+        for runner in self.runners:
+            for index, watch in enumerate(runner.spec.watches):
+                informer = self.informers.informer(
+                    watch.resource, namespace=watch.namespace, label_selector=watch.label_selector,
+                    field_selector=watch.field_selector,
+                )
+                informer.add_handler(_Handler(runner, watch, primary=index == 0))
+                runner.informers.append(informer)
+                if index == 0:
+                    runner.primary_informer = informer
+                if informer not in self._all_informers:
+                    self._all_informers.append(informer)
+        self.informers.start()
+
+    def unsynced(self) -> list[str]:
+        return [str(getattr(i, "name", i)) for i in self._all_informers if not i.has_synced()]
+
+    def wait_for_sync(self, timeout: float) -> bool:
+        """Wait until every informer listed once; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.unsynced():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def start_workers(self) -> None:
+        if self._workers_started:
+            return
+        self._workers_started = True
+        for runner in self.runners:
+            runner.start()
+        logger.info("started %d controllers: %s", len(self.runners),
+                    ", ".join(f"{r.spec.name}({r.workers})" for r in self.runners))
+
+    def stop(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+
+    def idle(self) -> bool:
+        return all(r.idle() for r in self.runners)
+
+    def wait_idle(self, timeout: float, *, settle: float = 0.1) -> bool:
+        """Wait until every queue is empty and no worker is busy for ``settle`` seconds (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            if self.idle():
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= settle:
+                    return True
+            else:
+                quiet_since = None
+            time.sleep(0.01)
+        return False
+
+    def runner(self, name: str) -> _SpecRunner:
+        for runner in self.runners:
+            if runner.spec.name == name:
+                return runner
+        raise KeyError(name)

@@ -1,0 +1,67 @@
+"""Work queue semantics (pure logic)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ovnk.core.reconcile.queue import ShutDown
+from ovnk.core.reconcile.queue import WorkQueue
+
+
+def test_queue_deduplicates_and_keeps_order() -> None:
+    q = WorkQueue()
+    for key in ["a", "b", "a", "c", "b"]:
+        q.add(key)
+    assert [q.get(timeout=1) for _ in range(3)] == ["a", "b", "c"]
+    with pytest.raises(TimeoutError):
+        q.get(timeout=0.01)
+
+
+def test_queue_key_added_while_processing_is_requeued_after_done_not_in_parallel() -> None:
+    q = WorkQueue()
+    q.add("a")
+    assert q.get(timeout=1) == "a"
+    q.add("a")
+    with pytest.raises(TimeoutError):
+        q.get(timeout=0.05)  # "a" is being processed: not handed out twice
+    q.done("a")
+    assert q.get(timeout=1) == "a"
+
+
+def test_queue_backoff_doubles_and_caps_and_forget_resets() -> None:
+    q = WorkQueue(base_delay=0.005, max_delay=0.04)
+    delays = [q.add_rate_limited("k") for _ in range(6)]
+    assert delays == [0.005, 0.01, 0.02, 0.04, 0.04, 0.04]
+    q.forget("k")
+    assert q.backoff("k") == 0.005
+
+
+def test_queue_add_after_delivers_later() -> None:
+    q = WorkQueue()
+    started = time.monotonic()
+    q.add_after("late", 0.1)
+    q.add("now")
+    assert q.get(timeout=1) == "now"
+    assert q.get(timeout=1) == "late"
+    assert time.monotonic() - started >= 0.09
+
+
+def test_queue_shutdown_wakes_getters() -> None:
+    q = WorkQueue()
+    errors = []
+
+    def getter() -> None:
+        try:
+            q.get()
+        except ShutDown:
+            errors.append("shutdown")
+
+    thread = threading.Thread(target=getter)
+    thread.start()
+    time.sleep(0.05)
+    q.shutdown()
+    thread.join(1)
+    assert errors == ["shutdown"]

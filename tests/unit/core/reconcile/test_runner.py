@@ -1,0 +1,204 @@
+"""The controller runner's scheduling logic, with an in-memory informer stand-in (pure logic).
+
+Informers against the real API server are tested in tests/functional/kube.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from ovnk.core.errors import PermanentError
+from ovnk.core.errors import TemporaryError
+from ovnk.core.kube.resources import PODS
+from ovnk.core.reconcile.runner import ControllerRunner
+from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import ReconcileRequest
+from ovnk.core.reconcile.spec import Watch
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.objects.get(key)
+
+    def keys(self) -> list[str]:
+        return list(self.objects)
+
+
+class MemoryInformer:
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self.handlers: list[Any] = []
+        self.synced = False
+
+    def add_handler(self, handler: Any) -> None:
+        self.handlers.append(handler)
+
+    def has_synced(self) -> bool:
+        return self.synced
+
+    def add(self, obj: dict[str, Any]) -> None:
+        key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        old = self.store.objects.get(key)
+        self.store.objects[key] = obj
+        for h in self.handlers:
+            if old is None:
+                h.on_add(obj)
+            else:
+                h.on_update(old, obj)
+
+    def delete(self, key: str) -> None:
+        obj = self.store.objects.pop(key)
+        for h in self.handlers:
+            h.on_delete(obj)
+
+
+class MemoryFactory:
+    def __init__(self) -> None:
+        self.informers: dict[Any, MemoryInformer] = {}
+
+    def informer(self, resource: Any, **_: Any) -> MemoryInformer:
+        return self.informers.setdefault(resource, MemoryInformer())
+
+    def start(self) -> None:
+        for informer in self.informers.values():
+            informer.synced = True
+
+
+class Events:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str]] = []
+
+    def event(self, obj: Any, *, type: str, reason: str, message: str) -> None:
+        self.recorded.append((reason, message))
+
+
+def pod(name: str, rv: str = "1") -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv}}
+
+
+def test_runner_reconciles_each_key_and_never_one_key_concurrently() -> None:
+    factory = MemoryFactory()
+    running: set[str] = set()
+    overlap = []
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def reconcile(req: ReconcileRequest) -> None:
+        with lock:
+            if req.key in running:
+                overlap.append(req.key)
+            running.add(req.key)
+        time.sleep(0.005)
+        with lock:
+            running.discard(req.key)
+            seen.append(req.key)
+
+    runner = ControllerRunner([ControllerSpec(name="pods", watches=(Watch(PODS),), reconcile=reconcile)],
+                              informers=factory, workers=4)
+    runner.start_watches()
+    assert runner.wait_for_sync(1)
+    informer = factory.informers[PODS]
+    for i in range(20):
+        informer.add(pod(f"p{i}"))
+    runner.start_workers()
+    for round_ in range(5):
+        for i in range(20):
+            informer.add(pod(f"p{i}", rv=str(round_ + 2)))
+    assert runner.wait_idle(10)
+    runner.stop()
+    assert not overlap
+    assert set(seen) == {f"ns/p{i}" for i in range(20)}
+
+
+def test_runner_retries_with_backoff_then_reports_final_error() -> None:
+    factory = MemoryFactory()
+    attempts: dict[str, int] = {}
+    events = Events()
+    registry = CollectorRegistry()
+
+    def reconcile(req: ReconcileRequest) -> None:
+        attempts[req.key] = attempts.get(req.key, 0) + 1
+        if req.key == "ns/flaky" and attempts[req.key] < 3:
+            raise RuntimeError("transient")
+        if req.key == "ns/broken":
+            raise RuntimeError("always broken")
+
+    runner = ControllerRunner([ControllerSpec(name="pods", watches=(Watch(PODS),), reconcile=reconcile,
+                                              max_attempts=4)],
+                              informers=factory, registry=registry, events=events)
+    runner.start_watches()
+    informer = factory.informers[PODS]
+    for name in ("ok", "flaky", "broken"):
+        informer.add(pod(name))
+    runner.start_workers()
+    assert runner.wait_idle(10, settle=0.3)
+    runner.stop()
+    assert attempts == {"ns/ok": 1, "ns/flaky": 3, "ns/broken": 4}
+    assert events.recorded == [("ReconcileFailed", "pods: RuntimeError: always broken")]
+    assert registry.get_sample_value("ovnk_controller_final_failures_total", {"controller": "pods"}) == 1
+
+
+def test_runner_temporary_error_uses_its_delay_and_permanent_error_stops_at_once() -> None:
+    factory = MemoryFactory()
+    calls: dict[str, list[float]] = {}
+
+    def reconcile(req: ReconcileRequest) -> None:
+        calls.setdefault(req.key, []).append(time.monotonic())
+        if req.key == "ns/wait" and len(calls[req.key]) == 1:
+            raise TemporaryError("node switch not there yet", delay=0.2)
+        if req.key == "ns/bad":
+            raise PermanentError("invalid spec")
+
+    runner = ControllerRunner([ControllerSpec(name="pods", watches=(Watch(PODS),), reconcile=reconcile)],
+                              informers=factory)
+    runner.start_watches()
+    informer = factory.informers[PODS]
+    informer.add(pod("wait"))
+    informer.add(pod("bad"))
+    runner.start_workers()
+    assert runner.wait_idle(10, settle=0.4)
+    runner.stop()
+    assert len(calls["ns/wait"]) == 2 and calls["ns/wait"][1] - calls["ns/wait"][0] >= 0.19
+    assert len(calls["ns/bad"]) == 1
+
+
+def test_runner_passes_last_state_of_deleted_objects() -> None:
+    factory = MemoryFactory()
+    requests: list[ReconcileRequest] = []
+    runner = ControllerRunner([ControllerSpec(name="pods", watches=(Watch(PODS),), reconcile=requests.append)],
+                              informers=factory)
+    runner.start_watches()
+    informer = factory.informers[PODS]
+    informer.add(pod("gone"))
+    informer.delete("ns/gone")
+    runner.start_workers()
+    assert runner.wait_idle(5)
+    runner.stop()
+    assert requests[-1].key == "ns/gone"
+    assert requests[-1].deleted is not None and requests[-1].deleted["metadata"]["name"] == "gone"
+
+
+def test_runner_secondary_watch_maps_objects_to_other_keys() -> None:
+    factory = MemoryFactory()
+    keys: list[str] = []
+    from ovnk.core.kube.resources import NAMESPACES
+
+    spec = ControllerSpec(
+        name="namespaces",
+        watches=(Watch(NAMESPACES), Watch(PODS, keys=lambda obj: [obj["metadata"]["namespace"]])),
+        reconcile=lambda req: keys.append(req.key),
+    )
+    runner = ControllerRunner([spec], informers=factory)
+    runner.start_watches()
+    factory.informers[PODS].add(pod("a"))
+    runner.start_workers()
+    assert runner.wait_idle(5)
+    runner.stop()
+    assert keys == ["ns"]
