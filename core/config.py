@@ -158,6 +158,9 @@ class OvsSettings:
     datapath_type: Literal["system", "netdev"] = s.setting(
         "system", help="OVS datapath of br-int and the gateway bridge (netdev = userspace)"
     )
+    run_dir: str = s.setting(
+        "/var/run/openvswitch", help="ovs-vswitchd's run directory (OpenFlow management sockets <bridge>.mgmt)"
+    )
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,9 @@ ENTRY_POINT_GROUP = "ovnk.plugins"
 #: Core behaviour written as plugins; always registered, cannot be disabled.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "ovnk.core.builtin.commit",
+    "ovnk.core.builtin.topology",
+    "ovnk.core.builtin.pods",
+    "ovnk.core.builtin.node",
 )
 
 CORE_PLUGIN_PREFIX = "core."

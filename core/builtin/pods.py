@@ -1,0 +1,382 @@
+"""Core plugin: pod logical switch ports and namespace address sets.
+
+For each scheduled, non-host-network, not completed pod: IPs from its node's
+subnet (MAC ``0a:58:``+IP), the ``k8s.ovn.org/pod-networks`` annotation written
+*before* the port exists, then one transaction with the LSP ``<ns>_<pod>``
+(addresses, port_security, ``iface-id-ver``, ``requested-chassis``), its
+namespace address set and cluster port group memberships, and whatever plugins
+add (``ovnk_pod_txn``). Deletion or completion removes the port and
+memberships, then releases the IPs (only those this pod instance holds).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ovnk.core.builtin import common
+from ovnk.core.claims import Claims
+from ovnk.core.context import ControllerContext
+from ovnk.core.errors import PermanentError
+from ovnk.core.errors import TemporaryError
+from ovnk.core.hookspecs import hookimpl
+from ovnk.core.kube.resources import NAMESPACES
+from ovnk.core.kube.resources import NODES
+from ovnk.core.kube.resources import PODS
+from ovnk.core.ovn.commands import Match
+from ovnk.core.ovn.commands import Parent
+from ovnk.core.ovn.commands import Ref
+from ovnk.core.ovn.ids import OwnerType
+from ovnk.core.ovn.ids import hashed_name
+from ovnk.core.ovn.sync import RepairPlan
+from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import ReconcileRequest
+from ovnk.core.reconcile.spec import Watch
+from ovnk.core.topology import annotations as ann
+from ovnk.core.topology import builder
+from ovnk.core.topology import naming as n
+from ovnk.core.topology.annotations import PodNetwork
+from ovnk.core.topology.annotations import PodRoute
+from ovnk.core.topology.intents import PodPort
+from ovnk.core.topology.ipam import AllocationError
+from ovnk.core.topology.naming import IPAddress
+
+logger = logging.getLogger(__name__)
+
+POD_PORT = OwnerType(name="Pod", table="Logical_Switch_Port", keys=("name",))
+NAMESPACE_ADDRESS_SET = OwnerType(name="Namespace", table="Address_Set", keys=("name", "ip-family"))
+
+
+@hookimpl
+def ovnk_claims(claims: Claims) -> None:
+    claims.owner_type(POD_PORT)
+    claims.owner_type(NAMESPACE_ADDRESS_SET)
+    claims.annotation(ann.POD_NETWORKS)
+
+
+def namespace_address_set(controller: str, namespace: str, family: int) -> tuple[str, Any]:
+    """(name, ids) of a namespace's address set for one IP family."""
+    oids = NAMESPACE_ADDRESS_SET.ids(controller, name=namespace, ip_family=f"v{family}")
+    return hashed_name(oids.primary_id), oids
+
+
+def pod_needs_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return common.changed(old, new, ("metadata.annotations", "metadata.labels", "metadata.uid", "spec.nodeName",
+                                     "spec.hostNetwork", "status.phase"))
+
+
+def node_topology_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Only node changes that can unblock pods: the controller's and the agent's annotations."""
+    keys = (ann.NODE_SUBNETS, ann.NODE_CHASSIS_ID)
+    old_ann, new_ann = ann.annotations_of(old), ann.annotations_of(new)
+    return any(old_ann.get(k) != new_ann.get(k) for k in keys)
+
+
+class PodController:
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config
+        self.state = ctx.topology
+        self.controller = ctx.config.controller.name
+        self.families = sorted({s.network.version for s in ctx.config.default.cluster_subnets})
+
+    # -- reconcile -------------------------------------------------------------
+
+    def reconcile(self, req: ReconcileRequest) -> None:
+        pod = self.ctx.cache(PODS).get(req.key)
+        old = req.deleted
+        if old is not None and (pod is None or pod["metadata"].get("uid") != old["metadata"].get("uid")):
+            # The instance we last saw is gone (maybe replaced by a new pod of the same name).
+            self._cleanup(old, remove_port=pod is None or not common.pod_wants_network(pod))
+        if pod is None:
+            return
+        if common.pod_completed(pod):
+            self._cleanup(pod, remove_port=True)
+            return
+        if not common.pod_wants_network(pod):
+            return
+        self._ensure(pod)
+
+    def _ensure(self, pod: Mapping[str, Any]) -> None:
+        meta = pod["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        node_name = pod["spec"]["nodeName"]
+        facts = self.state.node(node_name)
+        if facts is None:
+            if self.ctx.cache(NODES).get(node_name) is None:
+                # The pods controller also watches nodes: this pod comes back when its node appears.
+                logger.debug("node %s does not exist (yet); waiting for it", node_name)
+                return
+            raise TemporaryError(f"node {node_name} switch is not ready yet", delay=0.5)
+        if not facts.subnets:
+            return  # the node has no host subnet (e.g. hybrid overlay); nothing to do here
+        if not facts.chassis_id:
+            raise TemporaryError(f"node {node_name} has no k8s.ovn.org/node-chassis-id yet", delay=0.5)
+        network = self._addresses(pod, facts.subnets, node_name)
+        lsp = self._port(pod, network, node_name, facts.chassis_id)
+        self.ctx.pm.hook.ovnk_pod_lsp(ctx=self.ctx, pod=pod, lsp=lsp)
+        with self.ctx.nb.transaction(reason=f"pod {namespace}/{name}", owner="Pod") as txn:
+            txn.ensure("Logical_Switch_Port", name=lsp.name, ids=POD_PORT.ids(self.controller, name=f"{namespace}/{name}"),
+                       columns={"addresses": lsp.addresses, "port_security": lsp.port_security,
+                                "options": lsp.options},
+                       external_ids=lsp.external_ids,
+                       parent=Parent(Match.of("Logical_Switch", name=lsp.switch), "ports"))
+            for family in self.families:
+                as_name, as_ids = namespace_address_set(self.controller, namespace, family)
+                txn.ensure("Address_Set", name=as_name, ids=as_ids)
+                ips = [str(ip) for ip in lsp.ips if ip.version == family]
+                if ips:
+                    txn.add_to(Match.of("Address_Set", name=as_name), "addresses", ips)
+            port_ref = Ref(Match.of("Logical_Switch_Port", name=lsp.name))
+            for group in lsp.port_groups:
+                txn.add_to(Match.of("Port_Group", name=group), "ports", [port_ref])
+            for address_set in lsp.address_sets:
+                txn.add_to(Match.of("Address_Set", name=address_set), "addresses", [str(ip) for ip in lsp.ips])
+            self.ctx.pm.hook.ovnk_pod_txn(ctx=self.ctx, txn=txn, pod=pod, lsp=lsp, deleted=False)
+        logger.debug("pod %s/%s: %s", namespace, name, txn.outcome)
+
+    def _addresses(self, pod: Mapping[str, Any], subnets: tuple[Any, ...], node_name: str) -> PodNetwork:
+        """The pod's default network: reuse its annotation, else allocate and annotate."""
+        holder = common.ip_holder(pod)
+        try:
+            existing = ann.pod_network(pod)
+        except ann.AnnotationError as exc:
+            self._event(pod, "InvalidAnnotation", str(exc))
+            raise PermanentError(str(exc)) from exc
+        if existing is not None:
+            for iface in existing.ip_addresses:
+                pool = self.state.pool_for_ip(node_name, iface.ip)
+                if pool is None:
+                    message = (f"annotated IP {iface.ip} is not in node {node_name}'s subnets "
+                               f"({', '.join(map(str, subnets))}); refusing to change a pod's IPs")
+                    self._event(pod, "ErrorAllocatingIP", message)
+                    raise PermanentError(message)
+                try:
+                    pool.reserve(iface.ip, holder)
+                except AllocationError as exc:
+                    self._event(pod, "ErrorAllocatingIP", str(exc))
+                    raise PermanentError(f"annotated IP conflicts: {exc}") from exc
+            return existing
+        ips = self._allocate(pod, node_name, holder)
+        try:
+            request = ann.default_network_request(pod)
+        except ann.AnnotationError:
+            request = None
+        mac = request.mac if request is not None and request.mac else n.mac_from_ip(ips[0].ip)
+        network = self._network(ips, mac)
+        networks: dict[str, Any] = ann.pod_networks_raw(pod)
+        networks[ann.DEFAULT] = network.to_json()
+        self.ctx.pm.hook.ovnk_pod_networks(ctx=self.ctx, pod=pod, networks=networks)
+        meta = pod["metadata"]
+        try:
+            self.ctx.kube.patch(PODS, meta["name"], {"metadata": {
+                "annotations": {ann.POD_NETWORKS: ann.format_pod_networks(networks)},
+            }}, namespace=meta["namespace"])
+        except Exception:
+            self._release(node_name, [i.ip for i in ips], holder)
+            raise
+        return network
+
+    def _allocate(self, pod: Mapping[str, Any], node_name: str, holder: str) -> list[Any]:
+        pools = self.state.pools(node_name)
+        try:
+            request = ann.default_network_request(pod)
+        except ann.AnnotationError as exc:
+            self._event(pod, "ErrorAllocatingIP", str(exc))
+            raise PermanentError(str(exc)) from exc
+        result: list[Any] = []
+        try:
+            if request is not None and request.ips:
+                for iface in request.ips:
+                    pool = next((p for p in pools if iface.ip in p.subnet), None)
+                    if pool is None:
+                        raise AllocationError(f"requested IP {iface.ip} is not in node {node_name}'s subnets")
+                    pool.reserve(iface.ip, holder)
+                    result.append(ipaddress.ip_interface(f"{iface.ip}/{pool.subnet.prefixlen}"))
+            else:
+                for pool in pools:
+                    ip = pool.allocate(holder)
+                    result.append(ipaddress.ip_interface(f"{ip}/{pool.subnet.prefixlen}"))
+        except AllocationError as exc:
+            self._release(node_name, [i.ip for i in result], holder)
+            self._event(pod, "ErrorAllocatingIP", str(exc))
+            if request is not None and request.ips:
+                raise PermanentError(f"bad static IP request: {exc}") from exc
+            raise TemporaryError(f"cannot allocate an IP: {exc}", delay=5) from exc
+        return result
+
+    def _network(self, ips: list[Any], mac: str) -> PodNetwork:
+        gateways = tuple(n.gateway_ip(i.network) for i in ips)
+        gw4 = next((g for g in gateways if g.version == 4), None)
+        routes: list[PodRoute] = []
+        if gw4 is not None:
+            for cluster in self.cfg.default.cluster_subnets:
+                if cluster.network.version == 4:
+                    routes.append(PodRoute(cluster.network, gw4))
+            for cidr in self.cfg.kubernetes.service_cidrs:
+                if cidr.version == 4:
+                    routes.append(PodRoute(cidr, gw4))
+            routes.append(PodRoute(ipaddress.ip_network(f"{n.hairpin_ip(self.cfg.gateway.v4_masquerade_subnet)}/32"), gw4))
+            routes.append(PodRoute(self.cfg.gateway.v4_join_subnet, gw4))
+        return PodNetwork(ip_addresses=tuple(ips), mac_address=mac, gateway_ips=gateways, routes=tuple(routes))
+
+    def _port(self, pod: Mapping[str, Any], network: PodNetwork, node_name: str, chassis: str) -> PodPort:
+        meta = pod["metadata"]
+        ips = tuple(i.ip for i in network.ip_addresses)
+        address = " ".join([network.mac_address, *(str(ip) for ip in ips)])
+        return PodPort(
+            name=n.pod_port(meta["namespace"], meta["name"]), switch=n.node_switch(node_name),
+            namespace=meta["namespace"], pod=meta["name"], uid=meta.get("uid", ""), mac=network.mac_address, ips=ips,
+            addresses=[address], port_security=[address],
+            options={"iface-id-ver": meta.get("uid", ""), "requested-chassis": chassis},
+            external_ids={"namespace": meta["namespace"], "pod": "true"},
+            port_groups=[builder.port_group_name(self.controller, n.CLUSTER_PORT_GROUP)],
+        )
+
+    # -- cleanup ---------------------------------------------------------------
+
+    def _cleanup(self, pod: Mapping[str, Any], *, remove_port: bool) -> None:
+        meta = pod["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        try:
+            network = ann.pod_network(pod)
+        except ann.AnnotationError:
+            network = None
+        ips: list[IPAddress] = [i.ip for i in network.ip_addresses] if network else []
+        node_name = pod.get("spec", {}).get("nodeName")
+        holder = common.ip_holder(pod)
+        # The last state we saw may predate our annotation (the pod can be deleted while we
+        # annotate it): what the IPAM says this pod instance holds counts too.
+        if node_name:
+            for pool in self.state.pools(node_name):
+                ips.extend(ip for ip in pool.held_by(holder) if ip not in ips)
+        in_use = self._ips_used_by_others(pod, ips)
+        with self.ctx.nb.transaction(reason=f"pod {namespace}/{name} gone", owner="Pod") as txn:
+            if remove_port:
+                txn.remove("Logical_Switch_Port", name=n.pod_port(namespace, name))
+            stale = [str(ip) for ip in ips if ip not in in_use]
+            for family in self.families:
+                as_name, _ = namespace_address_set(self.controller, namespace, family)
+                family_ips = [ip for ip in stale if ipaddress.ip_address(ip).version == family]
+                if family_ips:
+                    txn.remove_from(Match.of("Address_Set", name=as_name), "addresses", family_ips)
+            self.ctx.pm.hook.ovnk_pod_txn(ctx=self.ctx, txn=txn, pod=pod, lsp=None, deleted=True)
+        if node_name:
+            self._release(node_name, [ip for ip in ips if ip not in in_use], holder)
+
+    def _ips_used_by_others(self, pod: Mapping[str, Any], ips: list[IPAddress]) -> set[IPAddress]:
+        """IPs of ``pod`` that another live pod also has in its annotation (never release those)."""
+        if not ips:
+            return set()
+        uid = pod["metadata"].get("uid")
+        wanted = set(ips)
+        used: set[IPAddress] = set()
+        node_name = pod.get("spec", {}).get("nodeName")
+        store = self.ctx.cache(PODS)
+        candidates = store.by_index("node", node_name) if node_name else store.list()
+        for other in candidates:
+            if other["metadata"].get("uid") == uid or not common.pod_wants_network(other):
+                continue
+            try:
+                network = ann.pod_network(other)
+            except ann.AnnotationError:
+                continue
+            if network is not None:
+                used |= wanted & {i.ip for i in network.ip_addresses}
+        return used
+
+    def _release(self, node_name: str, ips: list[IPAddress], holder: str) -> None:
+        for ip in ips:
+            pool = self.state.pool_for_ip(node_name, ip)
+            if pool is not None:
+                pool.release(ip, holder)
+
+    def _event(self, pod: Mapping[str, Any], reason: str, message: str) -> None:
+        logger.warning("pod %s: %s", common.pod_key(pod), message)
+        self.ctx.events.event(pod, type="Warning", reason=reason, message=message)
+
+    # -- repair ----------------------------------------------------------------
+
+    def plan_stale(self, plan: RepairPlan) -> None:
+        pods = self.ctx.cache(PODS)
+        for row in self.ctx.nb.owned(POD_PORT):
+            key = row.external_ids.get("k8s.ovn.org/name", "")
+            pod = pods.get(key)
+            if pod is None or not common.pod_wants_network(pod):
+                plan.stale(row, reason=f"pod {key} no longer exists or has no network")
+
+
+class NamespaceController:
+    """Namespace address sets: created with the namespace, deleted with it, content fixed at start."""
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.ctx = ctx
+        self.controller = ctx.config.controller.name
+        self.families = sorted({s.network.version for s in ctx.config.default.cluster_subnets})
+
+    def reconcile(self, req: ReconcileRequest) -> None:
+        namespace = self.ctx.cache(NAMESPACES).get(req.key)
+        deleted = namespace is None
+        obj = namespace if namespace is not None else (req.deleted or {"metadata": {"name": req.key}})
+        with self.ctx.nb.transaction(reason=f"namespace {req.key}", owner="Namespace") as txn:
+            for family in self.families:
+                as_name, as_ids = namespace_address_set(self.controller, req.key, family)
+                if deleted:
+                    txn.remove("Address_Set", name=as_name)
+                else:
+                    txn.ensure("Address_Set", name=as_name, ids=as_ids)
+            self.ctx.pm.hook.ovnk_namespace_txn(ctx=self.ctx, txn=txn, namespace=obj, deleted=deleted)
+
+    def repair(self, plan: RepairPlan) -> None:
+        """Plan stale sets and fix every set's content from the pod cache (no workers run yet)."""
+        live = set(self.ctx.cache(NAMESPACES).keys())
+        for row in self.ctx.nb.owned(NAMESPACE_ADDRESS_SET):
+            ns = row.external_ids.get("k8s.ovn.org/name", "")
+            if ns not in live:
+                plan.stale(row, reason=f"namespace {ns} no longer exists")
+        wanted: dict[str, set[str]] = {}
+        for pod in self.ctx.cache(PODS).list():
+            if not common.pod_wants_network(pod):
+                continue
+            try:
+                network = ann.pod_network(pod)
+            except ann.AnnotationError:
+                continue
+            if network is None:
+                continue
+            for iface in network.ip_addresses:
+                wanted.setdefault(f"{pod['metadata']['namespace']}/v{iface.ip.version}", set()).add(str(iface.ip))
+        with self.ctx.nb.transaction(reason="namespace address sets at start", owner="Namespace") as txn:
+            for ns in live:
+                for family in self.families:
+                    as_name, as_ids = namespace_address_set(self.controller, ns, family)
+                    txn.ensure("Address_Set", name=as_name, ids=as_ids,
+                               columns={"addresses": sorted(wanted.get(f"{ns}/v{family}", set()))})
+
+
+class PodsRuntime:
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.pods = PodController(ctx)
+        self.namespaces = NamespaceController(ctx)
+
+    @hookimpl
+    def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
+        self.pods.plan_stale(plan)
+        self.namespaces.repair(plan)
+
+
+@hookimpl
+def ovnk_controllers(ctx: ControllerContext) -> list[ControllerSpec]:
+    runtime = PodsRuntime(ctx)
+    common.register_runtime(ctx.pm, "core.pods.runtime", runtime)
+    return [
+        ControllerSpec(name="namespaces", watches=(Watch(NAMESPACES),), reconcile=runtime.namespaces.reconcile),
+        ControllerSpec(name="pods", watches=(
+            Watch(PODS, needs_update=pod_needs_update),
+            # A node that appears or changes brings its pods back (they wait for its switch).
+            Watch(NODES, keys=lambda node: ctx.cache(PODS).index_keys("node", node["metadata"]["name"]),
+                  needs_update=node_topology_changed),
+        ), reconcile=runtime.pods.reconcile),
+    ]

@@ -1,0 +1,104 @@
+"""The context handed to controller hooks: public facades only.
+
+Plugins reach the API server, the NB database, the caches and shared state
+only through these objects; they never open connections themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from typing import Any
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from ovnk.core.claims import Claims
+    from ovnk.core.config import Config
+    from ovnk.core.kube.client import KubeClient
+    from ovnk.core.kube.events import EventRecorder
+    from ovnk.core.kube.informer import InformerFactory
+    from ovnk.core.ovn.connection import OvsdbClient
+    from ovnk.core.ovn.ids import OwnerRegistry
+    from ovnk.core.ovn.ids import OwnerType
+    from ovnk.core.ovn.reader import NbReader
+    from ovnk.core.ovn.reader import RowSnapshot
+    from ovnk.core.ovn.txn import NbTxn
+    from ovnk.core.ovn.txn import TxnManager
+    from ovnk.core.plugins import OvnkPluginManager
+    from ovnk.core.topology.state import TopologyState
+
+
+class NbFacade:
+    """NB access for reconcilers: transactions and snapshot reads."""
+
+    def __init__(self, *, client: OvsdbClient, txns: TxnManager, reader: NbReader) -> None:
+        self.client = client
+        self.txns = txns
+        self.reader = reader
+
+    @property
+    def controller(self) -> str:
+        return self.txns.controller
+
+    @contextmanager
+    def transaction(self, *, reason: str, owner: str) -> Iterator[NbTxn]:
+        """One atomic transaction, committed when the block exits cleanly."""
+        with self.txns.transaction(reason=reason, owner=owner) as txn:
+            yield txn
+
+    def owned(self, owner: OwnerType, *, columns: tuple[str, ...] = ()) -> list[RowSnapshot]:
+        return self.reader.owned(owner, columns=columns)
+
+    def owned_by_name(self, owner: OwnerType, name: str, *, columns: tuple[str, ...] = ()) -> list[RowSnapshot]:
+        return self.reader.owned_by_name(owner, name, columns=columns)
+
+    def get(self, table: str, *, name: str | None = None, primary_id: str | None = None,
+            columns: tuple[str, ...] = ()) -> RowSnapshot | None:
+        return self.reader.get(table, name=name, primary_id=primary_id, columns=columns)
+
+    def has_column(self, table: str, column: str) -> bool:
+        """Optional columns (e.g. ACL ``tier``) exist only on newer OVN schemas."""
+        return self.client.has_column(table, column)
+
+
+@dataclass(frozen=True)
+class ControllerContext:
+    """Everything a controller-side hook may use.
+
+    :ivar config: the effective configuration (``config.plugin_settings(name)``).
+    :ivar pm: the plugin manager (call hooks with keyword arguments).
+    :ivar kube: the Kubernetes client (raw JSON objects).
+    :ivar informers: shared informers; ``informers.informer(resource).store`` is a cache.
+    :ivar nb: NB transactions and reads.
+    :ivar owners: owner types claimed in this deployment.
+    :ivar claims: every claim (CRDs, annotations, owner types).
+    :ivar registry: the process's Prometheus registry.
+    :ivar events: records Kubernetes events.
+    :ivar topology: shared state of the default network (node facts, IP pools).
+    :ivar is_leader: whether this process may write now.
+    """
+
+    config: Config
+    pm: OvnkPluginManager
+    kube: KubeClient
+    informers: InformerFactory
+    nb: NbFacade
+    owners: OwnerRegistry
+    claims: Claims
+    registry: CollectorRegistry
+    events: EventRecorder
+    topology: TopologyState
+    is_leader: Callable[[], bool]
+    sb: OvsdbClient | None = None
+
+    @property
+    def controller_name(self) -> str:
+        return self.config.controller.name
+
+    def cache(self, resource: Any) -> Any:
+        """The shared cache (store) of ``resource``."""
+        return self.informers.informer(resource).store

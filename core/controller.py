@@ -1,0 +1,200 @@
+"""The cluster-wide controller process (``ovnk controller``).
+
+Start-up, each step failing with a message that says why:
+
+1. metrics and health endpoint (``[controller] metrics-bind-address``);
+2. Kubernetes client; the CRDs claimed by enabled plugins are applied;
+3. NB connection (and SB, used by plugins that read chassis);
+4. controllers from ``ovnk_controllers``; their watches start and the caches
+   sync (the process is *ready* from here: a standby keeps warm caches);
+5. leader election on a Lease (unless disabled); on gaining leadership:
+   repair (``ovnk_repair`` + unclaimed owner types), then the workers start;
+6. on losing leadership the write fence closes at once and the process exits
+   so that a restart re-syncs from scratch (client-go's behaviour).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ovnk.core.bootstrap import Runtime
+from ovnk.core.context import ControllerContext
+from ovnk.core.context import NbFacade
+from ovnk.core.errors import StartupError
+from ovnk.core.health import HealthServer
+from ovnk.core.health import HealthState
+from ovnk.core.kube.client import KubeClient
+from ovnk.core.kube.events import EventRecorder
+from ovnk.core.kube.informer import InformerFactory
+from ovnk.core.kube.leader import LeaderElector
+from ovnk.core.metrics import new_registry
+from ovnk.core.ovn import sync
+from ovnk.core.ovn.connection import OvsdbClient
+from ovnk.core.ovn.connection import SslFiles
+from ovnk.core.ovn.reader import NbReader
+from ovnk.core.ovn.txn import TxnManager
+from ovnk.core.reconcile.runner import ControllerRunner
+from ovnk.core.topology.state import TopologyState
+
+logger = logging.getLogger(__name__)
+
+CACHE_SYNC_TIMEOUT = 120.0
+
+
+def ssl_files(settings: Any) -> SslFiles | None:
+    if settings.address.startswith("ssl:") or ",ssl:" in settings.address:
+        if not (settings.client_privkey and settings.client_cert and settings.client_cacert):
+            raise StartupError(f"{settings.address} is an ssl: remote but client-privkey/client-cert/client-cacert are not all set")
+        return SslFiles(private_key=settings.client_privkey, certificate=settings.client_cert,
+                        ca_cert=settings.client_cacert)
+    return None
+
+
+@dataclass
+class ControllerProcess:
+    """All the parts of one running controller; :meth:`start` and :meth:`stop` in tests and the CLI."""
+
+    runtime: Runtime
+    ctx: ControllerContext | None = None
+    runner: ControllerRunner | None = None
+    health: HealthServer | None = None
+    elector: LeaderElector | None = None
+    informers: InformerFactory | None = None
+    nb: OvsdbClient | None = None
+    state: HealthState | None = None
+    lost_leadership: threading.Event | None = None
+    repaired: int = 0
+    _leading: bool = False
+
+    def start(self) -> ControllerProcess:
+        rt = self.runtime
+        cfg = rt.config
+        registry = new_registry(component="controller")
+        rt.pm.hook.ovnk_register_metrics(registry=registry)
+        self.state = HealthState()
+        self.lost_leadership = threading.Event()
+        if cfg.controller.metrics_bind_address:
+            self.health = HealthServer(cfg.controller.metrics_bind_address, registry, self.state)
+            self.health.start()
+        kube = KubeClient.from_settings(cfg.kubernetes)
+        for crd, plugin in rt.claims.crds.values():
+            logger.info("applying CRD %s (claimed by %s)", crd.name, plugin)
+            try:
+                kube.apply_crd(crd.document)
+            except Exception as exc:
+                raise StartupError(f"cannot apply CRD {crd.name} of plugin {plugin!r}: {exc}") from exc
+        self.nb = OvsdbClient(remote=cfg.ovnnorth.address, schema="OVN_Northbound", name="nb",
+                              ssl=ssl_files(cfg.ovnnorth), inactivity_probe_ms=cfg.default.inactivity_probe,
+                              timeout=cfg.default.db_txn_timeout, registry=registry).start()
+        self.state.liveness["nb"] = lambda: None if self.nb and self.nb.connected else "NB disconnected"
+        identity = cfg.controller.identity or f"{socket.gethostname()}_{os.getpid()}"
+        if cfg.controller.leader_election:
+            self.elector = LeaderElector(
+                kube, namespace=cfg.controller.lease_namespace, name=cfg.controller.lease_name, identity=identity,
+                lease_duration=cfg.controller.lease_duration, renew_deadline=cfg.controller.renew_deadline,
+                retry_period=cfg.controller.retry_period, on_started_leading=self._on_leading,
+                on_stopped_leading=self._on_lost,
+            )
+        fence = self.elector.is_leader if self.elector is not None else (lambda: True)
+        txns = TxnManager(self.nb, pm=rt.pm, controller=cfg.controller.name, timeout=cfg.default.db_txn_timeout,
+                          fence=fence, registry=registry)
+        self.informers = InformerFactory(kube, registry=registry)
+        events = EventRecorder(kube, component="ovnk-controller", host=socket.gethostname())
+        self.ctx = ControllerContext(
+            config=cfg, pm=rt.pm, kube=kube, informers=self.informers,
+            nb=NbFacade(client=self.nb, txns=txns, reader=NbReader(self.nb, controller=cfg.controller.name)),
+            owners=rt.claims.owners, claims=rt.claims, registry=registry, events=events,
+            topology=TopologyState(cfg), is_leader=fence,
+        )
+        specs = [spec for specs in rt.pm.hook.ovnk_controllers(ctx=self.ctx) for spec in specs]
+        self.runner = ControllerRunner(specs, informers=self.informers, workers=cfg.controller.workers,
+                                       max_attempts=cfg.controller.max_attempts,
+                                       max_backoff=cfg.controller.max_backoff, registry=registry, events=events)
+        self.runner.start_watches()
+        started = time.monotonic()
+        if not self.runner.wait_for_sync(CACHE_SYNC_TIMEOUT):
+            raise StartupError(f"caches did not sync within {CACHE_SYNC_TIMEOUT:.0f}s: {', '.join(self.runner.unsynced())}")
+        logger.info("caches synced in %.1fs (%d controllers)", time.monotonic() - started, len(specs))
+        self.state.set_ready(True)
+        if self.elector is not None:
+            self.elector.start()
+        else:
+            self._on_leading()
+        return self
+
+    def _on_leading(self) -> None:
+        assert self.ctx is not None and self.runner is not None
+        logger.info("leading: repairing, then starting workers")
+        self._leading = True
+        try:
+            self.repaired = self.repair()
+        except Exception:
+            logger.exception("repair failed; starting workers anyway (reconciles converge what they own)")
+        self.runner.start_workers()
+
+    def _on_lost(self) -> None:
+        if not self._leading:
+            return
+        logger.error("lost leadership; stopping writes and exiting so a restart re-syncs")
+        self._leading = False
+        if self.lost_leadership is not None:
+            self.lost_leadership.set()
+
+    def repair(self) -> int:
+        """Run startup repair according to ``[controller] repair-mode``; returns the rows deleted."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        mode = ctx.config.controller.repair_mode
+        if mode == "off":
+            return 0
+        plan = sync.RepairPlan(controller=ctx.config.controller.name)
+        sync.plan_unclaimed(plan, ctx.nb.reader, ctx.owners)
+        for plugin, impl in ctx.pm.implementations("ovnk_repair"):
+            plan.current_plugin = plugin
+            ctx.pm.call_impl(impl, ctx=ctx, plan=plan)
+        if mode == "log":
+            plan.log()
+            return 0
+        return plan.apply(ctx.nb.txns) if len(plan) else 0
+
+    def stop(self) -> None:
+        if self.elector is not None:
+            self.elector.stop(release=True)
+        if self.runner is not None:
+            self.runner.stop()
+        if self.informers is not None:
+            self.informers.stop()
+        if self.nb is not None:
+            self.nb.stop()
+        if self.health is not None:
+            self.health.stop()
+
+
+def run(runtime: Runtime) -> int:
+    """Run until SIGTERM/SIGINT or lost leadership; returns the exit status."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    process = ControllerProcess(runtime)
+    process.start()
+    try:
+        while not stop.is_set():
+            if process.lost_leadership is not None and process.lost_leadership.is_set():
+                return 1
+            stop.wait(0.2)
+    finally:
+        process.stop()
+        runtime.shutdown()
+    return 0
