@@ -137,6 +137,9 @@ def find_rows(idl: ovs_idl.Idl, match: Match, scope: TxnScope | None = None, *,
             rows = []
     elif match.name is not None:
         rows = conn_mod.rows_by_name(idl, match.table, match.name)
+        if not rows and match.primary_id is not None:
+            # Our row under another name (e.g. renamed by someone): found by identity, renamed by the caller.
+            rows = conn_mod.rows_by_id(idl, match.table, match.primary_id)
     elif match.primary_id is not None:
         rows = conn_mod.rows_by_id(idl, match.table, match.primary_id)
     elif candidates is not None:

@@ -44,7 +44,6 @@ from prometheus_client import Histogram
 
 from ovnk.core.errors import TemporaryError
 from ovnk.core.ovn import ids as ids_mod
-from ovnk.core.ovn.ids import DbObjectIds
 from ovnk.core.ovn.commands import Command
 from ovnk.core.ovn.commands import EnsureRow
 from ovnk.core.ovn.commands import Match
@@ -53,6 +52,7 @@ from ovnk.core.ovn.commands import RemoveRow
 from ovnk.core.ovn.commands import SetMembership
 from ovnk.core.ovn.commands import TxnScope
 from ovnk.core.ovn.connection import OvsdbClient
+from ovnk.core.ovn.ids import DbObjectIds
 
 if TYPE_CHECKING:
     from ovnk.core.plugins import OvnkPluginManager
@@ -158,7 +158,7 @@ class NbTxn:
         match = Match.of(
             table,
             name=name,
-            primary_id=ids.primary_id if (ids is not None and name is None and not where) else None,
+            primary_id=ids.primary_id if (ids is not None and not where) else None,
             where=dict(where or {}),
         )
         if name is not None:

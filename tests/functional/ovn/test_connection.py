@@ -63,7 +63,9 @@ def test_raft_leader_killed_during_1000_transactions(raft_central) -> None:
         thread.join()
         elapsed = time.monotonic() - started
         assert killed.is_set()
-        assert outcomes.count("committed") == 1000
+        # A transaction the dying leader applied but never acknowledged is retried; its commands then
+        # find the row in place, so it ends "unchanged" instead of inserting a duplicate.
+        assert set(outcomes) <= {"committed", "unchanged"} and outcomes.count("committed") >= 995
         names = [n for n in raft_central.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split() if n]
         assert len(names) == 1000 and len(set(names)) == 1000, "every port exactly once"
         assert client.reconnects >= 1
