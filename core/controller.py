@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Gauge
+
 from ovnk.core.bootstrap import Runtime
 from ovnk.core.context import ControllerContext
 from ovnk.core.context import NbFacade
@@ -72,11 +74,14 @@ class ControllerProcess:
     lost_leadership: threading.Event | None = None
     repaired: int = 0
     _leading: bool = False
+    _leader_gauge: Any = None
 
     def start(self) -> ControllerProcess:
         rt = self.runtime
         cfg = rt.config
         registry = new_registry(component="controller")
+        self._leader_gauge = Gauge("ovnk_controller_leader", "1 while this controller holds the leader lease.",
+                                   registry=registry)
         rt.pm.hook.ovnk_register_metrics(registry=registry)
         self.state = HealthState()
         self.lost_leadership = threading.Event()
@@ -133,6 +138,7 @@ class ControllerProcess:
         assert self.ctx is not None and self.runner is not None
         logger.info("leading: repairing, then starting workers")
         self._leading = True
+        self._leader_gauge.set(1)
         try:
             self.repaired = self.repair()
         except Exception:
@@ -144,6 +150,7 @@ class ControllerProcess:
             return
         logger.error("lost leadership; stopping writes and exiting so a restart re-syncs")
         self._leading = False
+        self._leader_gauge.set(0)
         if self.lost_leadership is not None:
             self.lost_leadership.set()
 
