@@ -288,11 +288,11 @@ class EnsureRow(Command):
             raise RowNotFoundError(f"parent {self.parent.match.describe()} of {self.match.describe()} does not exist")
         if row is None:
             return parent_row
-        current = _python(parent_row, self.parent.column)
-        if isinstance(current, dict):
-            present = row in current.values()
+        column = parent_row._table.columns[self.parent.column]
+        if column.type.is_map():
+            present = any(getattr(r, "uuid", None) == row.uuid for r in _python(parent_row, self.parent.column).values())
         else:
-            present = any(r.uuid == row.uuid for r in current)
+            present = _contains(parent_row, self.parent.column, row)
         return None if present else parent_row
 
     def plan(self, idl: ovs_idl.Idl) -> bool:
@@ -358,6 +358,23 @@ class EnsureRow(Command):
                     row.addvalue(column.name, value)
             return
         setattr(row, column.name, [] if resolved is None else resolved)
+
+
+def _contains(row: Any, column_name: str, value: Any) -> bool:
+    """Whether set/map column ``column_name`` of ``row`` holds ``value`` (a key), in O(1).
+
+    Reading ``row.<column>`` builds (and sorts) a Python list of every member:
+    O(n) per check, which made port-group and switch membership O(n^2).
+    """
+    datum = _current_datum(row, column_name)
+    if datum is None:
+        return False
+    column = row._table.columns[column_name]
+    try:
+        atom = ovs_data.Atom.from_python(column.type.key, ovs_idl._row_to_uuid(value))
+    except ovs_error.Error:
+        return False
+    return atom in datum.values
 
 
 def _hashable(value: Any) -> Any:
@@ -481,25 +498,22 @@ class SetMembership(Command):
             if self.add_values:
                 raise RowNotFoundError(f"{self.match.describe()} does not exist")
             return None, [], []
-        current = {_hashable(v) for v in _python(row, self.column)}
         to_add = []
+        seen: set[Any] = set()
         for value in self.add_values:
-            try:
-                resolved = _resolve(idl, value, self.scope)
-            except RowNotFoundError:
-                raise
-            if _hashable(resolved) not in current:
+            resolved = _resolve(idl, value, self.scope)
+            key = _hashable(resolved)
+            if key not in seen and not _contains(row, self.column, resolved):
                 to_add.append(resolved)
-                current.add(_hashable(resolved))
+            seen.add(key)
         to_remove = []
         for value in self.remove_values:
             try:
                 resolved = _resolve(idl, value, self.scope)
             except RowNotFoundError:
                 continue  # removing a reference to a row that is gone: nothing to do
-            if _hashable(resolved) in current:
+            if _contains(row, self.column, resolved):
                 to_remove.append(resolved)
-                current.discard(_hashable(resolved))
         return row, to_add, to_remove
 
     def plan(self, idl: ovs_idl.Idl) -> bool:

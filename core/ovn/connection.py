@@ -24,11 +24,16 @@ import contextlib
 import logging
 import threading
 import time
+import uuid as uuid_mod
+from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ovs import stream as ovs_stream
+from ovs.db import custom_index
 from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
 from ovsdbapp.backend.ovs_idl import idlutils
@@ -60,34 +65,80 @@ class SslFiles:
     ca_cert: str
 
 
-def _primary_id(row: Any) -> str:
-    ext = getattr(row, "external_ids", None) or {}
-    return str(ext.get(ids.PRIMARY_ID_KEY, ""))
+# Index keys end with the row uuid: many rows share a key value (every row of
+# another system has no owner keys), and the sorted index removes an entry by
+# scanning equal keys -- O(n) per update without a unique tie-breaker.
+_UUID_LO = uuid_mod.UUID(int=0)
+_UUID_HI = uuid_mod.UUID(int=(1 << 128) - 1)
 
 
-def _owner_key(row: Any) -> tuple[str, str]:
-    ext = getattr(row, "external_ids", None) or {}
-    return (str(ext.get(ids.OWNER_CONTROLLER_KEY, "")), str(ext.get(ids.OWNER_TYPE_KEY, "")))
+def _ext(entry: Any) -> Any:
+    return getattr(entry, "external_ids", None) or {}
 
 
-def _owner_name_key(row: Any) -> tuple[str, str, str]:
-    ext = getattr(row, "external_ids", None) or {}
+def _tiebreak(entry: Any) -> uuid_mod.UUID:
+    value = getattr(entry, "uuid", None)
+    return value if isinstance(value, uuid_mod.UUID) else _UUID_LO
+
+
+def _primary_id(entry: Any) -> tuple[str, uuid_mod.UUID]:
+    return (str(_ext(entry).get(ids.PRIMARY_ID_KEY, "")), _tiebreak(entry))
+
+
+def _owner_key(entry: Any) -> tuple[str, str, uuid_mod.UUID]:
+    ext = _ext(entry)
+    return (str(ext.get(ids.OWNER_CONTROLLER_KEY, "")), str(ext.get(ids.OWNER_TYPE_KEY, "")), _tiebreak(entry))
+
+
+def _owner_name_key(entry: Any) -> tuple[str, str, str, uuid_mod.UUID]:
+    ext = _ext(entry)
     return (
         str(ext.get(ids.OWNER_CONTROLLER_KEY, "")),
         str(ext.get(ids.OWNER_TYPE_KEY, "")),
         str(ext.get(ids.OBJECT_NAME_KEY, "")),
+        _tiebreak(entry),
     )
 
 
-class _Idl(ovsdbapp_connection.OvsdbIdl):  # type: ignore[misc]
-    """The IDL with a short reconnect backoff and a connection-change counter."""
+#: ``listener(event, row, updates)``: event is ``"create"``, ``"update"`` or ``"delete"``.
+RowListener = Callable[[str, Any, Any], None]
 
-    def __init__(self, remote: str, helper: Any, *, leader_only: bool, probe_interval: int) -> None:
+
+class _TolerantIndex(custom_index.MultiColumnIndex):  # type: ignore[misc]
+    """An IDL index that tolerates rows inserted without the indexed column.
+
+    The stock index skips such rows when adding them but fails when the
+    transaction later discards them (``Row has no attribute``); raw ovsdbapp
+    commands (``ls_add``...) insert rows without ``external_ids``.
+    """
+
+    def remove(self, row: Any) -> None:
+        if not all(hasattr(row, col.column) for col in self.columns):
+            return
+        try:
+            super().remove(row)
+        except ValueError:
+            pass  # never added (inserted before its indexed columns were set)
+
+
+class _Idl(ovsdbapp_connection.OvsdbIdl):  # type: ignore[misc]
+    """The IDL with a short reconnect backoff, a connection-change counter and row listeners."""
+
+    def __init__(self, remote: str, helper: Any, *, leader_only: bool, probe_interval: int,
+                 listeners: list[RowListener] | None = None) -> None:
         super().__init__(remote, helper, probe_interval=probe_interval, leader_only=leader_only)
         # The IDL has no public setter for the backoff; its session object does.
         self._session.reconnect.set_backoff(*RECONNECT_BACKOFF_MS)
         self.reconnects = 0
         self._last_session_seqno = -1
+        self._row_listeners = listeners if listeners is not None else []
+
+    def notify(self, event: str, row: Any, updates: Any = None) -> None:
+        for listener in self._row_listeners:
+            try:
+                listener(event, row, updates)
+            except Exception:  # a listener must never break the IDL loop
+                logger.exception("OVSDB row listener %r failed", listener)
 
     def run(self) -> Any:
         result = super().run()
@@ -109,6 +160,9 @@ class OvsdbClient:
     :param schema: ``OVN_Northbound``, ``OVN_Southbound`` or ``Open_vSwitch``.
     :param name: short name for logs and metrics (``nb``, ``sb``, ``ovs``).
     :param tables: tables to monitor (default: all).
+    :param columns: monitor only these columns of these tables (others as ``tables`` says);
+        columns a busy writer updates often and nobody reads (Interface ``statistics``) cost
+        CPU on every update otherwise.
     :param leader_only: for RAFT, connect only to the leader (writers need this).
     :param ssl: client certificates for ``ssl:`` remotes.
     :param inactivity_probe_ms: OVSDB inactivity probe (0 disables).
@@ -123,6 +177,7 @@ class OvsdbClient:
         schema: str,
         name: str,
         tables: tuple[str, ...] | None = None,
+        columns: Mapping[str, Sequence[str]] | None = None,
         leader_only: bool = True,
         ssl: SslFiles | None = None,
         inactivity_probe_ms: int = 100000,
@@ -133,6 +188,7 @@ class OvsdbClient:
         self.schema = schema
         self.name = name
         self.tables = tables
+        self.columns = dict(columns or {})
         self.leader_only = leader_only
         self.ssl = ssl
         self.inactivity_probe_ms = inactivity_probe_ms
@@ -144,6 +200,7 @@ class OvsdbClient:
         self._metrics_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._reconnects_seen = 0
+        self._row_listeners: list[RowListener] = []
         self._m_connected: Gauge | None = None
         self._m_reconnects: Counter | None = None
         if registry is not None:
@@ -181,7 +238,13 @@ class OvsdbClient:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-        if self.tables:
+        if self.columns:
+            for table, names in self.columns.items():
+                helper.register_columns(table, list(names))
+            for table in self.tables or ():
+                if table not in self.columns:
+                    helper.register_table(table)
+        elif self.tables:
             for table in self.tables:
                 helper.register_table(table)
         else:
@@ -189,7 +252,8 @@ class OvsdbClient:
         self._schema_columns = {
             table: set(spec.get("columns", {})) for table, spec in helper.schema_json["tables"].items()
         }
-        self._idl = _Idl(self.remote, helper, leader_only=self.leader_only, probe_interval=self.inactivity_probe_ms)
+        self._idl = _Idl(self.remote, helper, leader_only=self.leader_only, probe_interval=self.inactivity_probe_ms,
+                         listeners=self._row_listeners)
         self._create_indexes(self._idl)
         self._connection = ovsdbapp_connection.Connection(
             idl=self._idl, timeout=max(1.0, deadline - time.monotonic())
@@ -233,12 +297,15 @@ class OvsdbClient:
     def _create_indexes(idl: _Idl) -> None:
         for table in idl.tables.values():
             columns = table.columns
+            indexes = table.rows.indexes
             if "name" in columns and columns["name"].type.is_scalar():
-                table.rows.index_create(NAME_INDEX).add_column("name")
+                indexes[NAME_INDEX] = _TolerantIndex(NAME_INDEX)
+                indexes[NAME_INDEX].add_column("name")
             if "external_ids" in columns:
-                table.rows.index_create(ID_INDEX).add_column("external_ids", key=_primary_id)
-                table.rows.index_create(OWNER_INDEX).add_column("external_ids", key=_owner_key)
-                table.rows.index_create(OWNER_NAME_INDEX).add_column("external_ids", key=_owner_name_key)
+                for name, key in ((ID_INDEX, _primary_id), (OWNER_INDEX, _owner_key),
+                                  (OWNER_NAME_INDEX, _owner_name_key)):
+                    indexes[name] = _TolerantIndex(name)
+                    indexes[name].add_column("external_ids", key=key)
 
     def _watch_connection(self) -> None:
         while not self._stop.wait(0.5):
@@ -250,6 +317,15 @@ class OvsdbClient:
             if self._m_reconnects is not None and idl.reconnects > self._reconnects_seen:
                 self._m_reconnects.inc(idl.reconnects - self._reconnects_seen)
                 self._reconnects_seen = idl.reconnects
+
+    def add_row_listener(self, listener: RowListener) -> None:
+        """Call ``listener(event, row, updates)`` for every row change the IDL applies.
+
+        It runs on the connection thread with the connection lock held (call
+        before or after :meth:`start`): it must be quick, must not block and must
+        not commit transactions; typically it sets an event or notifies a condition.
+        """
+        self._row_listeners.append(listener)
 
     # -- access --------------------------------------------------------------
 
@@ -299,31 +375,35 @@ def rows_by_name(idl: ovs_idl.Idl, table: str, name: str) -> list[Any]:
     return list(idl.index_equal(table, NAME_INDEX, index_entry(idl, table, name=name)))
 
 
+def _irange(idl: ovs_idl.Idl, table: str, index: str, external_ids: dict[str, str]) -> list[Any]:
+    """Every row whose index key (without the uuid tie-breaker) matches ``external_ids``."""
+    lo = index_entry(idl, table, external_ids=external_ids, uuid=_UUID_LO)
+    hi = index_entry(idl, table, external_ids=external_ids, uuid=_UUID_HI)
+    return list(idl.tables[table].rows.indexes[index].irange(lo, hi))
+
+
 def rows_by_id(idl: ovs_idl.Idl, table: str, primary_id: str) -> list[Any]:
     """Rows of ``table`` whose ``external_ids:k8s.ovn.org/id`` equals ``primary_id`` (indexed)."""
-    entry = index_entry(idl, table, external_ids={ids.PRIMARY_ID_KEY: primary_id})
-    return list(idl.index_equal(table, ID_INDEX, entry))
+    return _irange(idl, table, ID_INDEX, {ids.PRIMARY_ID_KEY: primary_id})
 
 
 def rows_by_owner(idl: ovs_idl.Idl, table: str, controller: str, owner_type: str) -> list[Any]:
     """Rows of ``table`` owned by ``controller`` with owner type ``owner_type`` (indexed)."""
-    entry = index_entry(
-        idl, table, external_ids={ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: owner_type}
-    )
-    return list(idl.index_equal(table, OWNER_INDEX, entry))
+    return _irange(idl, table, OWNER_INDEX, {ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: owner_type})
 
 
 def rows_by_owner_name(idl: ovs_idl.Idl, table: str, controller: str, owner_type: str, name: str) -> list[Any]:
     """Rows of ``table`` of one owner type whose ``k8s.ovn.org/name`` is ``name`` (indexed)."""
-    entry = index_entry(idl, table, external_ids={
+    return _irange(idl, table, OWNER_NAME_INDEX, {
         ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: owner_type, ids.OBJECT_NAME_KEY: name,
     })
-    return list(idl.index_equal(table, OWNER_NAME_INDEX, entry))
 
 
 def rows_by_controller(idl: ovs_idl.Idl, table: str, controller: str) -> list[Any]:
     """Every row of ``table`` owned by ``controller`` (any owner type)."""
     idx = idl.tables[table].rows.indexes[OWNER_INDEX]
-    lo = index_entry(idl, table, external_ids={ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: ""})
-    hi = index_entry(idl, table, external_ids={ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: "\uffff"})
+    lo = index_entry(idl, table, external_ids={ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: ""},
+                     uuid=_UUID_LO)
+    hi = index_entry(idl, table, external_ids={ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: "\uffff"},
+                     uuid=_UUID_HI)
     return list(idx.irange(lo, hi))
