@@ -24,7 +24,6 @@ import contextlib
 import logging
 import threading
 import time
-import uuid as uuid_mod
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -33,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ovs import stream as ovs_stream
-from ovs.db import custom_index
 from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
 from ovsdbapp.backend.ovs_idl import idlutils
@@ -42,14 +40,10 @@ from prometheus_client import Counter
 from prometheus_client import Gauge
 
 from ovnk.core.errors import StartupError
-from ovnk.core.ovn import ids
+from ovnk.core.ovn import indexes
 
 logger = logging.getLogger(__name__)
 
-NAME_INDEX = "name"
-ID_INDEX = "ovnk_id"
-OWNER_INDEX = "ovnk_owner"
-OWNER_NAME_INDEX = "ovnk_owner_name"
 
 # Reconnect backoff (ms) after a lost connection: the IDL's default (up to 8 s)
 # makes a RAFT leader change cost 3-15 s; 100-200 ms brings it to 1-2 s.
@@ -65,60 +59,8 @@ class SslFiles:
     ca_cert: str
 
 
-# Index keys end with the row uuid: many rows share a key value (every row of
-# another system has no owner keys), and the sorted index removes an entry by
-# scanning equal keys -- O(n) per update without a unique tie-breaker.
-_UUID_LO = uuid_mod.UUID(int=0)
-_UUID_HI = uuid_mod.UUID(int=(1 << 128) - 1)
-
-
-def _ext(entry: Any) -> Any:
-    return getattr(entry, "external_ids", None) or {}
-
-
-def _tiebreak(entry: Any) -> uuid_mod.UUID:
-    value = getattr(entry, "uuid", None)
-    return value if isinstance(value, uuid_mod.UUID) else _UUID_LO
-
-
-def _primary_id(entry: Any) -> tuple[str, uuid_mod.UUID]:
-    return (str(_ext(entry).get(ids.PRIMARY_ID_KEY, "")), _tiebreak(entry))
-
-
-def _owner_key(entry: Any) -> tuple[str, str, uuid_mod.UUID]:
-    ext = _ext(entry)
-    return (str(ext.get(ids.OWNER_CONTROLLER_KEY, "")), str(ext.get(ids.OWNER_TYPE_KEY, "")), _tiebreak(entry))
-
-
-def _owner_name_key(entry: Any) -> tuple[str, str, str, uuid_mod.UUID]:
-    ext = _ext(entry)
-    return (
-        str(ext.get(ids.OWNER_CONTROLLER_KEY, "")),
-        str(ext.get(ids.OWNER_TYPE_KEY, "")),
-        str(ext.get(ids.OBJECT_NAME_KEY, "")),
-        _tiebreak(entry),
-    )
-
-
 #: ``listener(event, row, updates)``: event is ``"create"``, ``"update"`` or ``"delete"``.
 RowListener = Callable[[str, Any, Any], None]
-
-
-class _TolerantIndex(custom_index.MultiColumnIndex):  # type: ignore[misc]
-    """An IDL index that tolerates rows inserted without the indexed column.
-
-    The stock index skips such rows when adding them but fails when the
-    transaction later discards them (``Row has no attribute``); raw ovsdbapp
-    commands (``ls_add``...) insert rows without ``external_ids``.
-    """
-
-    def remove(self, row: Any) -> None:
-        if not all(hasattr(row, col.column) for col in self.columns):
-            return
-        try:
-            super().remove(row)
-        except ValueError:
-            pass  # never added (inserted before its indexed columns were set)
 
 
 class _Idl(ovsdbapp_connection.OvsdbIdl):  # type: ignore[misc]
@@ -132,6 +74,11 @@ class _Idl(ovsdbapp_connection.OvsdbIdl):  # type: ignore[misc]
         self.reconnects = 0
         self._last_session_seqno = -1
         self._row_listeners = listeners if listeners is not None else []
+
+    def cooperative_yield(self) -> None:
+        # ovsdbapp's version sleeps(0) per row for eventlet; we use plain threads and
+        # the connection lock is held anyway, so it only slows the initial sync.
+        return
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         for listener in self._row_listeners:
@@ -296,16 +243,7 @@ class OvsdbClient:
     @staticmethod
     def _create_indexes(idl: _Idl) -> None:
         for table in idl.tables.values():
-            columns = table.columns
-            indexes = table.rows.indexes
-            if "name" in columns and columns["name"].type.is_scalar():
-                indexes[NAME_INDEX] = _TolerantIndex(NAME_INDEX)
-                indexes[NAME_INDEX].add_column("name")
-            if "external_ids" in columns:
-                for name, key in ((ID_INDEX, _primary_id), (OWNER_INDEX, _owner_key),
-                                  (OWNER_NAME_INDEX, _owner_name_key)):
-                    indexes[name] = _TolerantIndex(name)
-                    indexes[name].add_column("external_ids", key=key)
+            indexes.install(table)
 
     def _watch_connection(self) -> None:
         while not self._stop.wait(0.5):
@@ -363,47 +301,26 @@ class OvsdbClient:
         return table in self._schema_columns
 
 
-def index_entry(idl: ovs_idl.Idl, table: str, **values: Any) -> Any:
-    """A search key for ``idl.index_equal`` on ``table``."""
-    return idl.tables[table].rows.IndexEntry(**values)
-
-
 def rows_by_name(idl: ovs_idl.Idl, table: str, name: str) -> list[Any]:
     """Rows of ``table`` whose ``name`` column equals ``name`` (indexed)."""
-    if NAME_INDEX not in idl.tables[table].rows.indexes:
-        return [r for r in idl.tables[table].rows.values() if r.name == name]
-    return list(idl.index_equal(table, NAME_INDEX, index_entry(idl, table, name=name)))
-
-
-def _irange(idl: ovs_idl.Idl, table: str, index: str, external_ids: dict[str, str]) -> list[Any]:
-    """Every row whose index key (without the uuid tie-breaker) matches ``external_ids``."""
-    lo = index_entry(idl, table, external_ids=external_ids, uuid=_UUID_LO)
-    hi = index_entry(idl, table, external_ids=external_ids, uuid=_UUID_HI)
-    return list(idl.tables[table].rows.indexes[index].irange(lo, hi))
+    return indexes.by_name(idl.tables[table], name)
 
 
 def rows_by_id(idl: ovs_idl.Idl, table: str, primary_id: str) -> list[Any]:
     """Rows of ``table`` whose ``external_ids:k8s.ovn.org/id`` equals ``primary_id`` (indexed)."""
-    return _irange(idl, table, ID_INDEX, {ids.PRIMARY_ID_KEY: primary_id})
+    return indexes.by_id(idl.tables[table], primary_id)
 
 
 def rows_by_owner(idl: ovs_idl.Idl, table: str, controller: str, owner_type: str) -> list[Any]:
     """Rows of ``table`` owned by ``controller`` with owner type ``owner_type`` (indexed)."""
-    return _irange(idl, table, OWNER_INDEX, {ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: owner_type})
+    return indexes.by_owner(idl.tables[table], controller, owner_type)
 
 
 def rows_by_owner_name(idl: ovs_idl.Idl, table: str, controller: str, owner_type: str, name: str) -> list[Any]:
     """Rows of ``table`` of one owner type whose ``k8s.ovn.org/name`` is ``name`` (indexed)."""
-    return _irange(idl, table, OWNER_NAME_INDEX, {
-        ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: owner_type, ids.OBJECT_NAME_KEY: name,
-    })
+    return indexes.by_owner(idl.tables[table], controller, owner_type, name)
 
 
 def rows_by_controller(idl: ovs_idl.Idl, table: str, controller: str) -> list[Any]:
     """Every row of ``table`` owned by ``controller`` (any owner type)."""
-    idx = idl.tables[table].rows.indexes[OWNER_INDEX]
-    lo = index_entry(idl, table, external_ids={ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: ""},
-                     uuid=_UUID_LO)
-    hi = index_entry(idl, table, external_ids={ids.OWNER_CONTROLLER_KEY: controller, ids.OWNER_TYPE_KEY: "\uffff"},
-                     uuid=_UUID_HI)
-    return list(idx.irange(lo, hi))
+    return indexes.by_owner(idl.tables[table], controller)
