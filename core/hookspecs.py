@@ -214,7 +214,7 @@ def ovnk_cluster_topology(ctx: ControllerContext, topology: ClusterTopology) -> 
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def ovnk_node_hostsubnet(ctx: ControllerContext, node: Mapping[str, Any]) -> bool | None:
     """Decide whether a node gets a host subnet from the cluster subnets.
 

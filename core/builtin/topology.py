@@ -92,6 +92,10 @@ class TopologyController:
         wants = self.ctx.pm.hook.ovnk_node_hostsubnet(ctx=self.ctx, node=node)
         if wants is False:
             self._delete_node_rows(name, node, reason=f"node {name} has no host subnet")
+            self.state.remove_node(name)
+            self.state.subnets.release(name)
+            if ann.NODE_SUBNETS in ann.annotations_of(node):
+                self.ctx.kube.patch(NODES, name, {"metadata": {"annotations": {ann.NODE_SUBNETS: None}}})
             return
         try:
             subnets = tuple(self.state.subnets.allocate(name))
@@ -117,9 +121,12 @@ class TopologyController:
                 other["exclude_ips"] = " ".join(excluded)
             switch.columns["other_config"] = other
         controller = self.cfg.controller.name
+        owners = self.state.note_node_owners(
+            name, [*builder.NODE_OWNERS.values(), *(i.owner for i in topo.rows if i.owner is not None)])
         with self.ctx.nb.transaction(reason=f"node {name}", owner="Node") as txn:
             written = write_rows(txn, topo.rows, owner_name=name, default_owner=builder.NODE_OWNERS)
-            for owner in builder.NODE_OWNERS.values():
+            # Rows of this node (core's, and plugins' node intents) that are no longer intended.
+            for owner in owners:
                 for row in self.ctx.nb.owned_by_name(owner, name):
                     if row.primary_id not in written:
                         txn.remove(owner.table, uuid=row.uuid)
@@ -151,8 +158,9 @@ class TopologyController:
         self.ctx.kube.patch(NODES, node["metadata"]["name"], {"metadata": {"annotations": patch}})
 
     def _delete_node_rows(self, name: str, node: Mapping[str, Any] | None, *, reason: str) -> None:
+        owners = set(builder.NODE_OWNERS.values()) | self.state.node_owners(name)
         with self.ctx.nb.transaction(reason=reason, owner="Node") as txn:
-            for owner in builder.NODE_OWNERS.values():
+            for owner in owners:
                 for row in self.ctx.nb.owned_by_name(owner, name):
                     txn.remove(owner.table, uuid=row.uuid)
             self.ctx.pm.hook.ovnk_node_txn(ctx=self.ctx, txn=txn, node=node or {"metadata": {"name": name}},

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ovnk.core.config import Config
+from ovnk.core.ovn.ids import OwnerType
 from ovnk.core.topology import naming as n
 from ovnk.core.topology.annotations import GatewayConfig
 from ovnk.core.topology.ipam import NodeIdAllocator
@@ -59,6 +60,7 @@ class TopologyState:
         self._lock = threading.Lock()
         self._pools: dict[str, list[SubnetIpPool]] = {}
         self._facts: dict[str, NodeFacts] = {}
+        self._node_owners: dict[str, set[OwnerType]] = {}
         self.cluster_ready = threading.Event()
 
     # -- nodes -----------------------------------------------------------------
@@ -90,6 +92,18 @@ class TopologyState:
         with self._lock:
             self._facts.pop(node, None)
             self._pools.pop(node, None)
+            self._node_owners.pop(node, None)
+
+    def note_node_owners(self, node: str, owners: Iterable[OwnerType]) -> set[OwnerType]:
+        """Record owner types a node's rows were written with; returns every one seen for it."""
+        with self._lock:
+            seen = self._node_owners.setdefault(node, set())
+            seen.update(owners)
+            return set(seen)
+
+    def node_owners(self, node: str) -> set[OwnerType]:
+        with self._lock:
+            return set(self._node_owners.get(node, set()))
 
     def node(self, name: str) -> NodeFacts | None:
         with self._lock:
