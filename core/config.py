@@ -240,6 +240,10 @@ class CniSettings:
     conf_file: str = s.setting("10-ovn-kubernetes.conf", help="CNI config file name")
     bin_dir: str = s.setting("/opt/cni/bin", help="where the shim is installed")
     plugin: str = s.setting("ovn-k8s-cni-overlay", help="CNI plugin type (shim binary name)")
+    conf_version: Literal["0.4.0", "1.0.0", "1.1.0"] = s.setting(
+        "1.0.0",
+        help="cniVersion of the written CNI config (1.0.0 works with containerd 1.6's libcni; the server speaks 0.3.0-1.1.0)",
+    )
     socket_path: str = s.setting(
         "/var/run/ovn-kubernetes/cni/ovn-cni-server.sock", help="unix socket of the CNI server (directory 0700)"
     )

@@ -473,6 +473,23 @@ class LabCluster:
             raise StartupError(f"sandbox {state.prefix} torn down with errors: " + "; ".join(errors))
         self._report(f"sandbox {state.prefix} down in {time.monotonic() - started:.1f}s")
 
+    def record(self, daemon: Daemon, *, tier: int = TIER_CONTROL_PLANE) -> None:
+        """Record a daemon the caller started in the host namespace, so ``down()`` stops it too."""
+        assert daemon.pid is not None
+        self._add_process(hostres.record_process(daemon.name, daemon.pid, tier=tier))
+        self._daemons[daemon.name] = daemon
+
+    def add_dir(self, directory: Path) -> None:
+        """Record a directory the caller created for the sandbox (removed by ``down()``)."""
+        with self._lock:
+            state = self._state if self._state is not None else self._load_state()
+            if state is None:
+                raise StartupError(f"no sandbox is running in {self.workdir}")
+            self._state = state
+            if str(directory) not in state.dirs:
+                state.dirs.append(str(directory))
+            self._save()
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _attach(self, node: SandboxNode) -> SandboxNode:

@@ -102,6 +102,20 @@ def _ip_batch(commands: Sequence[str], *, netns: str | None = None) -> None:
     run([*argv, "-batch", "-"], input="\n".join(commands).encode() + b"\n")
 
 
+def tx_checksum_off(dev: str, *, netns: str | None = None) -> None:
+    """Turn TX checksum offload off on a veth end that sends into the underlay.
+
+    Frames a kernel sends through a veth keep a *partial* checksum; when they
+    reach a node's ``eth0`` inside an OVS userspace (netdev) bridge, the
+    checksum is never completed and the receiving stack drops TCP and UDP
+    (ping still works, which hides it). lab.md notes the same for pods.
+    """
+    argv = [paths.system_bin("ethtool"), "-K", dev, "tx", "off"]
+    if netns:
+        argv = [paths.system_bin("nsenter"), f"--net={netns_path(netns)}", *argv]
+    run(argv)
+
+
 def check_host_free(underlay: Underlay) -> None:
     """Refuse when the host already has an address in the underlay subnet (another sandbox?)."""
     out = run([paths.system_bin("ip"), "-j", "-4", "addr", "show"]).stdout
@@ -136,6 +150,8 @@ def create_underlay(underlay: Underlay) -> None:
         f"addr add {underlay.cidr(underlay.ext_ip)} dev eth0",
         "link set eth0 up",
     ], netns=ext)
+    tx_checksum_off(underlay.host_link)
+    tx_checksum_off("eth0", netns=ext)
     # The outside world routes between whatever it hosts and the nodes; only inside its own netns.
     run([paths.system_bin("nsenter"), f"--net={netns_path(ext)}", paths.system_bin("sysctl"), "-qw",
          "net.ipv4.ip_forward=1"])
@@ -157,6 +173,7 @@ def create_node_network(underlay: Underlay, *, node: str, address: str) -> str:
         "link set eth0 up",
         f"route add default via {underlay.ext_ip}",
     ], netns=netns)
+    tx_checksum_off("eth0", netns=netns)
     return netns
 
 

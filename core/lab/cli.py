@@ -1,0 +1,190 @@
+"""``ovnk sandbox ...``: the local multi-node cluster (see :mod:`ovnk.core.lab.sandbox`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import click
+
+from ovnk.core.errors import OvnkError
+
+
+def _sandbox(prefix: str) -> object:
+    from ovnk.core.lab.sandbox import Sandbox
+
+    return Sandbox(prefix=prefix, progress=lambda message: click.echo(f"  {message}", err=True))
+
+
+@click.group("sandbox")
+@click.option("--prefix", default="ovnk", show_default=True, help="Sandbox name (namespaces, work dir).")
+@click.pass_context
+def sandbox_group(ctx: click.Context, prefix: str) -> None:
+    """A local multi-node Kubernetes cluster (kubelets, containerd, OVN) networked by ovnk."""
+    ctx.ensure_object(dict)["prefix"] = prefix
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"ovnk: error: {exc}", err=True)
+    sys.exit(1)
+
+
+@sandbox_group.command("up")
+@click.option("--nodes", default=2, show_default=True, type=click.IntRange(1, 20))
+@click.option("--plugins", default="", help="Comma-separated plugins to enable.")
+@click.option("--db-cluster", default=1, show_default=True, type=click.Choice(["1", "3"]),
+              help="3 runs NB and SB as 3-member RAFT clusters.")
+@click.option("--controllers", default=1, show_default=True, type=click.IntRange(1, 3),
+              help="Controller replicas (leader election picks the writer).")
+@click.pass_context
+def up_command(ctx: click.Context, nodes: int, plugins: str, db_cluster: str, controllers: int) -> None:
+    """Start the sandbox; refuses when one is already running."""
+    from ovnk.core.lab.sandbox import SandboxOptions
+    from ovnk.core.lab.sandbox import describe_usage
+
+    sandbox = _sandbox(ctx.obj["prefix"])
+    options = SandboxOptions(nodes=nodes, plugins=tuple(p.strip() for p in plugins.split(",") if p.strip()),
+                             db_cluster=int(db_cluster), controllers=controllers)
+    try:
+        sandbox.up(options)  # type: ignore[attr-defined]
+        click.echo(describe_usage(sandbox))  # type: ignore[arg-type]
+    except OvnkError as exc:
+        _fail(exc)
+
+
+@sandbox_group.command("down")
+@click.pass_context
+def down_command(ctx: click.Context) -> None:
+    """Remove every process, mount, namespace, link and file of the sandbox."""
+    try:
+        _sandbox(ctx.obj["prefix"]).down()  # type: ignore[attr-defined]
+    except OvnkError as exc:
+        _fail(exc)
+
+
+@sandbox_group.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Nodes, pods and daemons (with pids) of the sandbox."""
+    sandbox = _sandbox(ctx.obj["prefix"])
+    status = sandbox.cluster.status()  # type: ignore[attr-defined]
+    pods: list[str] = []
+    if status.running:
+        try:
+            out = sandbox.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False)  # type: ignore[attr-defined]
+            pods = out.splitlines()
+        except OvnkError:
+            pods = []
+    if as_json:
+        click.echo(json.dumps({"running": status.running, "api_server": status.api_server, "nodes": status.nodes,
+                               "processes": [{"name": n, "pid": p, "alive": a} for n, p, a in status.processes]}))
+        return
+    if not status.running:
+        click.echo("no sandbox running")
+        return
+    healthy = all(alive for _n, _p, alive in status.processes) and status.nodes and all(status.nodes.values())
+    click.echo(f"sandbox {ctx.obj['prefix']}: {'healthy' if healthy else 'DEGRADED'}  api {status.api_server}")
+    click.echo("nodes:")
+    for name, ready in sorted(status.nodes.items()):
+        click.echo(f"  {name:<20} {'Ready' if ready else 'NotReady'}")
+    click.echo("daemons:")
+    for name, pid, alive in status.processes:
+        click.echo(f"  {name:<36} pid {pid:<8} {'running' if alive else 'DEAD'}")
+    if pods:
+        click.echo("pods:")
+        for line in pods:
+            click.echo(f"  {line}")
+
+
+@sandbox_group.command("kubeconfig")
+@click.pass_context
+def kubeconfig_command(ctx: click.Context) -> None:
+    """Print the admin kubeconfig path (as the last line)."""
+    try:
+        click.echo(str(_sandbox(ctx.obj["prefix"]).kubeconfig))  # type: ignore[attr-defined]
+    except OvnkError as exc:
+        _fail(exc)
+
+
+@sandbox_group.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@click.pass_context
+def exec_command(ctx: click.Context, target: str, command: tuple[str, ...]) -> None:
+    """Run a host command inside a pod's network namespace: ``ovnk sandbox exec ns/pod -- cmd ...``."""
+    namespace, _, pod = target.partition("/")
+    if not pod:
+        namespace, pod = "default", namespace
+    sandbox = _sandbox(ctx.obj["prefix"])
+    try:
+        netns = sandbox.cluster.pod_netns(namespace, pod)  # type: ignore[attr-defined]
+    except OvnkError as exc:
+        _fail(exc)
+        return
+    from ovnk.core.lab import paths
+
+    result = subprocess.run([paths.system_bin("nsenter"), f"--net={netns}", "--", *command], check=False)
+    sys.exit(result.returncode)
+
+
+DEMO_PODS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: demo-1, namespace: default, labels: {app: demo}}
+spec:
+  nodeName: %(node1)s
+  containers: [{name: c, image: busybox, imagePullPolicy: Never, command: [sleep, "100000"]}]
+  terminationGracePeriodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: demo-2, namespace: default, labels: {app: demo}}
+spec:
+  nodeName: %(node2)s
+  containers: [{name: c, image: busybox, imagePullPolicy: Never, command: [sleep, "100000"]}]
+  terminationGracePeriodSeconds: 1
+"""
+
+
+@sandbox_group.command("demo")
+@click.option("--nodes", default=2, show_default=True, type=click.IntRange(1, 20))
+@click.pass_context
+def demo_command(ctx: click.Context, nodes: int) -> None:
+    """Bring a sandbox up (if none runs), start two pods on two nodes and ping between them."""
+    from ovnk.core.lab import paths
+    from ovnk.core.lab.sandbox import SandboxOptions
+    from ovnk.core.lab.sandbox import describe_usage
+
+    sandbox = _sandbox(ctx.obj["prefix"])
+    try:
+        if not sandbox.cluster.status().running:  # type: ignore[attr-defined]
+            click.echo(f"starting a {nodes}-node sandbox (real kubelets, containerd and OVN; ovnk networking)")
+            sandbox.up(SandboxOptions(nodes=nodes))  # type: ignore[attr-defined]
+        names = [n.name for n in sandbox.cluster.nodes]  # type: ignore[attr-defined]
+        kubectl = sandbox.cluster.kubectl  # type: ignore[attr-defined]
+        kubectl("delete", "pod", "demo-1", "demo-2", "--ignore-not-found", "--wait=true")
+        kubectl("apply", "-f", "-", input=DEMO_PODS % {"node1": names[0], "node2": names[-1]})
+        kubectl("wait", "--for=condition=Ready", "pod/demo-1", "pod/demo-2", "--timeout=120s")
+        out = kubectl("get", "pods", "-o", "wide")
+        click.echo(out)
+        ip2 = kubectl("get", "pod", "demo-2", "-o", "jsonpath={.status.podIP}").strip()
+        click.echo(f"$ kubectl exec demo-1 -- ping -c 3 {ip2}")
+        for attempt in range(10):
+            ping = subprocess.run(
+                [paths.tool_bin("kubectl"), f"--kubeconfig={sandbox.kubeconfig}",  # type: ignore[attr-defined]
+                 "exec", "demo-1", "--", "ping", "-c", "3", "-W", "2", ip2],
+                capture_output=True, text=True, check=False)
+            if ping.returncode == 0 or attempt == 9:
+                break
+            time.sleep(1)
+        click.echo(ping.stdout.rstrip() or ping.stderr.rstrip())
+        if ping.returncode != 0:
+            click.echo("ovnk: error: the demo pods cannot ping each other", err=True)
+            sys.exit(1)
+        click.echo("")
+        click.echo(describe_usage(sandbox))  # type: ignore[arg-type]
+    except OvnkError as exc:
+        _fail(exc)
