@@ -1,7 +1,8 @@
 """Install the CNI shim (``shim.py``) as a standalone executable in the CNI bin directory.
 
 The installed file is ``shim.py``'s own source with two lines changed: the
-shebang names the node agent's interpreter with ``-IS`` (isolated mode, no
+shebang names the node agent's interpreter (or the portable copy of it that
+:mod:`ovnk.cni.portable` installs for hosts without one) with ``-IS`` (isolated mode, no
 ``site``: nothing from the environment or site-packages is consulted, and
 start-up stays short), and ``DEFAULT_SOCKET_PATH`` holds the configured socket.
 The file is replaced atomically and only when its content changes, so a runtime
@@ -18,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ovnk.cni.portable import installed_launcher
 from ovnk.core.config import CniSettings
 
 logger = logging.getLogger(__name__)
@@ -95,8 +97,22 @@ def shim_path(settings: CniSettings) -> str:
     return os.path.join(settings.bin_dir, settings.plugin)
 
 
-def install_configured_shim(settings: CniSettings, *, python: str = sys.executable) -> str:
-    """Install the shim as configured in ``[cni]``; return its path."""
+def shim_interpreter(bin_dir: str) -> str:
+    """The interpreter for a shim in ``bin_dir``: the portable copy if one is installed there, else ours.
+
+    ``ovnk cni install --portable-python`` (the Helm chart's init step) puts a
+    copy of the interpreter into ``<bin_dir>/ovnk-python`` because the host has
+    none of its own; a later install (the node agent's, at every start) must keep
+    naming that copy, not the container's interpreter, which the host cannot run.
+    """
+    return installed_launcher(bin_dir) or sys.executable
+
+
+def install_configured_shim(settings: CniSettings, *, python: str | None = None) -> str:
+    """Install the shim as configured in ``[cni]``; return its path.
+
+    ``python`` defaults to :func:`shim_interpreter` of ``[cni] bin-dir``.
+    """
     dest = shim_path(settings)
-    install_shim(dest, python=python, socket_path=settings.socket_path)
+    install_shim(dest, python=python or shim_interpreter(settings.bin_dir), socket_path=settings.socket_path)
     return dest

@@ -37,6 +37,8 @@ operator reading the kubelet's event knows where to look:
 * 105 ``ERR_BAD_REPLY``: the shim could not understand the node agent's reply
   (shim and node agent of different versions). An agent that closes the
   connection without a reply (restarting) is 11, not 105.
+* 106 ``ERR_WIRING_MISMATCH``: CHECK found the pod's interface, addresses or
+  OVS port not as ADD left them (the message names what differs).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ ERR_OVN_INSTALLED_TIMEOUT = 102
 ERR_POD_CHANGED = 103
 ERR_KUBE_API = 104
 ERR_BAD_REPLY = 105
+ERR_WIRING_MISMATCH = 106
 
 # Oldest first. 0.1.0/0.2.0 results have no interface list; nothing we serve uses them.
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")

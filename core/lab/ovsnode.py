@@ -49,6 +49,7 @@ from ovnk.core.config import ConfigInputs
 from ovnk.core.controller import ControllerProcess
 from ovnk.core.errors import StartupError
 from ovnk.core.kube.client import KubeClient
+from ovnk.core.kube.errors import KubeError
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.lab import hostnet
@@ -407,15 +408,25 @@ class NodeLab:
     # -- pods ------------------------------------------------------------------
 
     def create_pod(self, node: OvsNode, namespace: str, name: str, *,
-                   annotations: Mapping[str, str] | None = None) -> PodSandbox:
+                   annotations: Mapping[str, str] | None = None, host_network: bool = False) -> PodSandbox:
         """A Pod bound to ``node`` through the API, and a fresh netns for its sandbox."""
         assert self.client is not None
-        pod = self.client.create(PODS, {
+        body = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
-            "spec": {"nodeName": node.name, "automountServiceAccountToken": False,
+            "spec": {"nodeName": node.name, "automountServiceAccountToken": False, "hostNetwork": host_network,
                      "containers": [{"name": "c", "image": "pause"}]},
-        })
+        }
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                pod = self.client.create(PODS, body)
+                break
+            except KubeError as exc:
+                # A fresh namespace gets its "default" service account a moment later (kube-controller-manager).
+                if "serviceaccount" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         netns = f"{self.prefix}-p{secrets.token_hex(4)}"
         self._pod_netns.append(netns)
         run([paths.system_bin("ip"), "netns", "add", netns])
