@@ -39,6 +39,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "ovnk.core.builtin.topology",
     "ovnk.core.builtin.pods",
     "ovnk.core.builtin.node",
+    "ovnk.core.builtin.netpol",
+    "ovnk.core.builtin.services",
 )
 
 CORE_PLUGIN_PREFIX = "core."

@@ -195,7 +195,12 @@ def _current_datum(row: Any, column_name: str) -> ovs_data.Datum | None:
         return changes[column_name]
     if row._data is None:
         return None
-    return row._data.get(column_name)
+    datum = row._data.get(column_name)
+    if datum is None and column_name in row._table.columns:
+        # Updates leave out columns at their default value (an empty set or map), so the IDL has
+        # no datum for them; comparing against None would plan a write that changes nothing.
+        return ovs_data.Datum.default(row._table.columns[column_name].type)
+    return datum
 
 
 def _python(row: Any, column_name: str) -> Any:
@@ -346,7 +351,9 @@ class EnsureRow(Command):
                 if key not in old or old[key] != value:
                     row.setkey(column.name, key, value)
             return
-        if col_type.is_set() and col_type.n_max > 1:
+        # A set that must never be empty (Logical_Router_Port.networks) is written whole: the
+        # server checks the "delete" mutation's result on its own, before the "insert".
+        if col_type.is_set() and col_type.n_max > 1 and col_type.n_min == 0:
             old_values = {_hashable(v) for v in _python(row, column.name)}
             new_list = list(resolved or [])
             new_values = {_hashable(v) for v in new_list}

@@ -1,0 +1,98 @@
+"""Core plugin: Kubernetes NetworkPolicy as OVN port groups, ACLs and shared address sets.
+
+The scheme is ovn-kubernetes' (ovn-kubernetes.md §5): per-namespace
+default-deny port groups per direction, a port group per policy with its
+``allow-related`` ACLs, peers as address sets shared by every policy using
+the same selector, the hairpin and node management-IP allow ACLs and ACL
+logging per namespace. Modules: :mod:`.models` (parse and validate, no I/O),
+:mod:`.nb` (row intents, pure), :mod:`.selection` (cache queries and watch
+keys), :mod:`.controller` (reconcilers and repair).
+
+Owner types claimed: ``NetpolNamespace`` (Port_Group, ACL), ``NetworkPolicy``
+(Port_Group, ACL), ``PodSelector`` (Address_Set), ``NetpolDefault`` (ACL,
+Meter, Meter_Band) and ``NetpolNode`` (ACL).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ovnk.core.builtin import common
+from ovnk.core.builtin.netpol import controller as ctl
+from ovnk.core.builtin.netpol import nb
+from ovnk.core.builtin.netpol import selection as sel
+from ovnk.core.claims import Claims
+from ovnk.core.context import ControllerContext
+from ovnk.core.hookspecs import hookimpl
+from ovnk.core.kube.resources import NAMESPACES
+from ovnk.core.kube.resources import NETWORKPOLICIES
+from ovnk.core.kube.resources import PODS
+from ovnk.core.ovn.sync import RepairPlan
+from ovnk.core.ovn.txn import NbTxn
+from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import Watch
+
+RUNTIME_NAME = "core.netpol.runtime"
+
+
+@hookimpl
+def ovnk_claims(claims: Claims) -> None:
+    # k8s.ovn.org/acl-logging is only read (EgressFirewall reads it too), so it is not claimed.
+    for owner in nb.OWNER_TYPES:
+        claims.owner_type(owner)
+
+
+class NetpolRuntime:
+    """The controllers' shared state; registered as a plugin object so repair can reach it."""
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.ctx = ctx
+        self.selection = sel.Selection(ctx)
+        # Orders policy commits (which create the peer sets they name) against set deletions.
+        lock = threading.Lock()
+        self.policies = ctl.PolicyController(ctx, self.selection, lock)
+        self.address_sets = ctl.AddressSetController(ctx, self.selection, lock)
+        self.namespaces = ctl.NamespaceController(ctx, self.selection)
+        self.cluster = ctl.ClusterController(ctx, self.selection)
+
+    @hookimpl
+    def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
+        ctl.plan_stale(ctx, self.selection, plan)
+
+    def specs(self) -> list[ControllerSpec]:
+        s = self.selection
+        return [
+            ControllerSpec(name="netpol-cluster", watches=(), reconcile=self.cluster.reconcile,
+                           initial_keys=lambda: [ctl.CLUSTER_KEY], workers=1),
+            ControllerSpec(name="netpol-policies", reconcile=self.policies.reconcile,
+                           max_attempts=ctl.MEMBERSHIP_MAX_ATTEMPTS, watches=(
+                Watch(NETWORKPOLICIES, needs_update=sel.spec_changed),
+                Watch(PODS, keys=s.policy_keys_for_pod, needs_update=sel.pod_changed),
+                Watch(NAMESPACES, keys=s.policy_keys_for_namespace, needs_update=sel.logging_changed),
+            )),
+            ControllerSpec(name="netpol-address-sets", reconcile=self.address_sets.reconcile, watches=(
+                Watch(NETWORKPOLICIES, keys=s.peer_keys_for_policy, needs_update=sel.spec_changed),
+                Watch(PODS, keys=s.peer_keys_for_pod, needs_update=sel.pod_changed),
+                Watch(NAMESPACES, keys=s.peer_keys_for_namespace, needs_update=sel.labels_changed),
+            )),
+            ControllerSpec(name="netpol-namespaces", reconcile=self.namespaces.reconcile,
+                           max_attempts=ctl.MEMBERSHIP_MAX_ATTEMPTS, watches=(
+                Watch(NAMESPACES, needs_update=sel.logging_changed),
+                Watch(NETWORKPOLICIES, keys=s.namespace_key_for_policy, needs_update=sel.spec_changed),
+                Watch(PODS, keys=s.namespace_keys_for_pod, needs_update=sel.pod_changed),
+            )),
+        ]
+
+
+@hookimpl
+def ovnk_controllers(ctx: ControllerContext) -> list[ControllerSpec]:
+    runtime = NetpolRuntime(ctx)
+    common.register_runtime(ctx.pm, RUNTIME_NAME, runtime)
+    return runtime.specs()
+
+
+@hookimpl
+def ovnk_node_txn(ctx: ControllerContext, txn: NbTxn, node: Mapping[str, Any], deleted: bool) -> None:
+    ctl.node_txn(ctx, txn, node, deleted)

@@ -1,0 +1,373 @@
+"""NetworkPolicy reconcilers: one NB transaction per key, each computed from the caches.
+
+* ``netpol-policies`` (key ``ns/name``): the policy's port group (selected
+  pods' LSPs) and its allow ACLs; it makes sure the peer address sets it
+  names exist (their content is the next controller's).
+* ``netpol-address-sets`` (key: the peer selector's canonical string): the
+  shared ``PodSelector`` address sets, one per IP family, holding the IPs of
+  the pods the selector matches; deleted when no policy references them.
+* ``netpol-namespaces`` (key: namespace): the per-direction default-deny port
+  groups with their drop and ARP/ND ACLs, present while some policy of the
+  namespace has that policy type, holding every pod such a policy selects;
+  the namespace's ``k8s.ovn.org/acl-logging`` sets their logging.
+* ``netpol-cluster`` (singleton): the ``acl-logging`` meter and the hairpin
+  allow ACLs on ``clusterPortGroup``. The node management-IP ACLs are written
+  in each node's own transaction (``ovnk_node_txn``).
+
+Each port-group membership has a single writer (the key that owns the
+group), which reads the pods from the cache and the group's current ports from
+NB. A pod whose IPs are annotated but whose LSP is not committed yet (the pod
+reconcile writes the annotation first) is retried shortly: no Kubernetes event
+follows the LSP commit (ovn-kubernetes also adds ports to policy groups after the LSP commit).
+
+A policy reconcile also creates missing peer address sets so its ACLs never
+name a set that does not exist; ``lock`` orders those commits against the
+deletion of unreferenced sets, so a set is never deleted while a policy
+version that names it is being written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
+
+from ovnk.core.builtin.netpol import nb
+from ovnk.core.builtin.netpol.models import DIRECTIONS
+from ovnk.core.builtin.netpol.models import EGRESS
+from ovnk.core.builtin.netpol.models import INGRESS
+from ovnk.core.builtin.netpol.models import NetworkPolicyModel
+from ovnk.core.builtin.netpol.models import PolicyError
+from ovnk.core.builtin.netpol.models import parse_acl_logging
+from ovnk.core.builtin.netpol.selection import Selection
+from ovnk.core.builtin.netpol.selection import labels_of
+from ovnk.core.builtin.netpol.selection import lsp_name
+from ovnk.core.context import ControllerContext
+from ovnk.core.errors import PermanentError
+from ovnk.core.errors import TemporaryError
+from ovnk.core.kube.resources import NODES
+from ovnk.core.kube.resources import split_key
+from ovnk.core.ovn.commands import Match
+from ovnk.core.ovn.commands import Parent
+from ovnk.core.ovn.commands import Ref
+from ovnk.core.ovn.commands import find_one
+from ovnk.core.ovn.sync import RepairPlan
+from ovnk.core.ovn.txn import NbTxn
+from ovnk.core.reconcile.spec import ReconcileRequest
+from ovnk.core.topology import annotations as ann
+from ovnk.core.topology import builder
+from ovnk.core.topology import naming as n
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_KEY = "cluster"
+MISSING_PORT_RETRY = 0.1
+#: Attempts of the controllers that wait for pods' LSPs. While pods keep being created, some
+#: pod of a namespace may always be between its annotation and its LSP, and every such retry
+#: counts as a failure: a low limit would give up (and leave pods out of their groups) during
+#: bulk creation. Real errors still back off exponentially up to ``[controller] max-backoff``.
+MEMBERSHIP_MAX_ATTEMPTS = 3000
+
+
+class _Base:
+    def __init__(self, ctx: ControllerContext, selection: Selection) -> None:
+        self.ctx = ctx
+        self.sel = selection
+        self.controller = ctx.config.controller.name
+        self.families = sorted({s.network.version for s in ctx.config.default.cluster_subnets})
+        self.hairpin_ip = n.hairpin_ip(ctx.config.gateway.v4_masquerade_subnet) if 4 in self.families else None
+        self.tier = ctx.nb.has_column("ACL", "tier")
+
+    def _ensure_acls(self, txn: NbTxn, acls: Iterable[nb.AclIntent], parent: Parent) -> None:
+        for acl in acls:
+            txn.ensure("ACL", ids=acl.ids, columns=acl.columns(tier=self.tier), parent=parent)
+
+    def _port_group_members(self, groups: Iterable[str], wanted: Iterable[str]) -> tuple[dict[str, set[str]], set[str]]:
+        """(current LSP names of each port group, the ``wanted`` LSPs that exist), in one NB read."""
+        group_names = list(groups)
+        wanted_names = list(wanted)
+
+        def read(idl: Any) -> tuple[dict[str, set[str]], set[str]]:
+            current = {}
+            for group in group_names:
+                row = find_one(idl, Match.of("Port_Group", name=group))
+                current[group] = {p.name for p in row.ports} if row is not None else set()
+            existing = {name for name in wanted_names
+                        if find_one(idl, Match.of("Logical_Switch_Port", name=name)) is not None}
+            return current, existing
+
+        result: tuple[dict[str, set[str]], set[str]] = self.ctx.nb.reader.read(read)
+        return result
+
+    @staticmethod
+    def _set_members(txn: NbTxn, group: str, *, current: set[str], wanted: set[str], existing: set[str]) -> None:
+        """Add the wanted LSPs that exist, remove every other member (only the difference is written)."""
+        match = Match.of("Port_Group", name=group)
+        add = sorted((wanted & existing) - current)
+        remove = sorted(current - wanted)
+        if add:
+            txn.add_to(match, "ports", [Ref(Match.of("Logical_Switch_Port", name=name)) for name in add])
+        if remove:
+            txn.remove_from(match, "ports", [Ref(Match.of("Logical_Switch_Port", name=name)) for name in remove])
+
+    @staticmethod
+    def _retry_missing(what: str, missing: set[str]) -> None:
+        if missing:
+            sample = ", ".join(sorted(missing)[:3])
+            raise TemporaryError(f"{what}: {len(missing)} selected pod(s) have no logical switch port yet "
+                                 f"({sample}{', ...' if len(missing) > 3 else ''})", delay=MISSING_PORT_RETRY)
+
+
+class PolicyController(_Base):
+    """A policy's port group and allow ACLs (key ``ns/name``)."""
+
+    def __init__(self, ctx: ControllerContext, selection: Selection, lock: threading.Lock) -> None:
+        super().__init__(ctx, selection)
+        self.lock = lock
+
+    def reconcile(self, req: ReconcileRequest) -> None:
+        obj = self.sel.policies.get(req.key)
+        if obj is None:
+            namespace, name = split_key(req.key)
+            self.sel.forget(req.key)
+            self.delete(namespace or "", name)
+            return
+        try:
+            model = self.sel.model(obj)
+        except PolicyError as exc:
+            message = f"NetworkPolicy {req.key} is invalid and was not (re)programmed: {exc}"
+            logger.warning("%s", message)
+            self.ctx.events.event(obj, type="Warning", reason="InvalidNetworkPolicy", message=message)
+            # The pods it selects stay isolated (netpol-namespaces); rules of an earlier valid
+            # version stay in place rather than opening or closing traffic by surprise.
+            raise PermanentError(message) from exc
+        self.sync(model, source=obj)
+
+    def sync(self, model: NetworkPolicyModel, *, source: Mapping[str, Any] | None = None) -> str:
+        """Write the policy's port group and ACLs in one transaction; returns the commit outcome.
+
+        ``source`` is the cached object the model came from: if the cache has moved on by the
+        time of the commit, nothing is written (the newer version is queued already).
+        """
+        pg_name, pg_ids = nb.policy_port_group(self.controller, model.namespace, model.name)
+        selected = [(pod, ips) for pod, ips in self.sel.pods_with_ips(model.namespace)
+                    if model.pod_selector.matches(labels_of(pod))]
+        acls = nb.policy_acls(model, controller=self.controller, port_group=pg_name, families=self.families,
+                              hairpin_ip=self.hairpin_ip, logging=self.sel.namespace_logging(model.namespace),
+                              named_targets=self._named_port_targets(model, selected))
+        wanted = {lsp_name(pod) for pod, _ in selected}
+        current, existing = self._port_group_members([pg_name], wanted)
+        desired_ids = {acl.ids.primary_id for acl in acls}
+        stale = [row for row in self.ctx.nb.owned_by_name(nb.NETWORK_POLICY_ACL, f"{model.namespace}:{model.name}")
+                 if row.primary_id not in desired_ids]
+        peer_keys = sorted({s.key for s in model.peer_selectors()})
+        with self.lock:
+            if source is not None and self.sel.policies.get(model.key) is not source:
+                logger.debug("NetworkPolicy %s changed while reconciling; the new version is queued", model.key)
+                return "superseded"
+            with self.ctx.nb.transaction(reason=f"NetworkPolicy {model.key}", owner="NetworkPolicy") as txn:
+                for key in peer_keys:
+                    for family in self.families:
+                        as_name, as_ids = nb.peer_address_set(self.controller, key, family)
+                        txn.ensure("Address_Set", name=as_name, ids=as_ids)
+                txn.ensure("Port_Group", name=pg_name, ids=pg_ids)
+                parent = Parent(Match.of("Port_Group", name=pg_name), "acls")
+                self._ensure_acls(txn, acls, parent)
+                for row in stale:
+                    # Dropped from its port group, the (non-root) ACL row is deleted by the server.
+                    txn.remove("ACL", uuid=row.uuid, parent=parent)
+                self._set_members(txn, pg_name, current=current[pg_name], wanted=wanted, existing=existing)
+        self._retry_missing(f"NetworkPolicy {model.key}", wanted - existing)
+        return str(txn.outcome)
+
+    def delete(self, namespace: str, name: str) -> None:
+        pg_name, _ = nb.policy_port_group(self.controller, namespace, name)
+        with self.ctx.nb.transaction(reason=f"NetworkPolicy {namespace}/{name} deleted", owner="NetworkPolicy") as txn:
+            # Its ACLs are referenced by the port group only: the server deletes them with it.
+            txn.remove("Port_Group", name=pg_name)
+
+    def _named_port_targets(self, model: NetworkPolicyModel, selected: list[tuple[Mapping[str, Any], tuple[Any, ...]]],
+                            ) -> dict[tuple[str, int], list[nb.NamedPortTarget]]:
+        """Named ports resolved on the pods they name: the selected pods (ingress) or the rule's peers (egress)."""
+        targets: dict[tuple[str, int], list[nb.NamedPortTarget]] = {}
+        for direction in DIRECTIONS:
+            for rule in model.rules(direction):
+                named = rule.named_ports
+                if not named:
+                    continue
+                if direction == INGRESS:
+                    candidates = selected
+                elif rule.selectors:
+                    candidates = [item for s in rule.selectors for item in self.sel.peer_pods(s)]
+                else:
+                    candidates = [(pod, ips) for namespace in self.sel.namespaces.keys()
+                                  for pod, ips in self.sel.pods_with_ips(namespace)]
+                found: set[nb.NamedPortTarget] = set()
+                for pod, ips in candidates:
+                    for container in (pod.get("spec") or {}).get("containers") or ():
+                        for port in container.get("ports") or ():
+                            protocol = str(port.get("protocol") or "TCP").lower()
+                            for wanted in named:
+                                if port.get("name") == wanted.port and protocol == wanted.protocol:
+                                    found.update(nb.NamedPortTarget(protocol, ip, int(port["containerPort"]))
+                                                 for ip in ips if ip.version in self.families)
+                targets[(direction, rule.index)] = sorted(found, key=lambda t: (t.protocol, int(t.ip), t.port))
+        return targets
+
+
+class NamespaceController(_Base):
+    """Default-deny port groups and ACLs of one namespace (key: namespace name)."""
+
+    def __init__(self, ctx: ControllerContext, selection: Selection) -> None:
+        super().__init__(ctx, selection)
+        self._reported: dict[str, str] = {}  # namespace -> invalid annotation already reported
+
+    def reconcile(self, req: ReconcileRequest) -> None:
+        namespace = req.key
+        ns_obj = self.sel.namespaces.get(namespace)
+        scopes = self.sel.scopes(namespace) if ns_obj is not None else []
+        logging_levels = self.sel.namespace_logging(namespace)
+        if ns_obj is not None:
+            self._check_logging(ns_obj)
+        else:
+            self._reported.pop(namespace, None)
+        pods = self.sel.pods_with_ips(namespace) if scopes else []
+        groups = {d: nb.default_deny_port_group(self.controller, namespace, d) for d in DIRECTIONS}
+        wanted: dict[str, set[str]] = {}
+        for direction in DIRECTIONS:
+            isolating = [s for s in scopes if s.isolates(direction)]
+            if isolating:
+                wanted[direction] = {lsp_name(pod) for pod, _ in pods
+                                     if any(s.pod_selector.matches(labels_of(pod)) for s in isolating)}
+        current, existing = self._port_group_members([groups[d][0] for d in wanted],
+                                                     set().union(*wanted.values()) if wanted else set())
+        with self.ctx.nb.transaction(reason=f"namespace {namespace} default deny", owner="NetpolNamespace") as txn:
+            for direction in DIRECTIONS:
+                pg_name, pg_ids = groups[direction]
+                if direction not in wanted:
+                    txn.remove("Port_Group", name=pg_name)
+                    continue
+                txn.ensure("Port_Group", name=pg_name, ids=pg_ids)
+                self._ensure_acls(txn, nb.default_deny_acls(self.controller, namespace, direction, pg_name,
+                                                            logging_levels),
+                                  Parent(Match.of("Port_Group", name=pg_name), "acls"))
+                self._set_members(txn, pg_name, current=current[pg_name], wanted=wanted[direction],
+                                  existing=existing)
+        self._retry_missing(f"namespace {namespace} default deny", set().union(*wanted.values()) - existing
+                            if wanted else set())
+
+    def _check_logging(self, ns_obj: Mapping[str, Any]) -> None:
+        """Report an invalid logging annotation once per value (this runs on every pod change)."""
+        name = ns_obj["metadata"]["name"]
+        raw = ann.annotations_of(ns_obj).get(ann.ACL_LOGGING) or ""
+        try:
+            parse_acl_logging(raw)
+        except PolicyError as exc:
+            if self._reported.get(name) != raw:
+                self._reported[name] = raw
+                logger.warning("namespace %s: %s; ACL logging is off", name, exc)
+                self.ctx.events.event(ns_obj, type="Warning", reason="InvalidAclLogging",
+                                      message=f"{exc}; logging is off")
+            return
+        self._reported.pop(name, None)
+
+
+class AddressSetController(_Base):
+    """Shared peer address sets (key: the selector's canonical string)."""
+
+    def __init__(self, ctx: ControllerContext, selection: Selection, lock: threading.Lock) -> None:
+        super().__init__(ctx, selection)
+        self.lock = lock
+
+    def reconcile(self, req: ReconcileRequest) -> None:
+        key = req.key
+        selector = self.sel.peer_selector(key)
+        if selector is None:
+            with self.lock:
+                if self.sel.peer_selector(key) is None:
+                    with self.ctx.nb.transaction(reason=f"address set {key} unreferenced", owner="PodSelector") as txn:
+                        for family in self.families:
+                            txn.remove("Address_Set", name=nb.peer_address_set(self.controller, key, family)[0])
+                    return
+            selector = self.sel.peer_selector(key)
+            if selector is None:
+                return
+        addresses: dict[int, set[str]] = {family: set() for family in self.families}
+        for _pod, ips in self.sel.peer_pods(selector):
+            for ip in ips:
+                if ip.version in addresses:
+                    addresses[ip.version].add(str(ip))
+        with self.ctx.nb.transaction(reason=f"address set {key}", owner="PodSelector") as txn:
+            for family in self.families:
+                as_name, as_ids = nb.peer_address_set(self.controller, key, family)
+                txn.ensure("Address_Set", name=as_name, ids=as_ids, columns={"addresses": sorted(addresses[family])})
+
+
+class ClusterController(_Base):
+    """The ACL-logging meter and the hairpin allow ACLs (singleton key)."""
+
+    def reconcile(self, req: ReconcileRequest) -> None:
+        if not self.ctx.topology.cluster_ready.is_set():
+            raise TemporaryError("cluster topology not written yet", delay=0.2)
+        acls = nb.hairpin_acls(self.controller, self.hairpin_ip) if self.hairpin_ip is not None else []
+        desired = {acl.ids.primary_id for acl in acls}
+        stale = [row for row in self.ctx.nb.owned(nb.NETPOL_DEFAULT_ACL) if row.primary_id not in desired]
+        cluster_pg = builder.port_group_name(self.controller, n.CLUSTER_PORT_GROUP)
+        band_ids = nb.meter_band_ids(self.controller)
+        with self.ctx.nb.transaction(reason="netpol cluster defaults", owner="NetpolDefault") as txn:
+            txn.ensure("Meter_Band", ids=band_ids, columns=nb.METER_BAND_COLUMNS)
+            txn.ensure("Meter", name=nb.METER_NAME, ids=nb.meter_ids(self.controller),
+                       columns={**nb.METER_COLUMNS, "bands": [Ref(Match.of("Meter_Band", primary_id=band_ids.primary_id))]})
+            self._ensure_acls(txn, acls, Parent(Match.of("Port_Group", name=cluster_pg), "acls"))
+            for row in stale:
+                txn.remove("ACL", uuid=row.uuid)
+
+
+def node_txn(ctx: ControllerContext, txn: NbTxn, node: Mapping[str, Any], deleted: bool) -> None:
+    """The node's management-IP allow ACL, in the node's own transaction (its switch is written there)."""
+    controller = ctx.config.controller.name
+    name = str(node["metadata"]["name"])
+    mgmt_ips = [] if deleted else [n.mgmt_ip(s) for s in ctx.topology.subnets.subnets_of(name)]
+    acls = nb.node_acls(controller, name, mgmt_ips)
+    desired = {acl.ids.primary_id for acl in acls}
+    for row in ctx.nb.owned_by_name(nb.NETPOL_NODE_ACL, name):
+        if row.primary_id not in desired:
+            txn.remove("ACL", uuid=row.uuid)
+    tier = ctx.nb.has_column("ACL", "tier")
+    parent = Parent(Match.of("Logical_Switch", name=n.node_switch(name)), "acls")
+    for acl in acls:
+        txn.ensure("ACL", ids=acl.ids, columns=acl.columns(tier=tier), parent=parent)
+
+
+def plan_stale(ctx: ControllerContext, selection: Selection, plan: RepairPlan) -> None:
+    """Rows of vanished policies, namespaces without policies, unreferenced sets, gone nodes."""
+    policies = {f"{obj['metadata']['namespace']}:{obj['metadata']['name']}" for obj in selection.policies.list()}
+    for owner in (nb.NETWORK_POLICY_PG, nb.NETWORK_POLICY_ACL):
+        for row in ctx.nb.owned(owner):
+            name = row.external_ids.get("k8s.ovn.org/name", "")
+            if name not in policies:
+                plan.stale(row, reason=f"NetworkPolicy {name.replace(':', '/', 1)} no longer exists")
+    directions: dict[str, set[str]] = {}
+    for obj in selection.policies.list():
+        scope = selection.scope(obj)
+        if scope is not None:
+            wanted = directions.setdefault(scope.namespace, set())
+            wanted.update(d for d in (INGRESS, EGRESS) if scope.isolates(d))
+    for owner in (nb.NETPOL_NAMESPACE_PG, nb.NETPOL_NAMESPACE_ACL):
+        for row in ctx.nb.owned(owner):
+            namespace = row.external_ids.get("k8s.ovn.org/name", "")
+            direction = row.external_ids.get("direction", "")
+            if direction not in directions.get(namespace, set()):
+                plan.stale(row, reason=f"namespace {namespace} has no {direction} NetworkPolicy")
+    referenced = set(selection.peer_keys())
+    for row in ctx.nb.owned(nb.POD_SELECTOR_AS):
+        key = row.external_ids.get("k8s.ovn.org/name", "")
+        if key not in referenced:
+            plan.stale(row, reason=f"no NetworkPolicy references peer {key}")
+    nodes = set(ctx.cache(NODES).keys())
+    for row in ctx.nb.owned(nb.NETPOL_NODE_ACL):
+        node = row.external_ids.get("k8s.ovn.org/name", "")
+        if node not in nodes:
+            plan.stale(row, reason=f"node {node} no longer exists")

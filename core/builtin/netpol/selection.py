@@ -1,0 +1,280 @@
+"""Read-only queries over the shared caches: parsed policies, selected pods, peer IPs, watch keys.
+
+Watch ``keys`` functions here run on informer threads for every event, so
+they only look at the caches (and at parsed models cached per
+resourceVersion) and never raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
+
+from ovnk.core.builtin import common
+from ovnk.core.builtin.netpol.models import AclLogging
+from ovnk.core.builtin.netpol.models import NetworkPolicyModel
+from ovnk.core.builtin.netpol.models import PeerSelector
+from ovnk.core.builtin.netpol.models import PolicyError
+from ovnk.core.builtin.netpol.models import PolicyScope
+from ovnk.core.builtin.netpol.models import parse_acl_logging
+from ovnk.core.builtin.netpol.models import parse_policy
+from ovnk.core.builtin.netpol.models import parse_scope
+from ovnk.core.builtin.netpol.models import peer_selectors_lenient
+from ovnk.core.context import ControllerContext
+from ovnk.core.kube.resources import NAMESPACES
+from ovnk.core.kube.resources import NETWORKPOLICIES
+from ovnk.core.kube.resources import PODS
+from ovnk.core.kube.resources import object_key
+from ovnk.core.topology import annotations as ann
+from ovnk.core.topology import naming as n
+from ovnk.core.topology.naming import IPAddress
+
+logger = logging.getLogger(__name__)
+
+PEER_INDEX = "netpol-peer"
+EGRESS_NAMED_PORT_INDEX = "netpol-egress-named-port"
+
+
+def index_peers(obj: Mapping[str, Any]) -> Iterable[str]:
+    """Policy store index: the peer address-set keys a policy references."""
+    return tuple(s.key for s in peer_selectors_lenient(obj))
+
+
+def index_egress_named_ports(obj: Mapping[str, Any]) -> Iterable[str]:
+    """Policy store index: ``"yes"`` for policies whose egress rules use named ports."""
+    try:
+        return ("yes",) if parse_policy(obj).has_egress_named_ports else ()
+    except PolicyError:
+        return ()
+
+
+def labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def pod_ips(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+    """The pod's default-network IPs from ``k8s.ovn.org/pod-networks`` (none if absent or malformed)."""
+    raw = ann.annotations_of(pod).get(ann.POD_NETWORKS)
+    if not raw:
+        return ()
+    cached = _IP_CACHE.get(raw)
+    if cached is None:
+        try:
+            network = ann.pod_network(pod)
+        except ann.AnnotationError:
+            network = None
+        cached = tuple(i.ip for i in network.ip_addresses) if network is not None else ()
+        if len(_IP_CACHE) >= _IP_CACHE_SIZE:
+            _IP_CACHE.clear()
+        _IP_CACHE[raw] = cached
+    return cached
+
+
+# Parsed IPs by annotation text: every reconcile reads the IPs of many pods, and parsing the
+# JSON and the addresses is most of its cost. Annotation text determines the result.
+_IP_CACHE: dict[str, tuple[IPAddress, ...]] = {}
+_IP_CACHE_SIZE = 100_000
+
+
+def lsp_name(pod: Mapping[str, Any]) -> str:
+    meta = pod["metadata"]
+    return n.pod_port(meta["namespace"], meta["name"])
+
+
+def pod_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Pod changes that can move it in or out of a policy, a port group or an address set."""
+    if common.changed(old, new, ("metadata.labels", "spec.nodeName", "spec.hostNetwork", "status.phase",
+                                 "spec.containers")):
+        return True
+    return ann.annotations_of(old).get(ann.POD_NETWORKS) != ann.annotations_of(new).get(ann.POD_NETWORKS)
+
+
+def spec_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return common.changed(old, new, ("spec",))
+
+
+def labels_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return common.changed(old, new, ("metadata.labels",))
+
+
+def logging_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return ann.annotations_of(old).get(ann.ACL_LOGGING) != ann.annotations_of(new).get(ann.ACL_LOGGING)
+
+
+class Selection:
+    """Queries over the pod, namespace and NetworkPolicy caches."""
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.policies = ctx.informers.informer(NETWORKPOLICIES, indexers={
+            PEER_INDEX: index_peers, EGRESS_NAMED_PORT_INDEX: index_egress_named_ports,
+        }).store
+        self.pods = ctx.cache(PODS)
+        self.namespaces = ctx.cache(NAMESPACES)
+        self._lock = threading.Lock()
+        self._models: dict[str, tuple[str, NetworkPolicyModel | PolicyError]] = {}
+        self._scopes: dict[str, tuple[str, PolicyScope | None]] = {}
+        self._selectors: dict[str, PeerSelector] = {}
+
+    # -- policies ---------------------------------------------------------------
+
+    def model(self, obj: Mapping[str, Any]) -> NetworkPolicyModel:
+        """The parsed policy (cached per resourceVersion); :class:`PolicyError` if invalid."""
+        key = object_key(obj)
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        with self._lock:
+            cached = self._models.get(key)
+        if cached is None or cached[0] != version or not version:
+            try:
+                result: NetworkPolicyModel | PolicyError = parse_policy(obj)
+            except PolicyError as exc:
+                result = exc
+            cached = (version, result)
+            with self._lock:
+                self._models[key] = cached
+        if isinstance(cached[1], PolicyError):
+            raise cached[1]
+        return cached[1]
+
+    def scope(self, obj: Mapping[str, Any]) -> PolicyScope | None:
+        """Which pods the policy isolates; ``None`` when even its podSelector is invalid."""
+        key = object_key(obj)
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        with self._lock:
+            cached = self._scopes.get(key)
+        if cached is None or cached[0] != version or not version:
+            try:
+                scope: PolicyScope | None = parse_scope(obj)
+            except PolicyError:
+                scope = None
+            cached = (version, scope)
+            with self._lock:
+                self._scopes[key] = cached
+        return cached[1]
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+            self._scopes.pop(key, None)
+
+    def scopes(self, namespace: str) -> list[PolicyScope]:
+        scopes = (self.scope(obj) for obj in self.policies.by_index("namespace", namespace))
+        return [s for s in scopes if s is not None]
+
+    # -- pods -------------------------------------------------------------------
+
+    def pods_with_ips(self, namespace: str) -> list[tuple[Mapping[str, Any], tuple[IPAddress, ...]]]:
+        """Pods of ``namespace`` that have a network and their IPs (pods not annotated yet are skipped)."""
+        result = []
+        for pod in self.pods.by_index("namespace", namespace):
+            if not common.pod_wants_network(pod):
+                continue
+            ips = pod_ips(pod)
+            if ips:
+                result.append((pod, ips))
+        return result
+
+    def namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        namespace = self.namespaces.get(name)
+        return labels_of(namespace) if namespace is not None else None
+
+    def namespace_logging(self, name: str) -> AclLogging:
+        """The namespace's ACL logging levels; an invalid annotation counts as off (reported elsewhere)."""
+        namespace = self.namespaces.get(name)
+        raw = ann.annotations_of(namespace).get(ann.ACL_LOGGING) if namespace is not None else None
+        try:
+            return parse_acl_logging(raw)
+        except PolicyError:
+            return AclLogging()
+
+    # -- peers -------------------------------------------------------------------
+
+    def peer_selector(self, key: str) -> PeerSelector | None:
+        """The selector of a peer address-set key, if any policy still references it."""
+        referrers = self.policies.by_index(PEER_INDEX, key)
+        if not referrers:
+            return None
+        with self._lock:
+            known = self._selectors.get(key)
+        if known is not None:
+            return known
+        for obj in referrers:
+            for selector in peer_selectors_lenient(obj):
+                if selector.key == key:
+                    with self._lock:
+                        self._selectors[key] = selector
+                    return selector
+        return None
+
+    def peer_keys(self) -> list[str]:
+        return self.policies.index_values(PEER_INDEX)
+
+    def namespaces_of(self, selector: PeerSelector) -> list[str]:
+        if selector.namespace_selector is None:
+            return [selector.namespace] if selector.namespace else []
+        return [obj["metadata"]["name"] for obj in self.namespaces.list()
+                if selector.namespace_selector.matches(labels_of(obj))]
+
+    def peer_pods(self, selector: PeerSelector) -> list[tuple[Mapping[str, Any], tuple[IPAddress, ...]]]:
+        result: list[tuple[Mapping[str, Any], tuple[IPAddress, ...]]] = []
+        for namespace in self.namespaces_of(selector):
+            result.extend((pod, ips) for pod, ips in self.pods_with_ips(namespace)
+                          if selector.selects_pod(labels_of(pod)))
+        return result
+
+    # -- watch keys ------------------------------------------------------------------
+
+    def policy_keys_for_pod(self, pod: Mapping[str, Any]) -> list[str]:
+        """Policies selecting the pod, plus policies with egress named ports (the pod may be a target)."""
+        namespace = (pod.get("metadata") or {}).get("namespace") or ""
+        labels = labels_of(pod)
+        keys = []
+        for obj in self.policies.by_index("namespace", namespace):
+            scope = self.scope(obj)
+            if scope is not None and scope.pod_selector.matches(labels):
+                keys.append(object_key(obj))
+        if any(port.get("name") for c in (pod.get("spec") or {}).get("containers") or () for port in c.get("ports") or ()):
+            keys.extend(object_key(obj) for obj in self.policies.by_index(EGRESS_NAMED_PORT_INDEX, "yes"))
+        return keys
+
+    def policy_keys_for_namespace(self, namespace: Mapping[str, Any]) -> list[str]:
+        return self.policies.index_keys("namespace", (namespace.get("metadata") or {}).get("name") or "")
+
+    def namespace_keys_for_pod(self, pod: Mapping[str, Any]) -> list[str]:
+        namespace = (pod.get("metadata") or {}).get("namespace") or ""
+        return [namespace] if self.policies.index_keys("namespace", namespace) else []
+
+    @staticmethod
+    def namespace_key_for_policy(policy: Mapping[str, Any]) -> list[str]:
+        namespace = (policy.get("metadata") or {}).get("namespace")
+        return [namespace] if namespace else []
+
+    def peer_keys_for_pod(self, pod: Mapping[str, Any]) -> list[str]:
+        metadata = pod.get("metadata") or {}
+        namespace = metadata.get("namespace") or ""
+        namespace_labels = self.namespace_labels(namespace) or {}
+        labels = labels_of(pod)
+        keys = []
+        for key in self.peer_keys():
+            selector = self.peer_selector(key)
+            if (selector is not None and selector.selects_namespace(namespace, namespace_labels)
+                    and selector.selects_pod(labels)):
+                keys.append(key)
+        return keys
+
+    def peer_keys_for_namespace(self, namespace: Mapping[str, Any]) -> list[str]:
+        """Address sets with a namespace selector matching ``namespace`` (static ones do not depend on labels)."""
+        labels = labels_of(namespace)
+        keys = []
+        for key in self.peer_keys():
+            selector = self.peer_selector(key)
+            if selector is not None and selector.namespace_selector is not None \
+                    and selector.namespace_selector.matches(labels):
+                keys.append(key)
+        return keys
+
+    @staticmethod
+    def peer_keys_for_policy(policy: Mapping[str, Any]) -> list[str]:
+        return list(index_peers(policy))

@@ -1,0 +1,69 @@
+"""Core plugin: Services, replacing kube-proxy (ovn-kubernetes.md §4).
+
+* Claims the ``Service`` owner type of ``Load_Balancer`` rows.
+* Controller ``services`` (keys ``ns/name``): watches Services, EndpointSlices
+  (by their ``kubernetes.io/service-name`` label; ``discovery.k8s.io/v1``, or
+  ``v1beta1`` where only that is served) and Nodes, and keeps each Service's
+  load balancers in one NB transaction per reconcile (:mod:`.controller`,
+  :mod:`.model`). Metrics ``ovnk_services_sync_total{result}`` and
+  ``ovnk_services_sync_duration_seconds``.
+* Repair (before workers): LBs of Services that are gone, headless or
+  ExternalName, and per-node LBs of nodes that are gone.
+* Node agent: a manager steering NodePort and external-IP traffic from the
+  uplink to the OVN patch port of the gateway bridge (:mod:`.nodeport`); its
+  flows are first declared in ``ovnk_node_setup``.
+"""
+
+from __future__ import annotations
+
+from ovnk.core.builtin import common
+from ovnk.core.builtin.services.controller import LB_OWNER
+from ovnk.core.builtin.services.controller import ServicesController
+from ovnk.core.builtin.services.nodeport import NodePortSteering
+from ovnk.core.claims import Claims
+from ovnk.core.context import ControllerContext
+from ovnk.core.hookspecs import hookimpl
+from ovnk.core.node.context import NodeContext
+from ovnk.core.node.context import NodeManager
+from ovnk.core.ovn.sync import RepairPlan
+from ovnk.core.reconcile.spec import ControllerSpec
+
+__all__ = ["LB_OWNER", "NodePortSteering", "ServicesController", "ServicesRuntime"]
+
+
+@hookimpl
+def ovnk_claims(claims: Claims) -> None:
+    claims.owner_type(LB_OWNER)
+
+
+class ServicesRuntime:
+    """Runtime half of the plugin (registered by ``ovnk_controllers``): repair needs the controller."""
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.controller = ServicesController(ctx)
+
+    @hookimpl
+    def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
+        self.controller.plan_stale(plan)
+
+
+@hookimpl
+def ovnk_controllers(ctx: ControllerContext) -> list[ControllerSpec]:
+    runtime = ServicesRuntime(ctx)
+    common.register_runtime(ctx.pm, "core.services.runtime", runtime)
+    return [runtime.controller.spec()]
+
+
+def _steers(ctx: NodeContext) -> bool:
+    return bool(ctx.gateway_bridge) and ctx.config.gateway.nodeport
+
+
+@hookimpl
+def ovnk_node_setup(ctx: NodeContext) -> None:
+    if _steers(ctx):
+        NodePortSteering(ctx).declare()
+
+
+@hookimpl
+def ovnk_node_managers(ctx: NodeContext) -> list[NodeManager]:
+    return [NodePortSteering(ctx)] if _steers(ctx) else []

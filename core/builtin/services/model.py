@@ -1,0 +1,416 @@
+"""Services and EndpointSlices -> the OVN load balancers they need (pure logic, no I/O).
+
+ovn-kubernetes.md §4. For one Service, :func:`build` returns one
+:class:`LoadBalancer` intent per protocol and scope:
+
+=====================================  ===============================================  =======================
+name                                   VIPs                                             attached to
+=====================================  ===============================================  =======================
+``Service_<ns>/<n>_<P>_cluster``       ClusterIPs (unless ITP=Local), ExternalIPs and   LB group ``clusterLBGroup``
+                                       LoadBalancer ingress IPs (unless ETP=Local)
+``..._node_router+switch_<node>``      per-node rules when the router and switch rules  ``GR_<node>`` + ``<node>``
+                                       are identical (plain NodePorts, ITP=Local)
+``..._node_router_<node>``             the router rules otherwise                       ``GR_<node>``
+``..._node_switch_<node>``             the switch rules otherwise                       ``<node>``
+``..._node_local_router_<node>``       ETP=Local external VIPs (NodePorts, ExternalIPs,  ``GR_<node>``
+                                       ingress IPs) -> that node's endpoints only,
+                                       ``skip_snat=true``
+=====================================  ===============================================  =======================
+
+Per-node rules: NodePort VIPs ``<nodeIP>:<nodePort>`` go to the router (north-south
+through the gateway router) and to the switch (pods reaching a node IP's NodePort);
+with ETP=Local the router side holds only local endpoints and skips SNAT (the
+client address is kept) while the switch side keeps all endpoints (traffic from
+pods is not external). ITP=Local moves the ClusterIPs out of the cluster LB into
+per-node rules with local endpoints only, on both sides.
+
+Endpoints: the ready ones; if a port has none, the serving and terminating ones
+(per port and, for ``Local`` policies, per node). Endpoints are matched to a
+service port by the EndpointSlice port name (so named target ports resolve per
+slice) and protocol. Pod-network and host-network endpoints are treated alike.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from ovnk.core.topology import naming as n
+from ovnk.core.topology.naming import IPAddress
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+#: EndpointSlice ``discovery.k8s.io/v1beta1`` names the node in ``topology``; v1 has ``nodeName``.
+HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname"
+PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+DEFAULT_AFFINITY_TIMEOUT = 10800
+MAX_AFFINITY_TIMEOUT = 86400
+CLUSTER_SCOPE = "cluster"
+# Per-node scopes, longest first: "node_router+switch_" must be tried before "node_router_".
+NODE_SCOPES = ("node_router+switch_", "node_local_router_", "node_router_", "node_switch_")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One address:port of an EndpointSlice, with its node and conditions."""
+
+    ip: IPAddress
+    port: int
+    node: str | None
+    ready: bool
+    serving: bool
+    terminating: bool
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str
+    protocol: str
+    port: int
+    node_port: int | None
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the load balancers need of one node whose topology exists.
+
+    :param host_ips: the node's IPs (NodePort VIPs), from its gateway config.
+    :param router: ``GR_<node>`` exists.
+    :param switch: the node switch ``<node>`` exists.
+    :param node_port: NodePorts are served on this node.
+    """
+
+    name: str
+    host_ips: tuple[IPAddress, ...]
+    router: bool
+    switch: bool
+    node_port: bool = True
+
+
+@dataclass
+class LoadBalancer:
+    """The desired ``Load_Balancer`` row and where it is attached."""
+
+    name: str
+    protocol: str
+    scope: str
+    vips: dict[str, str]
+    options: dict[str, str]
+    selection_fields: list[str] = field(default_factory=list)
+    lb_group: str | None = None
+    routers: tuple[str, ...] = ()
+    switches: tuple[str, ...] = ()
+
+    @property
+    def node(self) -> str | None:
+        return scope_node(self.scope)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Input we cannot program (reported as a Warning event on the Service)."""
+
+    reason: str
+    message: str
+
+
+@dataclass
+class Result:
+    load_balancers: list[LoadBalancer] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+# -- small helpers ---------------------------------------------------------------
+
+
+def service_key(service: Mapping[str, Any]) -> str:
+    meta = service.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def slice_service_key(endpoint_slice: Mapping[str, Any]) -> str | None:
+    """``ns/name`` of the Service an EndpointSlice belongs to (its ``kubernetes.io/service-name`` label)."""
+    meta = endpoint_slice.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return f"{meta.get('namespace')}/{name}" if name else None
+
+
+def lb_name(key: str, protocol: str, scope: str) -> str:
+    """``Service_<ns>/<name>_<PROTO>_<scope>`` as ovn-kubernetes names it."""
+    return f"Service_{key}_{protocol.upper()}_{scope}"
+
+
+def scope_node(scope: str) -> str | None:
+    """The node of a per-node scope (``node_router_n1`` -> ``n1``), ``None`` for the cluster scope."""
+    for prefix in NODE_SCOPES:
+        if scope.startswith(prefix):
+            return scope[len(prefix):]
+    return None
+
+
+def vip(ip: IPAddress, port: int) -> str:
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def backends(endpoints: Iterable[Endpoint]) -> str:
+    """The VIP value: sorted, unique ``ip:port`` list (empty: no backend, rejected by OVN)."""
+    unique = {(e.ip.version, int(e.ip), e.port): vip(e.ip, e.port) for e in endpoints}
+    return ",".join(unique[k] for k in sorted(unique))
+
+
+def spec(service: Mapping[str, Any]) -> Mapping[str, Any]:
+    return service.get("spec") or {}
+
+
+def wants_load_balancers(service: Mapping[str, Any]) -> bool:
+    """Headless (``clusterIP: None``) and ExternalName services get nothing."""
+    s = spec(service)
+    if s.get("type") == "ExternalName":
+        return False
+    ips = [ip for ip in (s.get("clusterIPs") or [s.get("clusterIP")]) if ip]
+    return bool(ips) and all(ip != "None" for ip in ips)
+
+
+def depends_on_nodes(service: Mapping[str, Any]) -> bool:
+    """Whether the service has per-node rules (NodePorts, ETP=Local external VIPs, ITP=Local)."""
+    if not wants_load_balancers(service):
+        return False
+    s = spec(service)
+    if any(p.get("nodePort") for p in s.get("ports") or ()):
+        return True
+    if s.get("internalTrafficPolicy") == "Local":
+        return True
+    return s.get("externalTrafficPolicy") == "Local" and bool(s.get("externalIPs") or ingress_ips(service))
+
+
+def ingress_ips(service: Mapping[str, Any]) -> list[str]:
+    if spec(service).get("type") != "LoadBalancer":
+        return []
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()
+    return [str(i["ip"]) for i in ingress if isinstance(i, Mapping) and i.get("ip")]
+
+
+def service_ports(service: Mapping[str, Any]) -> list[ServicePort]:
+    ports = []
+    for p in spec(service).get("ports") or ():
+        ports.append(ServicePort(name=str(p.get("name") or ""), protocol=str(p.get("protocol") or "TCP"),
+                                 port=int(p["port"]), node_port=int(p["nodePort"]) if p.get("nodePort") else None))
+    return ports
+
+
+def affinity(service: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """(options, selection_fields) for ``sessionAffinity: ClientIP``."""
+    s = spec(service)
+    if s.get("sessionAffinity") != "ClientIP":
+        return {}, []
+    config = ((s.get("sessionAffinityConfig") or {}).get("clientIP") or {})
+    timeout = int(config.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT)
+    if timeout >= MAX_AFFINITY_TIMEOUT:
+        # "Forever": hash on the address pair instead of OVN's affinity timer.
+        return {}, ["ip_dst", "ip_src"]
+    return {"affinity_timeout": str(timeout)}, []
+
+
+# -- endpoints -------------------------------------------------------------------
+
+
+def _condition(conditions: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = conditions.get(name)
+    return default if value is None else bool(value)
+
+
+def endpoint_node(endpoint: Mapping[str, Any]) -> str | None:
+    """``nodeName`` (v1) or ``topology["kubernetes.io/hostname"]`` (v1beta1)."""
+    node = endpoint.get("nodeName") or (endpoint.get("topology") or {}).get(HOSTNAME_TOPOLOGY_KEY)
+    return str(node) if node else None
+
+
+def slice_endpoints(endpoint_slice: Mapping[str, Any], port: ServicePort) -> list[Endpoint]:
+    """Endpoints of one slice for one service port (matched by port name and protocol)."""
+    if endpoint_slice.get("addressType") not in ("IPv4", "IPv6"):
+        return []  # FQDN slices cannot be load-balanced by address
+    numbers = [int(p["port"]) for p in endpoint_slice.get("ports") or ()
+               if (p.get("name") or "") == port.name and (p.get("protocol") or "TCP") == port.protocol
+               and p.get("port")]
+    if not numbers:
+        return []
+    found = []
+    for entry in endpoint_slice.get("endpoints") or ():
+        conditions = entry.get("conditions") or {}
+        # API semantics: an unknown readiness counts as ready; serving defaults to ready.
+        ready = _condition(conditions, "ready", True)
+        serving = _condition(conditions, "serving", ready)
+        terminating = _condition(conditions, "terminating", False)
+        node = endpoint_node(entry)
+        for address in entry.get("addresses") or ():
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                continue
+            found.append(Endpoint(ip=ip, port=numbers[0], node=node, ready=ready, serving=serving,
+                                  terminating=terminating))
+    return found
+
+
+def select(endpoints: Sequence[Endpoint]) -> list[Endpoint]:
+    """The ready endpoints; if there are none, the serving and terminating ones."""
+    ready = [e for e in endpoints if e.ready]
+    if ready:
+        return ready
+    return [e for e in endpoints if e.serving and e.terminating]
+
+
+# -- building ----------------------------------------------------------------------
+
+
+@dataclass
+class _NodeRules:
+    router: dict[str, dict[str, str]] = field(default_factory=dict)  # protocol -> vip -> backends
+    switch: dict[str, dict[str, str]] = field(default_factory=dict)
+    local_router: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def _parse_ips(values: Iterable[Any], *, what: str, families: set[int], problems: list[Problem]) -> list[IPAddress]:
+    ips: list[IPAddress] = []
+    for raw in values:
+        try:
+            ip = ipaddress.ip_address(str(raw))
+        except ValueError:
+            problems.append(Problem("InvalidIP", f"{what} {raw!r} is not an IP address; ignored"))
+            continue
+        if ip.version not in families:
+            problems.append(Problem(
+                "UnsupportedIPFamily",
+                f"{what} {ip} is IPv{ip.version} but the cluster network is "
+                f"{'/'.join(f'IPv{f}' for f in sorted(families))} only; ignored"))
+            continue
+        ips.append(ip)
+    return ips
+
+
+def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes: Sequence[NodeInfo], *,
+          families: set[int], hairpin_ips: Sequence[IPAddress], nodeport_enabled: bool = True) -> Result:
+    """The load balancers of ``service`` (nothing for headless and ExternalName services).
+
+    :param slices: the service's EndpointSlices (any API version).
+    :param nodes: nodes whose topology exists; per-node LBs only for them.
+    :param families: IP versions the cluster network serves.
+    :param hairpin_ips: ``options:hairpin_snat_ip`` (a pod reaching itself through its service).
+    :param nodeport_enabled: ``[gateway] nodeport``.
+    """
+    result = Result()
+    if not wants_load_balancers(service):
+        return result
+    key = service_key(service)
+    s = spec(service)
+    problems = result.problems
+    cluster_ips = _parse_ips([ip for ip in (s.get("clusterIPs") or [s.get("clusterIP")]) if ip],
+                             what="ClusterIP", families=families, problems=problems)
+    external_ips = _parse_ips(s.get("externalIPs") or (), what="external IP", families=families, problems=problems)
+    external_ips += _parse_ips(ingress_ips(service), what="LoadBalancer ingress IP", families=families,
+                               problems=problems)
+    etp_local = s.get("externalTrafficPolicy") == "Local"
+    itp_local = s.get("internalTrafficPolicy") == "Local"
+
+    cluster: dict[str, dict[str, str]] = {}
+    per_node: dict[str, _NodeRules] = {node.name: _NodeRules() for node in nodes}
+    for port in service_ports(service):
+        protocol = PROTOCOLS.get(port.protocol)
+        if protocol is None:
+            problems.append(Problem("UnsupportedProtocol", f"port {port.name or port.port}: protocol "
+                                    f"{port.protocol} is not supported (TCP, UDP, SCTP); ignored"))
+            continue
+        endpoints = [e for sl in slices for e in slice_endpoints(sl, port)]
+        for family in sorted(families):
+            family_eps = [e for e in endpoints if e.ip.version == family]
+            every = backends(select(family_eps))
+            local: dict[str, str] = {}
+
+            def local_backends(node: str, eps: list[Endpoint] = family_eps, cache: dict[str, str] = local) -> str:
+                if node not in cache:
+                    cache[node] = backends(select([e for e in eps if e.node == node]))
+                return cache[node]
+
+            for ip in (i for i in cluster_ips if i.version == family):
+                if not itp_local:
+                    cluster.setdefault(protocol, {})[vip(ip, port.port)] = every
+                    continue
+                for node in nodes:
+                    rules = per_node[node.name]
+                    if node.switch:
+                        rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = local_backends(node.name)
+                    if node.router:
+                        rules.router.setdefault(protocol, {})[vip(ip, port.port)] = local_backends(node.name)
+            for ip in (i for i in external_ips if i.version == family):
+                if not etp_local:
+                    cluster.setdefault(protocol, {})[vip(ip, port.port)] = every
+                    continue
+                for node in nodes:
+                    rules = per_node[node.name]
+                    if node.router:
+                        rules.local_router.setdefault(protocol, {})[vip(ip, port.port)] = local_backends(node.name)
+                    if node.switch:
+                        rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = every
+            if port.node_port is None or not nodeport_enabled:
+                continue
+            for node in nodes:
+                if not node.node_port:
+                    continue
+                rules = per_node[node.name]
+                for host_ip in (i for i in node.host_ips if i.version == family):
+                    node_vip = vip(host_ip, port.node_port)
+                    if node.router:
+                        if etp_local:
+                            rules.local_router.setdefault(protocol, {})[node_vip] = local_backends(node.name)
+                        else:
+                            rules.router.setdefault(protocol, {})[node_vip] = every
+                    if node.switch:
+                        rules.switch.setdefault(protocol, {})[node_vip] = every
+
+    options, selection_fields = affinity(service)
+    options.update(common_options(hairpin_ips))
+
+    def add(protocol: str, scope: str, vips: dict[str, str], **where: Any) -> None:
+        lb_options = dict(options)
+        if scope.startswith("node_local_router_"):
+            lb_options["skip_snat"] = "true"
+        result.load_balancers.append(LoadBalancer(
+            name=lb_name(key, protocol, scope), protocol=protocol, scope=scope, vips=dict(vips),
+            options=lb_options, selection_fields=list(selection_fields), **where))
+
+    for protocol in sorted(cluster):
+        add(protocol, CLUSTER_SCOPE, cluster[protocol], lb_group=n.CLUSTER_LB_GROUP)
+    for node in nodes:
+        rules = per_node[node.name]
+        gr, switch = n.gateway_router(node.name), n.node_switch(node.name)
+        for protocol in sorted(set(rules.router) | set(rules.switch) | set(rules.local_router)):
+            router_vips = rules.router.get(protocol, {})
+            switch_vips = rules.switch.get(protocol, {})
+            if router_vips and router_vips == switch_vips:
+                add(protocol, f"node_router+switch_{node.name}", router_vips, routers=(gr,), switches=(switch,))
+            else:
+                if router_vips:
+                    add(protocol, f"node_router_{node.name}", router_vips, routers=(gr,))
+                if switch_vips:
+                    add(protocol, f"node_switch_{node.name}", switch_vips, switches=(switch,))
+            if rules.local_router.get(protocol):
+                add(protocol, f"node_local_router_{node.name}", rules.local_router[protocol], routers=(gr,))
+    return result
+
+
+def common_options(hairpin_ips: Sequence[IPAddress]) -> dict[str, str]:
+    """Options of every service LB.
+
+    ``reject=true``: a VIP without backends answers with a TCP reset / ICMP
+    unreachable instead of dropping. ``hairpin_snat_ip``: a pod reaching itself
+    through its service is SNATed to the hairpin masquerade IP. ``neighbor_responder=none``:
+    OVN does not answer ARP/ND for VIPs (ignored by OVN versions that lack it).
+    """
+    options = {"reject": "true", "neighbor_responder": "none"}
+    if hairpin_ips:
+        options["hairpin_snat_ip"] = " ".join(str(ip) for ip in hairpin_ips)
+    return options

@@ -1,0 +1,189 @@
+"""Node side of services: NodePort and external-IP traffic arriving on the uplink goes to OVN.
+
+Core's gateway flows (:mod:`ovnk.core.node.gateway`) send new connections from
+the uplink to the host and only replies of OVN-originated connections to the
+patch port. ``GR_<node>`` holds the NodePort load balancers, so new
+connections to ``<nodeIP>:<nodePort>`` (and to a service's ExternalIPs and
+LoadBalancer ingress IPs on its ports) must reach the patch port instead. This
+manager adds, in its own cookie space (owner ``services``), one flow per
+(IP, protocol, port) between core's priority 100 (tunnel traffic) and 90
+(everything IP from the uplink goes through conntrack to table 1)::
+
+    table=0, priority=95, in_port=<uplink>, tcp, nw_dst=<node IP>, tp_dst=<nodePort>
+        actions=ct(commit, zone=64000, exec(load:0x1->NXM_NX_CT_MARK[])), output:<patch>
+
+The connection is committed with the OVN mark in the gateway's zone, so it is
+an OVN connection for core's flows from its first packet on: the GR's replies
+(committed again by core's patch-port flow) and later packets keep their path
+even while these flows are being rewritten. IPv4 only, as the gateway is.
+
+The manager watches Services with its own informer, reads the node's IPs from
+the gateway bridge and its ports from OVS, and rewrites its flows when any of
+them changes (and on a timer). ``ovnk_node_setup`` declares them once from a
+plain list, so the table core rewrites after set-up already holds them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+from ovnk.core.builtin.services import model
+from ovnk.core.kube.informer import CallbackHandler
+from ovnk.core.kube.informer import Informer
+from ovnk.core.kube.resources import SERVICES
+from ovnk.core.node.context import NodeContext
+from ovnk.core.node.gateway import CT_ZONE
+from ovnk.core.node.gateway import OVN_CT_MARK
+from ovnk.core.node.ovs import OvsAborted
+from ovnk.core.node.ovs import OvsTimeout
+from ovnk.core.topology import naming as n
+
+logger = logging.getLogger(__name__)
+
+FLOW_OWNER = "services"
+PRIORITY = 95
+RESYNC_INTERVAL = 30.0
+
+
+def patch_port_name(bridge: str, node: str) -> str:
+    """The patch port ovn-controller creates for the localnet port (as ``GatewayInfo.patch_port``)."""
+    return f"patch-{n.localnet_port(bridge, node)}-to-br-int"
+
+
+def steering_targets(services: Iterable[Mapping[str, Any]],
+                     node_ips: Sequence[ipaddress.IPv4Address]) -> list[tuple[str, str, int]]:
+    """Sorted unique (IPv4, ovs protocol, port) of every NodePort and external VIP to send to OVN."""
+    targets: set[tuple[str, str, int]] = set()
+    for service in services:
+        if not model.wants_load_balancers(service):
+            continue
+        external: list[str] = []
+        for raw in model.spec(service).get("externalIPs") or ():
+            external.append(str(raw))
+        external += model.ingress_ips(service)
+        external_v4 = []
+        for raw in external:
+            try:
+                ip = ipaddress.ip_address(raw)
+            except ValueError:
+                continue
+            if ip.version == 4:
+                external_v4.append(str(ip))
+        for port in model.service_ports(service):
+            protocol = model.PROTOCOLS.get(port.protocol)
+            if protocol is None:
+                continue
+            if port.node_port is not None:
+                targets.update((str(ip), protocol, port.node_port) for ip in node_ips)
+            targets.update((ip, protocol, port.port) for ip in external_v4)
+    return sorted(targets, key=lambda t: (ipaddress.IPv4Address(t[0]), t[1], t[2]))
+
+
+def steering_flows(targets: Iterable[tuple[str, str, int]], *, uplink_ofport: int, patch_ofport: int) -> list[str]:
+    """The flows for :func:`steering_targets`, in ``ovs-ofctl`` syntax without cookies."""
+    commit = f"ct(commit,zone={CT_ZONE},exec(load:{OVN_CT_MARK:#x}->NXM_NX_CT_MARK[]))"
+    return [f"table=0,priority={PRIORITY},in_port={uplink_ofport},{protocol},nw_dst={ip},tp_dst={port} "
+            f"actions={commit},output:{patch_ofport}" for ip, protocol, port in targets]
+
+
+class NodePortSteering:
+    """The node manager (see the module docstring)."""
+
+    name = "core.services.nodeport"
+
+    def __init__(self, ctx: NodeContext, *, resync_interval: float = RESYNC_INTERVAL) -> None:
+        self.ctx = ctx
+        self.bridge = ctx.gateway_bridge
+        self.resync_interval = resync_interval
+        # Its own informer: the agent has no shared informer factory; counters on a private registry.
+        self.services = Informer(ctx.kube, SERVICES, name="services@node-steering")
+        self._changed = threading.Event()
+        self._ports: tuple[int | None, int | None] = (None, None)
+
+    def _on_event(self, *_objs: Any) -> None:
+        self._changed.set()
+        self.ctx.ovs.wake()
+
+    def ports(self) -> tuple[int | None, int | None]:
+        """(uplink, patch) OpenFlow ports of the gateway bridge; ``None`` while a port is missing."""
+        patch_name = patch_port_name(self.bridge, self.ctx.node_name)
+        uplink: int | None = None
+        patch: int | None = None
+        for iface in self.ctx.ovs.bridge_ports(self.bridge):
+            ofport = iface.ofport if iface.ofport is not None and iface.ofport > 0 else None
+            if iface.name == patch_name:
+                patch = ofport
+            elif iface.type in ("", "system") and iface.name != self.bridge:
+                uplink = ofport
+        return uplink, patch
+
+    def node_ips(self) -> list[ipaddress.IPv4Address]:
+        return sorted({a.ip for a in self.ctx.net.addresses(self.bridge)
+                       if isinstance(a.ip, ipaddress.IPv4Address)})
+
+    def desired_flows(self, services: Iterable[Mapping[str, Any]] | None = None) -> list[str]:
+        """The flows for ``services`` (default: the informer's cache) and the current ports and IPs."""
+        uplink, patch = self._ports = self.ports()
+        if uplink is None or patch is None:
+            return []  # no GR on this node yet: nothing could take the traffic
+        targets = steering_targets(self.services.store.list() if services is None else services, self.node_ips())
+        return steering_flows(targets, uplink_ofport=uplink, patch_ofport=patch)
+
+    def declare(self) -> None:
+        """Set the flows from one list of the Services, without writing them (``ovnk_node_setup``).
+
+        On an agent restart core rewrites the bridge's table right after set-up; declaring the
+        flows first keeps new NodePort connections flowing to OVN through the restart.
+        """
+        if not self.bridge:
+            return
+        services, _ = self.ctx.kube.list(SERVICES)
+        self.ctx.flows.set_flows(self.bridge, FLOW_OWNER, self.desired_flows(services))
+
+    def sync(self) -> bool:
+        """Set and write this owner's flows; ``True`` when the bridge was written."""
+        self._changed.clear()
+        flows = self.desired_flows()
+        self.ctx.flows.set_flows(self.bridge, FLOW_OWNER, flows)
+        # A no-op when the bridge already holds exactly the desired flows of every owner.
+        written = self.ctx.flows.sync(self.bridge)
+        if written:
+            logger.info("gateway %s: %d NodePort/external-IP steering flows", self.bridge, len(flows))
+        return written
+
+    def _pending(self) -> bool | None:
+        return True if self._changed.is_set() or self.ports() != self._ports else None
+
+    def run(self, stop: threading.Event) -> None:
+        if not self.bridge:
+            logger.info("no gateway bridge: NodePort steering is off")
+            return
+        self.services.add_handler(CallbackHandler(on_add=self._on_event, on_update=self._on_event,
+                                                  on_delete=self._on_event))
+        self.services.start()
+        try:
+            while not stop.is_set():
+                if not self.services.wait_for_sync(1.0):
+                    continue
+                try:
+                    self.sync()
+                except Exception:
+                    logger.exception("NodePort steering flows on %s failed; retrying", self.bridge)
+                    stop.wait(1.0)
+                    continue
+                try:
+                    self.ctx.ovs.wait_for("a service or gateway port change", self._pending,
+                                          timeout=self.resync_interval,
+                                          abort=lambda: "stopping" if stop.is_set() else None)
+                except OvsAborted:
+                    return
+                except OvsTimeout:
+                    pass  # periodic re-check (node IP changes are not signalled)
+        finally:
+            self.services.stop()

@@ -1,0 +1,175 @@
+"""Pure logic of the services plugin: endpoint selection, LB layout, options, NodePort steering targets.
+
+The row-level behaviour against a real API server and OVN NB is in ``tests/functional/services``; these
+cover what the 1.20 test API server cannot produce (it rejects unsupported protocols, knows no
+``internalTrafficPolicy`` and has no ``discovery.k8s.io/v1``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from ovnk.core.bootstrap import collect_claims
+from ovnk.core.builtin.services import LB_OWNER
+from ovnk.core.builtin.services import model
+from ovnk.core.builtin.services.nodeport import patch_port_name
+from ovnk.core.builtin.services.nodeport import steering_flows
+from ovnk.core.builtin.services.nodeport import steering_targets
+from ovnk.core.plugins import OvnkPluginManager
+
+HAIRPIN = (ipaddress.ip_address("169.254.0.5"),)
+NODES = (
+    model.NodeInfo(name="n1", host_ips=(ipaddress.ip_address("172.30.0.11"),), router=True, switch=True),
+    model.NodeInfo(name="n2.example", host_ips=(ipaddress.ip_address("172.30.0.12"),), router=True, switch=True),
+)
+
+
+def service(name: str = "s", *, ports: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                     "ports": ports or [{"name": "http", "port": 80, "protocol": "TCP"}], **spec}}
+
+
+def endpoint_slice(*endpoints: dict[str, Any], ports: list[dict[str, Any]] | None = None,
+                   address_type: str = "IPv4") -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": "s-1", "labels": {model.SERVICE_NAME_LABEL: "s"}},
+            "addressType": address_type, "ports": ports or [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": list(endpoints)}
+
+
+def ep(ip: str, node: str | None = None, **conditions: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {"addresses": [ip], "conditions": conditions}
+    if node:
+        entry["nodeName"] = node
+    return entry
+
+
+def build(svc: dict[str, Any], *slices: dict[str, Any], nodes: tuple[model.NodeInfo, ...] = NODES,
+          families: set[int] | None = None) -> dict[str, model.LoadBalancer]:
+    result = model.build(svc, list(slices), nodes, families=families or {4}, hairpin_ips=HAIRPIN)
+    return {lb.name: lb for lb in result.load_balancers}
+
+
+def test_hook_ovnk_claims_the_service_load_balancer_owner_type(pm: OvnkPluginManager) -> None:
+    claims = collect_claims(pm)
+    assert claims.owners.get("Load_Balancer", "Service") == LB_OWNER
+    assert claims.owners.plugin_of(LB_OWNER) == "core"
+
+
+def test_ready_endpoints_else_serving_and_terminating_ones() -> None:
+    port = model.ServicePort(name="http", protocol="TCP", port=80, node_port=None)
+    slices = endpoint_slice(ep("10.0.0.1", ready=False, serving=True, terminating=True),
+                            ep("10.0.0.2", ready=False, serving=False, terminating=True),
+                            ep("10.0.0.3", ready=False))
+    assert [str(e.ip) for e in model.select(model.slice_endpoints(slices, port))] == ["10.0.0.1"]
+    slices["endpoints"].append(ep("10.0.0.4"))  # conditions omitted: ready (the API's "unknown")
+    assert [str(e.ip) for e in model.select(model.slice_endpoints(slices, port))] == ["10.0.0.4"]
+
+
+def test_v1_and_v1beta1_node_fields_and_named_ports() -> None:
+    port = model.ServicePort(name="http", protocol="TCP", port=80, node_port=None)
+    v1 = endpoint_slice(ep("10.0.0.1", "n1"))
+    v1beta1 = endpoint_slice({"addresses": ["10.0.0.2"], "topology": {"kubernetes.io/hostname": "n2"}},
+                             ports=[{"name": "http", "port": 9090}])
+    assert [(e.node, e.port) for e in model.slice_endpoints(v1, port)] == [("n1", 8080)]
+    assert [(e.node, e.port) for e in model.slice_endpoints(v1beta1, port)] == [("n2", 9090)]
+    other_name = endpoint_slice(ep("10.0.0.3"), ports=[{"name": "metrics", "port": 9100}])
+    other_protocol = endpoint_slice(ep("10.0.0.3"), ports=[{"name": "http", "port": 8080, "protocol": "UDP"}])
+    fqdn = endpoint_slice({"addresses": ["db.example.com"]}, address_type="FQDN")
+    assert model.slice_endpoints(other_name, port) == []
+    assert model.slice_endpoints(other_protocol, port) == []
+    assert model.slice_endpoints(fqdn, port) == []
+
+
+def test_unsupported_protocol_is_a_problem_and_the_other_ports_are_built() -> None:
+    svc = service(ports=[{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "x", "port": 1, "protocol": "DCCP"}])
+    result = model.build(svc, [endpoint_slice(ep("10.0.0.1"))], (), families={4}, hairpin_ips=HAIRPIN)
+    assert [lb.name for lb in result.load_balancers] == ["Service_ns/s_TCP_cluster"]
+    assert [p.reason for p in result.problems] == ["UnsupportedProtocol"]
+
+
+def test_plain_nodeport_coalesces_router_and_switch_rules_per_node() -> None:
+    lbs = build(service(type="NodePort", ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]),
+                endpoint_slice(ep("10.0.0.1", "n1")))
+    assert set(lbs) == {"Service_ns/s_TCP_cluster", "Service_ns/s_TCP_node_router+switch_n1",
+                        "Service_ns/s_TCP_node_router+switch_n2.example"}
+    n1 = lbs["Service_ns/s_TCP_node_router+switch_n1"]
+    assert n1.vips == {"172.30.0.11:30080": "10.0.0.1:8080"}
+    assert (n1.routers, n1.switches, n1.lb_group) == (("GR_n1",), ("n1",), None)
+    assert lbs["Service_ns/s_TCP_cluster"].lb_group == "clusterLBGroup"
+    assert model.scope_node(lbs["Service_ns/s_TCP_node_router+switch_n2.example"].scope) == "n2.example"
+    # A node without NodePorts, or without a gateway router, gets no router-side rule.
+    no_np = (model.NodeInfo(name="n1", host_ips=NODES[0].host_ips, router=True, switch=True, node_port=False),
+             model.NodeInfo(name="n3", host_ips=NODES[0].host_ips, router=False, switch=True))
+    lbs = build(service(type="NodePort", ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]),
+                nodes=no_np)
+    assert set(lbs) == {"Service_ns/s_TCP_cluster", "Service_ns/s_TCP_node_switch_n3"}
+
+
+def test_external_traffic_policy_local() -> None:
+    svc = service(type="LoadBalancer", externalTrafficPolicy="Local", externalIPs=["192.0.2.1"],
+                  ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
+    svc["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}, {"hostname": "lb.example"}]}}
+    lbs = build(svc, endpoint_slice(ep("10.0.0.1", "n1"), ep("10.0.0.2", "n2.example")))
+    assert lbs["Service_ns/s_TCP_cluster"].vips == {"10.96.0.10:80": "10.0.0.1:8080,10.0.0.2:8080"}
+    local = lbs["Service_ns/s_TCP_node_local_router_n1"]
+    assert local.vips == {"172.30.0.11:30080": "10.0.0.1:8080", "192.0.2.1:80": "10.0.0.1:8080",
+                          "198.51.100.1:80": "10.0.0.1:8080"}
+    assert local.options["skip_snat"] == "true" and local.routers == ("GR_n1",) and not local.switches
+    switch = lbs["Service_ns/s_TCP_node_switch_n1"]
+    assert switch.vips["172.30.0.11:30080"] == "10.0.0.1:8080,10.0.0.2:8080"
+    assert "skip_snat" not in switch.options and "Service_ns/s_TCP_node_router_n1" not in lbs
+    assert model.depends_on_nodes(svc)
+
+
+def test_internal_traffic_policy_local_keeps_cluster_ips_on_the_node() -> None:
+    svc = service(internalTrafficPolicy="Local")
+    lbs = build(svc, endpoint_slice(ep("10.0.0.1", "n1"), ep("10.0.0.2", "n2.example", ready=False, serving=True,
+                                                             terminating=True)))
+    assert set(lbs) == {"Service_ns/s_TCP_node_router+switch_n1", "Service_ns/s_TCP_node_router+switch_n2.example"}
+    assert lbs["Service_ns/s_TCP_node_router+switch_n1"].vips == {"10.96.0.10:80": "10.0.0.1:8080"}
+    assert lbs["Service_ns/s_TCP_node_router+switch_n2.example"].vips == {"10.96.0.10:80": "10.0.0.2:8080"}
+    assert model.depends_on_nodes(svc) and not model.depends_on_nodes(service())
+
+
+def test_options_affinity_and_reject() -> None:
+    plain = build(service())["Service_ns/s_TCP_cluster"]
+    assert plain.vips == {"10.96.0.10:80": ""}, "no endpoint: an empty VIP, which OVN rejects"
+    assert plain.options == {"reject": "true", "neighbor_responder": "none", "hairpin_snat_ip": "169.254.0.5"}
+    assert plain.selection_fields == []
+    timed = build(service(sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}}))
+    assert timed["Service_ns/s_TCP_cluster"].options["affinity_timeout"] == "60"
+    default = build(service(sessionAffinity="ClientIP"))
+    assert default["Service_ns/s_TCP_cluster"].options["affinity_timeout"] == "10800"
+    forever = build(service(sessionAffinity="ClientIP",
+                            sessionAffinityConfig={"clientIP": {"timeoutSeconds": 86400}}))["Service_ns/s_TCP_cluster"]
+    assert "affinity_timeout" not in forever.options and set(forever.selection_fields) == {"ip_src", "ip_dst"}
+
+
+def test_headless_external_name_and_ip_families() -> None:
+    assert build(service(clusterIP="None", clusterIPs=["None"])) == {}
+    assert build({"metadata": {"namespace": "ns", "name": "s"},
+                  "spec": {"type": "ExternalName", "externalName": "example.com"}}) == {}
+    dual = service(clusterIPs=["10.96.0.10", "fd00:10:96::10"], externalIPs=["fd00::1"])
+    lbs = build(dual, endpoint_slice(ep("10.0.0.1")), endpoint_slice(ep("fd00:10:244::5"), address_type="IPv6"),
+                families={4, 6})
+    assert lbs["Service_ns/s_TCP_cluster"].vips == {
+        "10.96.0.10:80": "10.0.0.1:8080", "[fd00:10:96::10]:80": "[fd00:10:244::5]:8080",
+        "[fd00::1]:80": "[fd00:10:244::5]:8080"}
+    result = model.build(dual, [], (), families={4}, hairpin_ips=HAIRPIN)
+    assert {p.reason for p in result.problems} == {"UnsupportedIPFamily"}
+
+
+def test_nodeport_steering_targets_and_flows() -> None:
+    svc = service(type="NodePort", externalIPs=["192.0.2.1", "fd00::1"],
+                  ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                         {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}])
+    targets = steering_targets([svc, service("plain"), service("headless", clusterIP="None")],
+                               [ipaddress.IPv4Address("172.30.0.11")])
+    assert targets == [("172.30.0.11", "tcp", 30080), ("172.30.0.11", "udp", 30053),
+                       ("192.0.2.1", "tcp", 80), ("192.0.2.1", "udp", 53)]
+    flows = steering_flows(targets[:1], uplink_ofport=1, patch_ofport=2)
+    assert flows == ["table=0,priority=95,in_port=1,tcp,nw_dst=172.30.0.11,tp_dst=30080 "
+                     "actions=ct(commit,zone=64000,exec(load:0x1->NXM_NX_CT_MARK[])),output:2"]
+    assert patch_port_name("breth0", "n1") == "patch-breth0_n1-to-br-int"
