@@ -1,0 +1,218 @@
+{{/*
+Names, labels, the image, and the plugin helpers shared by every template.
+*/}}
+
+{{- define "ovnk.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ovnk.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* Selector labels of one component: include "ovnk.selector" (list $ "controller") */}}
+{{- define "ovnk.selector" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ $root.Chart.Name }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "ovnk.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "ovnk.configName" -}}{{ include "ovnk.fullname" . }}-config{{- end -}}
+{{- define "ovnk.dbName" -}}{{ include "ovnk.fullname" . }}-ovn-db{{- end -}}
+{{- define "ovnk.leaseName" -}}{{ include "ovnk.fullname" . }}-controller{{- end -}}
+
+{{- define "ovnk.dbReplicas" -}}
+{{- if eq .Values.ovnDb.mode "raft" -}}{{ .Values.ovnDb.raft.replicas }}{{- else -}}1{{- end -}}
+{{- end -}}
+
+{{- define "ovnk.dbScheme" -}}
+{{- if .Values.ovnDb.ssl.enabled -}}ssl{{- else -}}tcp{{- end -}}
+{{- end -}}
+
+{{/*
+Names of the enabled plugins, comma separated, in alphabetical order (the load order).
+A plugin is enabled when .Values.plugins.<name>.enabled is true; nothing here knows any
+plugin by name.
+*/}}
+{{- define "ovnk.enabledPlugins" -}}
+{{- $names := list -}}
+{{- range $name, $plugin := .Values.plugins -}}
+{{- if and (kindIs "map" $plugin) $plugin.enabled -}}
+{{- if not (regexMatch "^[A-Za-z0-9_.-]+$" $name) -}}
+{{- fail (printf "plugins.%s: a plugin name may only hold letters, digits, '_', '.' and '-'" $name) -}}
+{{- end -}}
+{{- $names = append $names $name -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}
+
+{{/*
+Paths (inside the chart) of the CRD files of the enabled plugins, one per line:
+files/plugins/<name>/crds/*.yaml. files/plugins is a symlink to the repository's
+plugins/ folder, so these are the plugins' own files, not copies.
+*/}}
+{{- define "ovnk.pluginCrdFiles" -}}
+{{- $root := . -}}
+{{- range $name := splitList "," (include "ovnk.enabledPlugins" .) -}}
+{{- if $name -}}
+{{- range $path, $_ := $root.Files.Glob (printf "files/plugins/%s/crds/*.yaml" $name) }}
+{{ $path }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+RBAC rules for the custom resources of the enabled plugins' CRDs.
+include "ovnk.pluginCrdRules" (list $ (list "get" "list" "watch"))
+*/}}
+{{- define "ovnk.pluginCrdRules" -}}
+{{- $root := index . 0 -}}
+{{- $verbs := index . 1 -}}
+{{- range $path := splitList "\n" (include "ovnk.pluginCrdFiles" $root) -}}
+{{- if $path -}}
+{{- $crd := fromYaml ($root.Files.Get $path) }}
+# {{ $path }}
+- apiGroups: [{{ $crd.spec.group | quote }}]
+  resources: [{{ $crd.spec.names.plural | quote }}, {{ printf "%s/status" $crd.spec.names.plural | quote }}]
+  verbs: {{ toJson $verbs }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* One INI value: lists joined with ",", booleans as true/false, no line breaks. */}}
+{{- define "ovnk.iniValue" -}}
+{{- $text := "" -}}
+{{- if kindIs "slice" . -}}
+{{- $text = join "," . -}}
+{{- else if kindIs "map" . -}}
+{{- fail (printf "INI value %v is a map; only scalars and lists fit in one INI key" .) -}}
+{{- else if kindIs "invalid" . -}}
+{{- $text = "" -}}
+{{- else if kindIs "float64" . -}}
+{{- /* YAML numbers arrive as float64; 1400 must not become 1.4e+03 */ -}}
+{{- if eq (float64 (int64 .)) . -}}{{- $text = printf "%d" (int64 .) -}}{{- else -}}{{- $text = toString . -}}{{- end -}}
+{{- else -}}
+{{- $text = toString . -}}
+{{- end -}}
+{{- if or (contains "\n" $text) (contains "\r" $text) -}}
+{{- fail (printf "INI value %q holds a line break" $text) -}}
+{{- end -}}
+{{- $text -}}
+{{- end -}}
+
+{{/* Tolerations of pods that must run before the node network is ready. */}}
+{{- define "ovnk.bootstrapTolerations" -}}
+- key: node-role.kubernetes.io/control-plane
+  operator: Exists
+  effect: NoSchedule
+- key: node-role.kubernetes.io/master
+  operator: Exists
+  effect: NoSchedule
+- key: node.kubernetes.io/not-ready
+  operator: Exists
+- key: node.kubernetes.io/network-unavailable
+  operator: Exists
+  effect: NoSchedule
+{{- end -}}
+
+{{/* Node affinity for control-plane nodes (either label, old or new). */}}
+{{- define "ovnk.controlPlaneAffinity" -}}
+requiredDuringSchedulingIgnoredDuringExecution:
+  nodeSelectorTerms:
+    - matchExpressions:
+        - {key: node-role.kubernetes.io/control-plane, operator: Exists}
+    - matchExpressions:
+        - {key: node-role.kubernetes.io/master, operator: Exists}
+{{- end -}}
+
+{{/*
+Environment shared by the ovnk containers: the API server address (see values apiServer)
+and where the OVN databases are looked up (hack/image/ovnk-lookup).
+*/}}
+{{- define "ovnk.commonEnv" -}}
+{{- if .Values.apiServer.host }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ .Values.apiServer.host | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ .Values.apiServer.port | quote }}
+{{- end }}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef: {fieldPath: metadata.namespace}
+- name: POD_NAME
+  valueFrom:
+    fieldRef: {fieldPath: metadata.name}
+- name: POD_IP
+  valueFrom:
+    fieldRef: {fieldPath: status.podIP}
+- name: OVN_DB_SERVICE
+  value: {{ include "ovnk.dbName" . }}
+- name: OVN_DB_REPLICAS
+  value: {{ include "ovnk.dbReplicas" . | quote }}
+- name: OVN_DB_SCHEME
+  value: {{ include "ovnk.dbScheme" . }}
+- name: OVN_NB_PORT
+  value: {{ .Values.ovnDb.nbPort | quote }}
+- name: OVN_SB_PORT
+  value: {{ .Values.ovnDb.sbPort | quote }}
+- name: OVN_DB_LOOKUP_TIMEOUT
+  value: {{ .Values.ovnDb.lookupTimeout | quote }}
+{{- end -}}
+
+{{/* SSL files as mounted by "ovnk.sslVolumes" (server or client certificate). */}}
+{{- define "ovnk.sslEnv" -}}
+{{- if .Values.ovnDb.ssl.enabled }}
+- name: OVN_SSL_KEY
+  value: /etc/ovnk/ssl/cert/tls.key
+- name: OVN_SSL_CERT
+  value: /etc/ovnk/ssl/cert/tls.crt
+- name: OVN_SSL_CA
+  value: /etc/ovnk/ssl/ca/ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "ovnk.sslMounts" -}}
+{{- if .Values.ovnDb.ssl.enabled }}
+- {name: ssl-cert, mountPath: /etc/ovnk/ssl/cert, readOnly: true}
+- {name: ssl-ca, mountPath: /etc/ovnk/ssl/ca, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* include "ovnk.sslVolumes" (list $ "server"|"client") */}}
+{{- define "ovnk.sslVolumes" -}}
+{{- $root := index . 0 -}}
+{{- if $root.Values.ovnDb.ssl.enabled }}
+- name: ssl-cert
+  secret:
+    secretName: {{ ternary $root.Values.ovnDb.ssl.serverSecret $root.Values.ovnDb.ssl.clientSecret (eq (index . 1) "server") }}
+    defaultMode: 0440
+- name: ssl-ca
+  secret:
+    secretName: {{ $root.Values.ovnDb.ssl.caSecret }}
+    defaultMode: 0444
+{{- end }}
+{{- end -}}
+
+{{/* Pods restart when the configuration changes. */}}
+{{- define "ovnk.configChecksum" -}}
+checksum/config: {{ include "ovnk.ini" . | sha256sum }}
+{{- end -}}
+
+{{- define "ovnk.pdbApiVersion" -}}
+{{- if semverCompare ">=1.21-0" .Capabilities.KubeVersion.Version -}}policy/v1{{- else -}}policy/v1beta1{{- end -}}
+{{- end -}}

@@ -1,0 +1,188 @@
+"""helm lint / helm template of charts/ovnk: defaults, every plugin on, every plugin off, HA and SSL."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import CHART
+from .conftest import REPO
+from .conftest import first_party_plugins
+from .conftest import lint
+from .conftest import plugin_crd_files
+from .conftest import plugin_values
+from .conftest import render
+from .conftest import render_error
+
+
+def _all_on() -> dict[str, object]:
+    return plugin_values(first_party_plugins())
+
+
+def _all_off() -> dict[str, object]:
+    return plugin_values([], disabled=first_party_plugins())
+
+
+@pytest.mark.parametrize("values", [None, _all_on(), _all_off()], ids=["defaults", "all-plugins-on", "all-plugins-off"])
+def test_lint_and_template_pass(values: dict[str, object] | None) -> None:
+    lint(values)
+    rendered = render(values)
+    expected = set(first_party_plugins()) if values == _all_on() else set()
+    assert set(rendered.enabled_plugins()) == expected
+    crds = {f for p in expected for f in plugin_crd_files(p)}
+    assert len(rendered.crd_names()) == len(crds)
+
+
+def test_each_first_party_plugin_alone_brings_exactly_its_crds_and_config() -> None:
+    plugins = first_party_plugins()
+    for plugin in plugins:
+        rendered = render(plugin_values([plugin], disabled=[p for p in plugins if p != plugin]))
+        own = {yaml.safe_load(f.read_text())["metadata"]["name"] for f in plugin_crd_files(plugin)}
+        assert rendered.crd_names() == own, plugin
+        assert rendered.enabled_plugins() == [plugin]
+        assert plugin in rendered.ini(), f"[{plugin}] section missing"
+    # With none on, there is no CRD and no plugin section at all.
+    off = render(_all_off())
+    assert off.crd_names() == set()
+    assert off.enabled_plugins() == []
+    assert not set(off.ini()) & set(plugins)
+
+
+def test_defaults_render_every_component() -> None:
+    rendered = render(namespace="net-system")
+    assert {d["metadata"].get("namespace") for d in rendered.docs if d["kind"] not in (
+        "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition")} == {"net-system"}
+
+    # The databases: one standalone member, ovsdb-server for NB and SB plus northd, on the host network.
+    sts = rendered.one("StatefulSet", "-ovn-db")
+    assert sts["spec"]["replicas"] == 1
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert [c["name"] for c in pod["containers"]] == ["nb-ovsdb", "sb-ovsdb", "northd"]
+    assert {s["metadata"]["name"] for s in rendered.of_kind("Service")} == {
+        "ovnk-ovn-db", "ovnk-ovn-nb", "ovnk-ovn-sb"}
+    assert rendered.one("Service", "-ovn-db")["spec"]["publishNotReadyAddresses"] is True
+
+    # The controller: leader election on, probes on the metrics port 9409.
+    deployment = rendered.one("Deployment", "-controller")
+    [controller] = rendered.containers("Deployment", "-controller").values()
+    assert controller["command"][-1] == "controller"
+    assert controller["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9409}
+    assert controller["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9409}
+    assert deployment["spec"]["template"]["spec"]["hostNetwork"] is True
+    ini = rendered.ini()
+    assert ini["controller"]["leader-election"] == "true"
+    assert ini["controller"]["lease-namespace"] == "net-system"
+    assert ini["controller"]["metrics-bind-address"] == "0.0.0.0:9409"
+
+    # The node DaemonSet: OVS, ovn-controller and the agent; the CNI installer first.
+    containers = rendered.containers("DaemonSet", "-node")
+    assert list(containers) == ["ovsdb-server", "ovs-vswitchd", "ovn-controller", "node"]
+    agent = containers["node"]
+    assert agent["securityContext"]["privileged"] is True
+    assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9410}
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9410}
+    assert {"name": "OVNK_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in agent["env"]
+    ds_spec = rendered.one("DaemonSet", "-node")["spec"]["template"]["spec"]
+    assert ds_spec["hostNetwork"] is True
+    [installer] = rendered.containers("DaemonSet", "-node", init=True).values()
+    assert installer["command"][-1] == "cni-install"
+    # The installer writes into the host's CNI bin directory at the same path.
+    bin_mount = next(m for m in installer["volumeMounts"] if m["name"] == "cni-bin")
+    bin_volume = next(v for v in ds_spec["volumes"] if v["name"] == "cni-bin")
+    assert bin_mount["mountPath"] == bin_volume["hostPath"]["path"] == ini["cni"]["bin-dir"] == "/opt/cni/bin"
+
+    # Every ovnk process reads the rendered configuration at /etc/ovnk/ovnk.conf.
+    for owner, name in [("Deployment", "controller"), ("DaemonSet", "node")]:
+        container = rendered.containers(owner, f"-{name}")[name]
+        assert {"name": "config", "mountPath": "/etc/ovnk/ovnk.conf", "subPath": "ovnk.conf",
+                "readOnly": True} in container["volumeMounts"]
+    assert rendered.one("ConfigMap", "-config")["metadata"]["name"] == "ovnk-config"
+
+
+def test_rbac_is_least_privilege() -> None:
+    rendered = render()
+    controller = rendered.one("ClusterRole", "-controller")["rules"]
+    node = rendered.one("ClusterRole", "-node")["rules"]
+
+    def verbs(rules: list[dict[str, object]], group: str, resource: str) -> set[str]:
+        return {v for r in rules if group in r["apiGroups"] and resource in r["resources"]  # type: ignore[operator]
+                for v in r["verbs"]}  # type: ignore[attr-defined]
+
+    assert verbs(controller, "", "nodes") == {"get", "list", "watch", "patch"}
+    assert verbs(controller, "", "pods") == {"get", "list", "watch", "patch"}
+    assert verbs(controller, "", "events") == {"create", "patch"}
+    assert verbs(controller, "networking.k8s.io", "networkpolicies") == {"get", "list", "watch"}
+    assert verbs(controller, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
+    assert verbs(node, "", "nodes") == {"get", "list", "watch", "patch"}
+    assert verbs(node, "", "pods") == {"get", "list", "watch"}  # the agent never writes pods
+    for rules in (controller, node):
+        assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
+        assert verbs(rules, "", "secrets") == set()
+    lease_rules = rendered.one("Role", "-controller")["rules"]
+    assert verbs(lease_rules, "coordination.k8s.io", "leases") == {"get", "update", "create"}
+    assert next(r for r in lease_rules if "update" in r["verbs"])["resourceNames"] == ["ovnk-controller"]
+
+
+def test_raft_and_ssl() -> None:
+    rendered = render({"ovnDb": {"mode": "raft", "ssl": {"enabled": True}}, "controller": {"replicas": 3}},
+                      kube_version="v1.20.15")
+    sts = rendered.one("StatefulSet", "-ovn-db")
+    assert sts["spec"]["replicas"] == 3
+    nb = rendered.containers("StatefulSet", "-ovn-db")["nb-ovsdb"]
+    env = {e["name"]: e.get("value") for e in nb["env"]}
+    assert (env["OVN_DB_MODE"], env["OVN_DB_SCHEME"], env["OVN_DB_REPLICAS"]) == ("raft", "ssl", "3")
+    assert {p["containerPort"] for p in nb["ports"]} == {6641, 6643}
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["ssl-cert"]["secret"]["secretName"] == "ovnk-ovn-server"
+    ds_volumes = {v["name"]: v for v in rendered.one("DaemonSet", "-node")["spec"]["template"]["spec"]["volumes"]}
+    assert ds_volumes["ssl-cert"]["secret"]["secretName"] == "ovnk-ovn-client"
+    ini = rendered.ini()
+    for section in ("ovnnorth", "ovnsouth"):
+        assert ini[section] == {"client-privkey": "/etc/ovnk/ssl/cert/tls.key",
+                                "client-cert": "/etc/ovnk/ssl/cert/tls.crt",
+                                "client-cacert": "/etc/ovnk/ssl/ca/ca.crt"}
+    # Kubernetes 1.20 has no policy/v1 PodDisruptionBudget.
+    assert {(d["apiVersion"], d["metadata"]["name"]) for d in rendered.of_kind("PodDisruptionBudget")} == {
+        ("policy/v1beta1", "ovnk-ovn-db"), ("policy/v1beta1", "ovnk-controller")}
+    assert rendered.one("Deployment", "-controller")["spec"]["replicas"] == 3
+    newer = render({"ovnDb": {"mode": "raft"}}, kube_version="v1.25.0")
+    assert {d["apiVersion"] for d in newer.of_kind("PodDisruptionBudget")} == {"policy/v1"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"ovnDb": {"mode": "active-backup"}}, "ovnDb/mode"),
+        ({"ovnDb": {"mode": "raft", "raft": {"replicas": 4}}}, "must be odd and at least 3"),
+        ({"extraConfig": {"controller": {"lease-name": "x"}}}, "extraConfig.controller.lease-name is already set"),
+        ({"plugins": {"p": {"enabled": True, "settings": {"k": {"nested": 1}}}}}, "/plugins/p/settings/k"),
+        ({"plugins": {"default": {"enabled": True}}}, "also a core configuration section"),
+        ({"mtu": 100}, "/mtu"),
+        ({"controller": {"leaderElection": {"leaseDuration": 10, "renewDeadline": 10, "retryPeriod": 2}}},
+         "retryPeriod < renewDeadline < leaseDuration"),
+        ({"gatewayMode": "local"}, "/gatewayMode"),
+    ],
+)
+def test_bad_values_are_rejected_with_a_message(values: dict[str, object], message: str) -> None:
+    assert message in render_error(values)
+
+
+def test_plugin_crds_have_a_single_source() -> None:
+    """The chart reads the plugins' CRD files through one symlink; it holds no copy of any CRD."""
+    link = CHART / "files" / "plugins"
+    assert link.is_symlink()
+    assert os.readlink(link) == "../../../plugins"
+    assert link.resolve() == (REPO / "plugins").resolve()
+    crd_document = re.compile(r"^\s*kind:\s*[\"']?CustomResourceDefinition", re.MULTILINE)
+    copies = [
+        Path(directory, name)
+        for directory, _dirs, files in os.walk(CHART)  # does not descend into the symlink
+        for name in files
+        if crd_document.search(Path(directory, name).read_text(errors="replace"))
+    ]
+    assert copies == []
