@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -191,14 +192,49 @@ class Sandbox:
         env = {**os.environ, "OVNK_CONFIG": ""}
         node.start_process("ovnk-node", [*ovnk_argv(), "--config", str(self.node_config(node.name)), "node"], env=env)
 
-    # -- using it ---------------------------------------------------------------------
+    # -- failure injection (tests) ------------------------------------------------------
 
-    def restart_controller(self, index: int = 0) -> None:
-        """Used by tests: SIGTERM a controller and start it again with the same config."""
+    def kill(self, process: str, *, sig: int = signal.SIGKILL, wait: float = 10.0) -> int:
+        """Signal a recorded, running process by name (``node-1/kubelet``, ``ovnk-controller-0``); returns its pid."""
         for name, pid, alive in self.cluster.status().processes:
-            if name == f"ovnk-controller-{index}" and alive:
-                os.kill(pid, 15)
+            if name == process and alive:
+                os.kill(pid, sig)
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                    try:
+                        os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
+                    except ChildProcessError:
+                        pass
+                    state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+                    if state in ("Z", "X"):
+                        break
+                    time.sleep(0.05)
+                return pid
+        raise StartupError(f"no running process {process!r} in sandbox {self.prefix}")
+
+    def restart_controller(self, index: int = 0, *, sig: int = signal.SIGKILL) -> None:
+        self.kill(f"ovnk-controller-{index}", sig=sig)
         self._start_controller(index)
+
+    def restart_agent(self, node: str, *, sig: int = signal.SIGKILL) -> None:
+        self.kill(f"{node}/ovnk-node", sig=sig)
+        self._start_agent(self.cluster.node(node))
+
+    def restart_kubelet(self, node: str) -> None:
+        assert self.cluster.control_plane is not None, "restart the kubelet from the process that started the sandbox"
+        self.kill(f"{node}/kubelet", sig=signal.SIGTERM)
+        self.cluster.node(node).start_kubelet(self.cluster.control_plane)
+
+    def restart_containerd(self, node: str) -> None:
+        self.kill(f"{node}/containerd", sig=signal.SIGTERM)
+        target = self.cluster.node(node)
+        target.start_containerd()
+        wait_for(f"containerd of {node}", target.containerd_ready, timeout=60, interval=0.05)
+
+    def kill_nb_leader(self) -> int:
+        """SIGKILL the NB RAFT leader (``db_cluster=3``); returns its member index."""
+        assert self.central is not None and self.central.cluster == 3, "needs a 3-member NB"
+        return self.central.kill_leader(self.central.nb)
 
 
 def describe_usage(sandbox: Sandbox) -> str:

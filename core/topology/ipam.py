@@ -149,8 +149,10 @@ class SubnetIpPool:
     """IP addresses of one node subnet.
 
     ``.0``, ``.1`` (gateway), ``.2`` (management port), the broadcast address
-    and any excluded IPs are never handed out. Allocation continues after the
-    last allocated address (round robin), so a freed IP is not reused at once.
+    and any excluded IPs are never handed out. Allocation takes the lowest free
+    address, like ovn-kubernetes' contiguous allocator: a freed IP is reused by
+    the next pod, but only once the pod instance that held it is gone (the
+    holder check), so two live pods never share one.
     Each IP records the pod key that holds it; one pod may hold one IP.
     """
 
@@ -159,7 +161,6 @@ class SubnetIpPool:
         self._lock = threading.Lock()
         self._holder: dict[IPAddress, str] = {}
         self._excluded: set[IPAddress] = set()
-        self._cursor = 3
         self.set_excluded(excluded)
 
     @property
@@ -193,15 +194,12 @@ class SubnetIpPool:
             for existing, owner in self._holder.items():
                 if owner == holder:
                     return existing
-            count = self.size
             base = int(self.subnet.network_address)
-            for step in range(count):
-                offset = (self._cursor + step) % count
+            for offset in range(3, self.size):
                 ip = ipaddress.ip_address(base + offset)
                 if ip in self._excluded or ip in self._holder:
                     continue
                 self._holder[ip] = holder
-                self._cursor = offset + 1
                 return ip
         raise AllocationError(f"node subnet {self.subnet} is full ({len(self._holder)} addresses in use)")
 

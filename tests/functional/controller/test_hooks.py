@@ -13,8 +13,6 @@ import pytest
 from ovnk.core.kube.resources import NODES
 from ovnk.core.lab.procs import free_port
 from tests.functional.topology.conftest import ClusterEnv
-from tests.functional.topology.conftest import env  # noqa: F401  (fixture)
-from tests.functional.topology.conftest import module_kube  # noqa: F401  (fixture)
 from tests.functional.topology.conftest import nb_value
 
 PLUGIN = '''

@@ -15,8 +15,6 @@ import pytest
 
 from ovnk.core.lab.procs import free_port
 from tests.functional.topology.conftest import ClusterEnv
-from tests.functional.topology.conftest import env  # noqa: F401  (fixture)
-from tests.functional.topology.conftest import module_kube  # noqa: F401  (fixture)
 
 
 def scrape(port: int, name: str) -> float:

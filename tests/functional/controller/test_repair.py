@@ -8,10 +8,7 @@ import uuid
 import pytest
 
 from ovnk.core.kube.resources import NAMESPACES
-
 from tests.functional.topology.conftest import ClusterEnv
-from tests.functional.topology.conftest import env  # noqa: F401  (fixture)
-from tests.functional.topology.conftest import module_kube  # noqa: F401  (fixture)
 from tests.functional.topology.conftest import nb_value
 
 CONTROLLER = "default-network-controller"

@@ -9,11 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ovnk.core.bootstrap import bootstrap
 from ovnk.core.config import ConfigInputs
@@ -112,28 +108,9 @@ class ClusterEnv:
         return [dict(zip(doc["headings"], row, strict=True)) for row in doc["data"]]
 
 
-@pytest.fixture(scope="module")
-def module_kube(lab_dir: Path) -> Iterator[KubeControlPlane]:
-    cp = KubeControlPlane(lab_dir / f"kube-{uuid.uuid4().hex[:8]}")
-    cp.start()
-    yield cp
-    cp.stop()
-
-
-@pytest.fixture
-def env(module_kube: KubeControlPlane, lab_dir: Path) -> Iterator[ClusterEnv]:
-    central = OvnCentral(lab_dir / f"ovn-{uuid.uuid4().hex[:8]}")
-    central.start()
-    cluster = ClusterEnv(module_kube, central)
-    yield cluster
-    cluster.stop_controller()
-    central.destroy()
-    # Leave the shared control plane clean for the next test of the module.
-    for node in cluster.client.list(NODES)[0]:
-        cluster.client.delete(NODES, node["metadata"]["name"])
-    for ns in cluster.client.list(NAMESPACES)[0]:
-        if ns["metadata"]["name"].startswith("t-"):
-            cluster.client.delete(NAMESPACES, ns["metadata"]["name"])
+# The fixtures live in tests/functional/conftest.py; re-exported for modules that import them from here.
+from tests.functional.conftest import env  # noqa: E402, F401
+from tests.functional.conftest import module_kube  # noqa: E402, F401
 
 
 def nb_value(value: Any) -> Any:

@@ -1,0 +1,170 @@
+"""The end-to-end suite: a real 2-node sandbox (kubelets, containerd, runc, OVN, ovnk), driven with kubectl.
+
+Tests talk to the cluster through the Kubernetes API and kubectl only, as a
+user would; packets are real. Failure injection (killing daemons) goes through
+the sandbox's process records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ovnk.core.lab import paths
+from ovnk.core.lab.images import ECHO_IN_IMAGE
+from ovnk.core.lab.sandbox import Sandbox
+from ovnk.core.lab.sandbox import SandboxOptions
+
+ECHO_TCP = 8080
+ECHO_UDP = 8081
+
+
+class Cluster:
+    """kubectl-level helpers over a running sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.kubeconfig = str(sandbox.kubeconfig)
+        self.kubectl_bin = paths.tool_bin("kubectl")
+        self.nodes = [n.name for n in sandbox.cluster.nodes]
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
+        res = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args], input=input,
+                             capture_output=True, text=True, timeout=timeout, check=False)
+        if check and res.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {res.stderr.strip() or res.stdout.strip()}")
+        return res.stdout
+
+    def namespace(self) -> str:
+        name = f"e2e-{uuid.uuid4().hex[:6]}"
+        self.kubectl("create", "namespace", name)
+        deadline = time.monotonic() + 60
+        while "default" not in self.kubectl("-n", name, "get", "serviceaccounts", "-o", "name", check=False):
+            assert time.monotonic() < deadline, "default service account never appeared"
+            time.sleep(0.2)
+        return name
+
+    def run_pods(self, namespace: str, specs: list[dict[str, Any]], *, timeout: float = 120) -> dict[str, dict[str, Any]]:
+        """Create pods ({name, node, kind: echo|client, labels}) and wait until Ready; returns pod objects by name."""
+        docs = []
+        for spec in specs:
+            if spec.get("kind", "client") == "echo":
+                container = {"name": "echo", "image": "ovnk-test/echo", "imagePullPolicy": "Never",
+                             "args": [f"{ECHO_TCP}/tcp", f"{ECHO_UDP}/udp", *spec.get("extra_ports", [])],
+                             "ports": spec.get("ports", [])}
+            else:
+                container = {"name": "client", "image": "busybox", "imagePullPolicy": "Never",
+                             "command": ["sleep", "100000"]}
+            docs.append({"apiVersion": "v1", "kind": "Pod",
+                         "metadata": {"name": spec["name"], "namespace": namespace, "labels": spec.get("labels", {})},
+                         "spec": {"nodeName": spec["node"], "terminationGracePeriodSeconds": 1,
+                                  "containers": [container]}})
+        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+        self.kubectl("-n", namespace, "wait", "--for=condition=Ready", *(f"pod/{s['name']}" for s in specs),
+                     f"--timeout={int(timeout)}s", timeout=timeout + 30)
+        return {s["name"]: self.pod(namespace, s["name"]) for s in specs}
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("-n", namespace, "get", "pod", name, "-o", "json"))
+
+    def pod_ip(self, namespace: str, name: str) -> str:
+        return str(self.pod(namespace, name)["status"]["podIP"])
+
+    def exec(self, namespace: str, pod: str, *cmd: str, check: bool = True, timeout: float = 60) -> str:
+        return self.kubectl("-n", namespace, "exec", pod, "--", *cmd, check=check, timeout=timeout)
+
+    def probe(self, namespace: str, pod: str, protocol: str, address: str, port: int, message: str = "hostname",
+              *, timeout: float = 2) -> str | None:
+        """Send ``message`` from ``pod`` with ovnk-echo; the reply, or None when nothing answered."""
+        res = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", "-n", namespace, "exec", pod,
+                              "--", ECHO_IN_IMAGE, "send", protocol, address, str(port), message, f"{timeout:g}"],
+                             capture_output=True, text=True, timeout=timeout + 60, check=False)
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    def ping(self, namespace: str, pod: str, address: str, *, count: int = 2) -> bool:
+        res = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", "-n", namespace, "exec", pod,
+                              "--", "ping", "-c", str(count), "-W", "2", address],
+                             capture_output=True, text=True, timeout=60, check=False)
+        return res.returncode == 0
+
+
+class ContinuousProbe:
+    """A TCP probe every 200 ms from a pod, through one long-lived ``kubectl exec`` (like ovn-kubernetes'
+    "continuous connectivity" tests); counts answered and failed probes."""
+
+    def __init__(self, cluster: Cluster, namespace: str, pod: str, address: str, port: int = ECHO_TCP) -> None:
+        script = (f"while true; do if {ECHO_IN_IMAGE} send tcp {address} {port} ping 1 >/dev/null 2>&1; "
+                  "then echo ok; else echo FAIL; fi; usleep 200000; done")
+        self.proc = subprocess.Popen(
+            [cluster.kubectl_bin, f"--kubeconfig={cluster.kubeconfig}", "-n", namespace, "exec", pod, "--",
+             "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.results: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.results.append(line.strip())
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.results) < count:
+            assert time.monotonic() < deadline, f"only {len(self.results)} probes in {timeout}s"
+            time.sleep(0.1)
+
+    def stop(self) -> tuple[int, int]:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._reader.join(5)
+        return self.results.count("ok"), self.results.count("FAIL")
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    workdir = Path(os.environ.get("OVNK_E2E_DIR", "/var/lib/ovnk/sandbox")) / f"e2e-{os.getpid()}"
+    box = Sandbox(workdir, prefix=f"e2e{os.getpid() % 10000}")
+    box.up(SandboxOptions(nodes=2))
+    try:
+        yield box
+    finally:
+        logs = Path(os.environ.get("OVNK_E2E_LOGS", "")) if os.environ.get("OVNK_E2E_LOGS") else None
+        if logs is not None:
+            from ovnk.core.lab.sandbox import copy_logs
+
+            copy_logs(box, logs)
+        box.down()
+
+
+@pytest.fixture(scope="session")
+def cluster(sandbox: Sandbox) -> Cluster:
+    return Cluster(sandbox)
+
+
+@pytest.fixture
+def ns(cluster: Cluster) -> Iterator[str]:
+    name = cluster.namespace()
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def external_echo(sandbox: Sandbox, port: int) -> subprocess.Popen[bytes]:
+    """An ovnk-echo server in the sandbox's external namespace (the outside world)."""
+    from ovnk.core.lab.hostnet import netns_path
+    from ovnk.core.lab.images import build_echo_binary
+
+    ext = sandbox.cluster.underlay.ext_netns
+    return subprocess.Popen([paths.system_bin("nsenter"), f"--net={netns_path(ext)}", str(build_echo_binary()),
+                             f"{port}/tcp", f"{port}/udp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

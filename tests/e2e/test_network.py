@@ -1,0 +1,120 @@
+"""Pod networking end to end on a 2-node sandbox: real kubelets, containerd, runc, OVN and ovnk."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.e2e.conftest import ECHO_TCP
+from tests.e2e.conftest import ECHO_UDP
+from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import ContinuousProbe
+from tests.e2e.conftest import external_echo
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+
+def test_pod_to_pod_same_node_and_across_nodes_icmp_tcp_udp(cluster: Cluster, ns: str) -> None:
+    node1, node2 = cluster.nodes[0], cluster.nodes[1]
+    pods = cluster.run_pods(ns, [
+        {"name": "client", "node": node1},
+        {"name": "local", "node": node1, "kind": "echo"},
+        {"name": "remote", "node": node2, "kind": "echo"},
+    ])
+    for target in ("local", "remote"):
+        ip = pods[target]["status"]["podIP"]
+        assert cluster.ping(ns, "client", ip), f"ping {target}"
+        assert cluster.probe(ns, "client", "tcp", ip, ECHO_TCP) == target, f"tcp {target}"
+        assert cluster.probe(ns, "client", "udp", ip, ECHO_UDP) == target, f"udp {target}"
+        assert cluster.probe(ns, "client", "tcp", ip, ECHO_TCP, "payload-123") == "payload-123"
+
+
+def test_pod_to_nodes_and_to_the_outside_world_with_snat_to_the_node_ip(cluster: Cluster, ns: str) -> None:
+    node1 = cluster.nodes[0]
+    cluster.run_pods(ns, [{"name": "client", "node": node1}])
+    node_ips = {n.name: n.ip for n in cluster.sandbox.cluster.nodes}
+    for ip in node_ips.values():
+        assert cluster.ping(ns, "client", ip), f"ping node {ip}"
+    ext_ip = cluster.sandbox.cluster.underlay.ext_ip
+    server = external_echo(cluster.sandbox, 9000)
+    try:
+        deadline = time.monotonic() + 10
+        reply = None
+        while reply is None and time.monotonic() < deadline:
+            reply = cluster.probe(ns, "client", "tcp", ext_ip, 9000, "clientip")
+        assert reply == node_ips[node1], "traffic to the outside leaves SNATed to the node IP"
+        assert cluster.probe(ns, "client", "udp", ext_ip, 9000, "clientip") == node_ips[node1]
+    finally:
+        server.terminate()
+        server.wait(5)
+
+
+def test_deleted_pod_ip_is_reused_and_same_name_recreated_works(cluster: Cluster, ns: str) -> None:
+    node1 = cluster.nodes[0]
+    pods = cluster.run_pods(ns, [{"name": "client", "node": node1}, {"name": "server", "node": node1, "kind": "echo"}])
+    freed = pods["server"]["status"]["podIP"]
+    cluster.kubectl("-n", ns, "delete", "pod", "server", "--wait=true")
+    # The lowest free address goes to the next pod (ovn-kubernetes' contiguous allocation); other
+    # tests' pods may free lower ones meanwhile, so allow a few pods before ours comes around.
+    reused_by = None
+    for i in range(6):
+        pod = cluster.run_pods(ns, [{"name": f"other-{i}", "node": node1, "kind": "echo"}])[f"other-{i}"]
+        if pod["status"]["podIP"] == freed:
+            reused_by = f"other-{i}"
+            break
+    assert reused_by is not None, "the deleted pod's address is handed out again"
+    assert cluster.probe(ns, "client", "tcp", freed, ECHO_TCP) == reused_by
+    recreated = cluster.run_pods(ns, [{"name": "server", "node": node1, "kind": "echo"}])["server"]
+    assert cluster.probe(ns, "client", "tcp", recreated["status"]["podIP"], ECHO_TCP) == "server"
+    live = json.loads(cluster.kubectl("get", "pods", "-A", "-o", "json"))["items"]
+    ips = [p["status"]["podIP"] for p in live if p["status"].get("podIP") and not p["spec"].get("hostNetwork")
+           and p["status"].get("phase") == "Running"]
+    assert len(ips) == len(set(ips)), "no duplicate addresses among live pods"
+
+
+def test_container_restart_keeps_the_pod_network(cluster: Cluster, ns: str) -> None:
+    node1, node2 = cluster.nodes[0], cluster.nodes[1]
+    pods = cluster.run_pods(ns, [{"name": "client", "node": node1}, {"name": "server", "node": node2, "kind": "echo"}])
+    ip = pods["server"]["status"]["podIP"]
+    before = pods["server"]["status"]["containerStatuses"][0]["restartCount"]
+    cluster.exec(ns, "server", "kill", "1", check=False)
+    deadline = time.monotonic() + 60
+    while True:
+        status = cluster.pod(ns, "server")["status"]
+        restarted = status["containerStatuses"][0]["restartCount"] > before and status["containerStatuses"][0]["ready"]
+        if restarted:
+            break
+        assert time.monotonic() < deadline, "container did not restart"
+        time.sleep(0.5)
+    assert cluster.pod_ip(ns, "server") == ip
+    assert cluster.probe(ns, "client", "tcp", ip, ECHO_TCP) == "server"
+
+
+@pytest.mark.parametrize("component", ["node-agent", "controller", "kubelet", "containerd"])
+def test_restarts_never_break_existing_pods_and_new_pods_still_come_up(cluster: Cluster, ns: str, component: str) -> None:
+    node1, node2 = cluster.nodes[0], cluster.nodes[1]
+    # The probe streams through `kubectl exec`, which node2's kubelet and containerd serve; the
+    # restarted components are node1's, where the server runs.
+    pods = cluster.run_pods(ns, [{"name": "client", "node": node2}, {"name": "server", "node": node1, "kind": "echo"}])
+    probe = ContinuousProbe(cluster, ns, "client", pods["server"]["status"]["podIP"])
+    try:
+        probe.wait_for(5)
+        box = cluster.sandbox
+        if component == "node-agent":
+            box.restart_agent(node1)
+            box.restart_agent(node2)
+        elif component == "controller":
+            box.restart_controller(0)
+        elif component == "kubelet":
+            box.restart_kubelet(node1)
+        else:
+            box.restart_containerd(node1)
+        # Keep probing well past the restart.
+        probe.wait_for(len(probe.results) + 25, timeout=60)
+    finally:
+        ok, failed = probe.stop()
+    assert ok > 25 and failed == 0, f"{failed} failed probes during the {component} restart"
+    fresh = cluster.run_pods(ns, [{"name": "after", "node": node1, "kind": "echo"}], timeout=180)["after"]
+    assert cluster.probe(ns, "client", "tcp", fresh["status"]["podIP"], ECHO_TCP) == "after"
