@@ -55,6 +55,13 @@ class HealthState:
         return problems
 
 
+class _Server(ThreadingHTTPServer):
+    # Python 3.11's HTTPServer sets SO_REUSEPORT: a second process could then bind the same
+    # metrics port silently and answer half the scrapes. A busy port must be an error.
+    allow_reuse_port = False
+    daemon_threads = True
+
+
 class HealthServer:
     """Serves the three endpoints on ``HOST:PORT`` in a daemon thread."""
 
@@ -64,10 +71,9 @@ class HealthServer:
         self.state = state
         handler = self._handler_class()
         try:
-            self._server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), handler)
+            self._server = _Server((host.strip("[]") or "0.0.0.0", int(port)), handler)
         except OSError as exc:
             raise StartupError(f"cannot serve metrics and health on {bind}: {exc.strerror or exc}") from exc
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
 
     @property
@@ -80,7 +86,8 @@ class HealthServer:
         logger.info("serving /metrics, /healthz and /readyz on %s", self.address)
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()  # waits for serve_forever, so only when it runs
         self._server.server_close()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

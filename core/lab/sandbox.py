@@ -11,6 +11,24 @@ ovn-controller), this adds what makes it an ovnk cluster:
   the node's OVS, builds ``breth0`` from ``eth0``, installs the CNI shim and
   writes the CNI config that makes the kubelet Ready.
 
+Database addresses. Without ``ssl`` every component uses the databases' unix
+sockets (they work across network namespaces: the node agents and
+ovn-controllers see the same files). With ``ssl=True`` the sandbox makes a CA
+and certificates (:class:`~ovnk.core.lab.kube.Pki`, in ``<workdir>/ovn-pki``):
+one server certificate for the ovsdb-servers, one client certificate per
+controller and one per node (its agent and its ovn-controller). NB and SB then
+serve ``pssl:`` only on the underlay host address, which the host and every
+node namespace reach; the controllers, the node agents (``[ovnnorth]``/
+``[ovnsouth]`` ``address`` plus ``client-privkey``/``client-cert``/
+``client-cacert``) and each ovn-controller (``ovs-vsctl set-ssl`` in the
+node's Open_vSwitch DB: ovn-controller reads the ``SSL`` table, no restart)
+connect with their certificates. The unix sockets stay for local tools
+(``ovn-nbctl``, ovn-northd): they are files, not network ports.
+
+Controller ``/metrics`` ports are picked free at ``up`` time (two sandboxes
+may run side by side) unless ``controller_metrics_port`` fixes them; they are
+in the generated configs (:meth:`Sandbox.controller_metrics_address`).
+
 Every process is recorded in the sandbox state, so ``down`` removes all of it,
 from any process. Configuration files are INI files in the work dir, so
 ``ovnk --config <file> config show`` explains what each component runs with.
@@ -18,12 +36,14 @@ from any process. Configuration files are INI files in the work dir, so
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 import shutil
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,17 +51,21 @@ from pathlib import Path
 
 from ovnk.core.errors import StartupError
 from ovnk.core.lab import paths
+from ovnk.core.lab.cluster import DEFAULT_SUBNET
 from ovnk.core.lab.cluster import LabCluster
 from ovnk.core.lab.cluster import default_workdir
+from ovnk.core.lab.kube import CertPair
+from ovnk.core.lab.kube import Pki
 from ovnk.core.lab.kubenode import SandboxNode
 from ovnk.core.lab.ovn import OvnCentral
+from ovnk.core.lab.ovn import SslFiles
 from ovnk.core.lab.procs import Daemon
+from ovnk.core.lab.procs import free_port
 from ovnk.core.lab.procs import wait_for
 from ovnk.core.lab.sandbox_cni import ExternalCni
 
 logger = logging.getLogger(__name__)
 
-CONTROLLER_BASE_PORT = 9409
 NODE_METRICS_PORT = 9410
 
 
@@ -52,21 +76,37 @@ def ovnk_argv() -> list[str]:
 
 @dataclass(frozen=True)
 class SandboxOptions:
+    """What ``Sandbox.up`` builds.
+
+    :param db_cluster: 1 (standalone NB/SB) or 3 (RAFT clusters).
+    :param controllers: controller replicas; leader election picks the writer.
+    :param ssl: NB/SB serve TLS only (module docstring).
+    :param controller_metrics_port: 0 picks a free port per controller; N gives
+        controller ``i`` the port ``N + 10*i``.
+    :param lease_duration: the controllers' ``[controller] lease-duration`` (with
+        ``renew_deadline`` and ``retry_period``); None keeps ovnk's defaults.
+    """
+
     nodes: int = 2
     plugins: tuple[str, ...] = ()
     db_cluster: int = 1
     controllers: int = 1
     log_level: str = "info"
+    ssl: bool = False
+    controller_metrics_port: int = 0
+    lease_duration: float | None = None
+    renew_deadline: float | None = None
+    retry_period: float | None = None
 
 
 class Sandbox:
     """An ovnk-networked sandbox cluster in ``workdir`` (one per prefix)."""
 
-    def __init__(self, workdir: Path | None = None, *, prefix: str = "ovnk",
+    def __init__(self, workdir: Path | None = None, *, prefix: str = "ovnk", subnet: str = DEFAULT_SUBNET,
                  progress: Callable[[str], None] | None = None) -> None:
         self.prefix = prefix
         self.workdir = workdir or default_workdir(prefix)
-        self.cluster = LabCluster(self.workdir, prefix=prefix, progress=progress)
+        self.cluster = LabCluster(self.workdir, prefix=prefix, subnet=subnet, progress=progress)
         self._progress = progress
         self.central: OvnCentral | None = None
         self.controller_daemons: list[Daemon] = []
@@ -93,8 +133,49 @@ class Sandbox:
             raise StartupError(f"no OVN {kind.upper()} database in {self.ovn_dir}; is the sandbox up?")
         return ",".join(f"unix:{s}" for s in socks)
 
+    @property
+    def pki_dir(self) -> Path:
+        return self.workdir / "ovn-pki"
+
     def controller_config(self, index: int) -> Path:
         return self.workdir / "config" / f"controller-{index}.conf"
+
+    def _config_value(self, path: Path, section: str, key: str) -> str:
+        parser = configparser.ConfigParser(interpolation=None)
+        if not parser.read(path):
+            raise StartupError(f"no configuration {path}; is the sandbox up?")
+        return parser.get(section, key)
+
+    def db_remote(self, kind: str) -> str:
+        """The NB (``kind="nb"``) or SB remote the controllers use: unix sockets, or ``ssl:`` with ``ssl``."""
+        return self._config_value(self.controller_config(0), "ovnnorth" if kind == "nb" else "ovnsouth", "address")
+
+    def controller_metrics_address(self, index: int) -> str:
+        """``HOST:PORT`` of controller ``index``'s /metrics, /healthz and /readyz."""
+        return self._config_value(self.controller_config(index), "controller", "metrics-bind-address")
+
+    def controller_count(self) -> int:
+        return len(list((self.workdir / "config").glob("controller-*.conf")))
+
+    def controller_is_leader(self, index: int, *, timeout: float = 2.0) -> bool | None:
+        """Controller ``index``'s ``ovnk_controller_leader`` gauge; None when its /metrics does not answer."""
+        url = f"http://{self.controller_metrics_address(index)}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("ovnk_controller_leader"):
+                return float(line.split()[-1]) == 1.0
+        return None
+
+    def leader_controller(self) -> int | None:
+        """Index of the controller whose /metrics says it leads (None when none does)."""
+        for index in range(self.controller_count()):
+            if self.controller_is_leader(index):
+                return index
+        return None
 
     def node_config(self, node: str) -> Path:
         return self.workdir / "config" / f"node-{node}.conf"
@@ -114,11 +195,14 @@ class Sandbox:
         started = time.monotonic()
         self.cluster.up(options.nodes, with_ovs=True, cni=ExternalCni(), timeout=timeout)
         try:
-            self._start_ovn(options)
+            ssl = self._make_pki(options) if options.ssl else None
+            self._start_ovn(options, ssl)
             self._write_configs(options)
             for index in range(options.controllers):
                 self._start_controller(index)
             for node in self.cluster.nodes:
+                if options.ssl:
+                    self._configure_ovn_controller_ssl(node)
                 self._start_agent(node)
             names = [n.name for n in self.cluster.nodes]
             self._report(f"waiting for {len(names)} node(s) to be Ready (the ovnk agents write the CNI config)")
@@ -137,10 +221,43 @@ class Sandbox:
 
     # -- pieces ----------------------------------------------------------------------
 
-    def _start_ovn(self, options: SandboxOptions) -> None:
-        self._report(f"starting OVN central ({'3-member RAFT' if options.db_cluster == 3 else 'standalone'})")
+    def _make_pki(self, options: SandboxOptions) -> SslFiles:
+        """A CA, the ovsdb-servers' certificate and the clients' ones (issued once, reused by restarts)."""
+        self._report("issuing TLS certificates for the OVN databases")
+        self.cluster.add_dir(self.pki_dir)
+        pki = Pki(self.pki_dir)
+        host_ip = self.cluster.underlay.host_ip
+        server = pki.issue("ovsdb-server", cn="ovsdb-server", server=True, sans=["IP:127.0.0.1", f"IP:{host_ip}"])
+        admin = self._client_cert(pki, "admin")
+        for index in range(options.controllers):
+            self._client_cert(pki, f"controller-{index}")
+        for node in self.cluster.nodes:
+            self._client_cert(pki, f"node-{node.name}")
+        return SslFiles(ca_cert=pki.ca.cert, server_key=server.key, server_cert=server.cert,
+                        client_key=admin.key, client_cert=admin.cert)
+
+    @staticmethod
+    def _client_cert(pki: Pki, name: str) -> CertPair:
+        return pki.issue(name, cn=f"ovnk-{name}", client=True)
+
+    def _client_settings(self, name: str) -> list[str]:
+        """``client-*`` keys of ``[ovnnorth]``/``[ovnsouth]`` for the component holding certificate ``name``."""
+        return [f"client-privkey = {self.pki_dir / f'{name}.key'}", f"client-cert = {self.pki_dir / f'{name}.crt'}",
+                f"client-cacert = {self.pki_dir / 'ca.crt'}"]
+
+    def _configure_ovn_controller_ssl(self, node: SandboxNode) -> None:
+        """ovn-controller takes its SSL files from the node's Open_vSwitch ``SSL`` table (read at run time)."""
+        name = f"node-{node.name}"
+        node.ovs_vsctl("set-ssl", str(self.pki_dir / f"{name}.key"), str(self.pki_dir / f"{name}.crt"),
+                       str(self.pki_dir / "ca.crt"))
+
+    def _start_ovn(self, options: SandboxOptions, ssl: SslFiles | None = None) -> None:
+        mode = "3-member RAFT" if options.db_cluster == 3 else "standalone"
+        self._report(f"starting OVN central ({mode}{', TLS only' if ssl else ''})")
         self.cluster.add_dir(self.ovn_dir)
-        central = OvnCentral(self.ovn_dir, cluster=options.db_cluster)
+        # With TLS the client ports listen on the underlay host address: the nodes reach it too.
+        central = OvnCentral(self.ovn_dir, cluster=options.db_cluster, ssl=ssl,
+                             listen_address=self.cluster.underlay.host_ip if ssl else "127.0.0.1")
         central.start()
         self.central = central
         for db in (central.nb, central.sb):
@@ -155,20 +272,32 @@ class Sandbox:
         config_dir = self.workdir / "config"
         config_dir.mkdir(parents=True, exist_ok=True)
         plugins = ", ".join(options.plugins)
-        common = [
-            "[kubernetes]", f"kubeconfig = {self.kubeconfig}",
-            "[ovnnorth]", f"address = {self.nb_address()}",
-            "[ovnsouth]", f"address = {self.sb_address()}",
-            "[logging]", f"level = {options.log_level}",
-            "[plugins]", f"enabled = {plugins}",
-        ]
+        assert self.central is not None
+        if options.ssl:
+            nb, sb = self.central.nb.tcp_address, self.central.sb.tcp_address
+        else:
+            nb, sb = self.nb_address(), self.sb_address()
+
+        def common(cert: str) -> list[str]:
+            return [
+                "[kubernetes]", f"kubeconfig = {self.kubeconfig}",
+                "[ovnnorth]", f"address = {nb}", *(self._client_settings(cert) if options.ssl else []),
+                "[ovnsouth]", f"address = {sb}", *(self._client_settings(cert) if options.ssl else []),
+                "[logging]", f"level = {options.log_level}",
+                "[plugins]", f"enabled = {plugins}",
+            ]
+
+        lease = [f"{key} = {value:g}" for key, value in (
+            ("lease-duration", options.lease_duration), ("renew-deadline", options.renew_deadline),
+            ("retry-period", options.retry_period)) if value is not None]
         for index in range(options.controllers):
-            lines = [*common, "[controller]", f"identity = sandbox-controller-{index}",
-                     f"metrics-bind-address = 127.0.0.1:{CONTROLLER_BASE_PORT + 10 * index}"]
+            port = options.controller_metrics_port + 10 * index if options.controller_metrics_port else free_port()
+            lines = [*common(f"controller-{index}"), "[controller]", f"identity = sandbox-controller-{index}",
+                     f"metrics-bind-address = 127.0.0.1:{port}", *lease]
             self.controller_config(index).write_text("\n".join(lines) + "\n")
         for node in self.cluster.nodes:
             assert node.ovs_db_sock is not None
-            lines = [*common,
+            lines = [*common(f"node-{node.name}"),
                      "[ovs]", f"address = unix:{node.ovs_db_sock}", "datapath-type = netdev",
                      f"run-dir = {node.ovs_db_sock.parent}",
                      "[node]", f"name = {node.name}", f"metrics-bind-address = {node.ip}:{NODE_METRICS_PORT}",
@@ -216,6 +345,10 @@ class Sandbox:
         self.kill(f"ovnk-controller-{index}", sig=sig)
         self._start_controller(index)
 
+    def start_controller(self, index: int) -> None:
+        """Start controller ``index`` again (after :meth:`kill`), with its configuration from ``up``."""
+        self._start_controller(index)
+
     def restart_agent(self, node: str, *, sig: int = signal.SIGKILL) -> None:
         self.kill(f"{node}/ovnk-node", sig=sig)
         self._start_agent(self.cluster.node(node))
@@ -247,6 +380,8 @@ def describe_usage(sandbox: Sandbox) -> str:
         "  ovnk sandbox status                # nodes, pods, daemons with pids",
         "  ovnk sandbox down                  # remove everything",
         f"OVN: ovn-nbctl --db={sandbox.nb_address()} show",
+        f"controllers serve /metrics on {', '.join(sandbox.controller_metrics_address(i) for i in range(sandbox.controller_count()))}",
+        f"components reach NB at {sandbox.db_remote('nb')}",
     ])
 
 

@@ -13,7 +13,9 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,36 @@ from ovnk.core.lab.sandbox import SandboxOptions
 
 ECHO_TCP = 8080
 ECHO_UDP = 8081
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    """One ``ovnk-echo send``: the reply (``None`` when nothing answered), its error text and how long it took."""
+
+    reply: str | None
+    error: str
+    elapsed: float
+
+    @property
+    def refused(self) -> bool:
+        """The connection was actively refused (TCP reset, ICMP port unreachable), not timed out."""
+        return self.reply is None and "refused" in self.error.lower()
+
+
+def _echo_result(argv: list[str], *, timeout: float) -> EchoResult:
+    started = time.monotonic()
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 60, check=False)
+    elapsed = time.monotonic() - started
+    reply = res.stdout.strip() if res.returncode == 0 else None
+    return EchoResult(reply=reply, error=res.stderr.strip(), elapsed=elapsed)
+
+
+def poll_until(what: str, check: Callable[[], bool], *, timeout: float = 30, interval: float = 0.3) -> None:
+    """Call ``check`` until it returns true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
+        time.sleep(interval)
 
 
 class Cluster:
@@ -44,9 +76,11 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {res.stderr.strip() or res.stdout.strip()}")
         return res.stdout
 
-    def namespace(self) -> str:
+    def namespace(self, *, labels: dict[str, str] | None = None) -> str:
         name = f"e2e-{uuid.uuid4().hex[:6]}"
         self.kubectl("create", "namespace", name)
+        if labels:
+            self.kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in labels.items()))
         deadline = time.monotonic() + 60
         while "default" not in self.kubectl("-n", name, "get", "serviceaccounts", "-o", "name", check=False):
             assert time.monotonic() < deadline, "default service account never appeared"
@@ -89,6 +123,17 @@ class Cluster:
                               "--", ECHO_IN_IMAGE, "send", protocol, address, str(port), message, f"{timeout:g}"],
                              capture_output=True, text=True, timeout=timeout + 60, check=False)
         return res.stdout.strip() if res.returncode == 0 else None
+
+    def send(self, namespace: str, pod: str, protocol: str, address: str, port: int, message: str = "hostname",
+             *, timeout: float = 2) -> EchoResult:
+        """Like :meth:`probe`, with the client's error text and the elapsed time (``kubectl exec`` included)."""
+        return _echo_result([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", "-n", namespace, "exec", pod,
+                             "--", ECHO_IN_IMAGE, "send", protocol, address, str(port), message, f"{timeout:g}"],
+                            timeout=timeout)
+
+    def apply(self, *docs: dict[str, Any]) -> None:
+        """``kubectl apply`` of API objects."""
+        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
 
     def ping(self, namespace: str, pod: str, address: str, *, count: int = 2) -> bool:
         res = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", "-n", namespace, "exec", pod,
@@ -135,7 +180,9 @@ class ContinuousProbe:
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     workdir = Path(os.environ.get("OVNK_E2E_DIR", "/var/lib/ovnk/sandbox")) / f"e2e-{os.getpid()}"
-    box = Sandbox(workdir, prefix=f"e2e{os.getpid() % 10000}")
+    # A subnet of its own, so several suites (or a developer's sandbox) can run side by side.
+    subnet = os.environ.get("OVNK_E2E_SUBNET", f"172.31.{os.getpid() % 250}.0/24")
+    box = Sandbox(workdir, prefix=f"e2e{os.getpid() % 10000}", subnet=subnet)
     box.up(SandboxOptions(nodes=2))
     try:
         yield box
@@ -168,3 +215,14 @@ def external_echo(sandbox: Sandbox, port: int) -> subprocess.Popen[bytes]:
     ext = sandbox.cluster.underlay.ext_netns
     return subprocess.Popen([paths.system_bin("nsenter"), f"--net={netns_path(ext)}", str(build_echo_binary()),
                              f"{port}/tcp", f"{port}/udp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def external_send(sandbox: Sandbox, protocol: str, address: str, port: int, message: str = "hostname", *,
+                  timeout: float = 2) -> EchoResult:
+    """An ovnk-echo client in the sandbox's external namespace (the outside world) sends ``message``."""
+    from ovnk.core.lab.hostnet import netns_path
+    from ovnk.core.lab.images import build_echo_binary
+
+    ext = sandbox.cluster.underlay.ext_netns
+    return _echo_result([paths.system_bin("nsenter"), f"--net={netns_path(ext)}", str(build_echo_binary()), "send",
+                         protocol, address, str(port), message, f"{timeout:g}"], timeout=timeout)
