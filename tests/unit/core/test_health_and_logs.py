@@ -11,9 +11,9 @@ import pytest
 
 from ovnk.core import logs
 from ovnk.core.errors import StartupError
-from ovnk.core.kube.resources import PODS
 from ovnk.core.health import HealthServer
 from ovnk.core.health import HealthState
+from ovnk.core.kube.resources import PODS
 from ovnk.core.lab.procs import free_port
 from ovnk.core.metrics import new_registry
 from ovnk.core.reconcile.runner import ControllerRunner
@@ -61,7 +61,7 @@ def test_health_server_port_in_use_is_a_clear_startup_error() -> None:
     registry = new_registry(component="test")
     first = HealthServer(f"127.0.0.1:{free_port()}", registry, HealthState())
     try:
-        with pytest.raises(StartupError, match="cannot serve metrics and health on 127.0.0.1:"):
+        with pytest.raises(StartupError, match=r"cannot serve metrics and health on 127\.0\.0\.1:"):
             HealthServer(first.address, registry, HealthState())
     finally:
         first.stop()
