@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -42,6 +41,7 @@ from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.ovn.connection import SslFiles
 from ovnk.core.ovn.reader import NbReader
 from ovnk.core.ovn.txn import TxnManager
+from ovnk.core.process import stop_on_signals
 from ovnk.core.reconcile.runner import ControllerRunner
 from ovnk.core.topology.state import TopologyState
 
@@ -186,14 +186,7 @@ class ControllerProcess:
 
 def run(runtime: Runtime) -> int:
     """Run until SIGTERM/SIGINT or lost leadership; returns the exit status."""
-    stop = threading.Event()
-
-    def handle(signum: int, _frame: Any) -> None:
-        logger.info("signal %d: shutting down", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    stop = stop_on_signals()
     process = ControllerProcess(runtime)
     process.start()
     try:

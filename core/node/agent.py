@@ -33,12 +33,10 @@ to see what a stuck agent is waiting for.
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import ipaddress
 import json
 import logging
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -78,6 +76,7 @@ from ovnk.core.node.ovs import OvsFacade
 from ovnk.core.node.publish import NodeAnnotator
 from ovnk.core.node.publish import compact_json
 from ovnk.core.ovn.connection import OvsdbClient
+from ovnk.core.process import stop_on_signals
 from ovnk.core.topology import annotations as ann
 from ovnk.core.topology import naming as n
 
@@ -400,16 +399,7 @@ class NodeAgent:
 
 def run(runtime: Runtime) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
-    stop = threading.Event()
-
-    def handle(signum: int, _frame: Any) -> None:
-        logger.info("signal %d: shutting down", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    # ``kill -USR1 <pid>`` dumps every thread's stack to stderr: the way to see what a stuck agent waits for.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    stop = stop_on_signals()
     agent = NodeAgent(runtime, stop=stop)
     try:
         try:
