@@ -12,10 +12,12 @@ import click
 from ovnk.core.errors import OvnkError
 
 
-def _sandbox(prefix: str) -> object:
+def _sandbox(prefix: str, subnet: str | None = None) -> object:
+    from ovnk.core.lab.cluster import DEFAULT_SUBNET
     from ovnk.core.lab.sandbox import Sandbox
 
-    return Sandbox(prefix=prefix, progress=lambda message: click.echo(f"  {message}", err=True))
+    return Sandbox(prefix=prefix, subnet=subnet or DEFAULT_SUBNET,
+                   progress=lambda message: click.echo(f"  {message}", err=True))
 
 
 @click.group("sandbox")
@@ -38,15 +40,23 @@ def _fail(exc: Exception) -> None:
               help="3 runs NB and SB as 3-member RAFT clusters.")
 @click.option("--controllers", default=1, show_default=True, type=click.IntRange(1, 3),
               help="Controller replicas (leader election picks the writer).")
+@click.option("--ssl", is_flag=True, help="NB/SB serve TLS only; every component connects with a client certificate.")
+@click.option("--subnet", default=None, metavar="CIDR",
+              help="Underlay /24 (default 172.30.0.0/24); another one lets two sandboxes run side by side.")
 @click.pass_context
-def up_command(ctx: click.Context, nodes: int, plugins: str, db_cluster: str, controllers: int) -> None:
+def up_command(ctx: click.Context, nodes: int, plugins: str, db_cluster: str, controllers: int, ssl: bool,
+               subnet: str | None) -> None:
     """Start the sandbox; refuses when one is already running."""
     from ovnk.core.lab.sandbox import SandboxOptions
     from ovnk.core.lab.sandbox import describe_usage
 
-    sandbox = _sandbox(ctx.obj["prefix"])
+    try:
+        sandbox = _sandbox(ctx.obj["prefix"], subnet)
+    except ValueError as exc:
+        _fail(ValueError(f"bad --subnet {subnet!r}: {exc}"))
+        return
     options = SandboxOptions(nodes=nodes, plugins=tuple(p.strip() for p in plugins.split(",") if p.strip()),
-                             db_cluster=int(db_cluster), controllers=controllers)
+                             db_cluster=int(db_cluster), controllers=controllers, ssl=ssl)
     try:
         sandbox.up(options)  # type: ignore[attr-defined]
         click.echo(describe_usage(sandbox))  # type: ignore[arg-type]

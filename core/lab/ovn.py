@@ -65,6 +65,7 @@ class OvnDb:
     kind: str  # "nb" / "sb"
     members: list[DbMember] = field(default_factory=list)
     ssl: bool = False
+    listen_address: str = "127.0.0.1"
 
     @property
     def db_name(self) -> str:
@@ -77,7 +78,7 @@ class OvnDb:
     @property
     def tcp_address(self) -> str:
         scheme = "ssl" if self.ssl else "tcp"
-        return ",".join(f"{scheme}:127.0.0.1:{m.client_port}" for m in self.members if m.client_port)
+        return ",".join(f"{scheme}:{self.listen_address}:{m.client_port}" for m in self.members if m.client_port)
 
     @property
     def address(self) -> str:
@@ -92,18 +93,23 @@ class OvnCentral:
     :param cluster: 1 for standalone databases, 3 for a RAFT cluster of each.
     :param tcp: also serve TCP (always on for RAFT, whose clients need a member list).
     :param ssl: serve SSL instead of TCP with these files.
+    :param listen_address: the address the TCP/SSL client ports bind to (a sandbox's
+        underlay host address makes them reachable from its nodes' network namespaces);
+        RAFT members always talk to each other on 127.0.0.1.
     """
 
-    def __init__(self, workdir: Path, *, cluster: int = 1, tcp: bool = False, ssl: SslFiles | None = None) -> None:
+    def __init__(self, workdir: Path, *, cluster: int = 1, tcp: bool = False, ssl: SslFiles | None = None,
+                 listen_address: str = "127.0.0.1") -> None:
         if cluster not in (1, 3):
             raise ValueError("cluster must be 1 or 3")
         self.workdir = workdir
         self.cluster = cluster
         self.tcp = tcp or cluster > 1 or ssl is not None
         self.ssl = ssl
+        self.listen_address = listen_address
         self.env = ovs_env(workdir)
-        self.nb = OvnDb("nb", ssl=ssl is not None)
-        self.sb = OvnDb("sb", ssl=ssl is not None)
+        self.nb = OvnDb("nb", ssl=ssl is not None, listen_address=listen_address)
+        self.sb = OvnDb("sb", ssl=ssl is not None, listen_address=listen_address)
         self.northd: Daemon | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -140,7 +146,7 @@ class OvnCentral:
         wait_for(f"{db.kind} member {member.index} socket", lambda: unix_socket_ready(sock),
                  timeout=15, daemons=[member.daemon])
         if port:
-            wait_for(f"{db.kind} member {member.index} port", lambda: tcp_ready("127.0.0.1", port),
+            wait_for(f"{db.kind} member {member.index} port", lambda: tcp_ready(self.listen_address, port),
                      timeout=15, daemons=[member.daemon])
 
     def _wait_leader(self, db: OvnDb) -> None:
@@ -255,7 +261,7 @@ class OvnCentral:
                      f"tcp:127.0.0.1:{raft_ports[0]}"], env=self.env)
             sock = self.workdir / "run" / f"ovn{db.kind}_db{index}.sock"
             ctl = self.workdir / "run" / f"ovn{db.kind}_db{index}.ctl"
-            client_port = free_port() if self.tcp else None
+            client_port = free_port(self.listen_address) if self.tcp else None
             argv = [
                 paths.system_bin("ovsdb-server"), str(db_file),
                 f"--remote=punix:{sock}",
@@ -266,11 +272,11 @@ class OvnCentral:
             ]
             if client_port:
                 if self.ssl:
-                    argv += [f"--remote=pssl:{client_port}:127.0.0.1",
+                    argv += [f"--remote=pssl:{client_port}:{self.listen_address}",
                              f"--private-key={self.ssl.server_key}", f"--certificate={self.ssl.server_cert}",
                              f"--ca-cert={self.ssl.ca_cert}"]
                 else:
-                    argv.append(f"--remote=ptcp:{client_port}:127.0.0.1")
+                    argv.append(f"--remote=ptcp:{client_port}:{self.listen_address}")
             daemon = Daemon(f"ovsdb-server-{db.kind}{index}", argv,
                             log_path=self.workdir / "log" / f"ovsdb-server-{db.kind}{index}.out", env=self.env)
             db.members.append(DbMember(db_name=db.db_name, index=index, db_file=db_file, sock=sock, ctl=ctl,

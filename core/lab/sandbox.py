@@ -18,12 +18,14 @@ and certificates (:class:`~ovnk.core.lab.kube.Pki`, in ``<workdir>/ovn-pki``):
 one server certificate for the ovsdb-servers, one client certificate per
 controller and one per node (its agent and its ovn-controller). NB and SB then
 serve ``pssl:`` only on the underlay host address, which the host and every
-node namespace reach; the controllers, the node agents (``[ovnnorth]``/
-``[ovnsouth]`` ``address`` plus ``client-privkey``/``client-cert``/
-``client-cacert``) and each ovn-controller (``ovs-vsctl set-ssl`` in the
-node's Open_vSwitch DB: ovn-controller reads the ``SSL`` table, no restart)
-connect with their certificates. The unix sockets stay for local tools
-(``ovn-nbctl``, ovn-northd): they are files, not network ports.
+node namespace reach. The controllers connect with their certificates
+(``[ovnnorth]``/``[ovnsouth]`` ``address`` plus ``client-privkey``/
+``client-cert``/``client-cacert``); the node agents get the same settings with
+their node's certificate (they open no NB/SB connection themselves: they write
+the ``ssl:`` SB address into ``ovn-remote``), and each ovn-controller takes
+that certificate from the node's Open_vSwitch ``SSL`` table (``ovs-vsctl
+set-ssl``, read at run time: no restart). The unix sockets stay for local
+tools (``ovn-nbctl``, ovn-northd): they are files, not network ports.
 
 Controller ``/metrics`` ports are picked free at ``up`` time (two sandboxes
 may run side by side) unless ``controller_metrics_port`` fixes them; they are
@@ -372,13 +374,14 @@ class Sandbox:
 
 def describe_usage(sandbox: Sandbox) -> str:
     kubectl = paths.tool_bin("kubectl")
+    ovnk = "ovnk sandbox" + (f" --prefix {sandbox.prefix}" if sandbox.prefix != "ovnk" else "")
     return "\n".join([
         f"kubeconfig: {sandbox.kubeconfig}",
         f"  export KUBECONFIG={sandbox.kubeconfig}",
         f"  {kubectl} get nodes -o wide        # kubectl 1.20, matching the API server",
-        "  ovnk sandbox exec <ns>/<pod> -- ping -c1 <ip>   # a host command inside a pod's network namespace",
-        "  ovnk sandbox status                # nodes, pods, daemons with pids",
-        "  ovnk sandbox down                  # remove everything",
+        f"  {ovnk} exec <ns>/<pod> -- ping -c1 <ip>   # a host command inside a pod's network namespace",
+        f"  {ovnk} status                # nodes, pods, daemons with pids",
+        f"  {ovnk} down                  # remove everything",
         f"OVN: ovn-nbctl --db={sandbox.nb_address()} show",
         f"controllers serve /metrics on {', '.join(sandbox.controller_metrics_address(i) for i in range(sandbox.controller_count()))}",
         f"components reach NB at {sandbox.db_remote('nb')}",
@@ -386,8 +389,14 @@ def describe_usage(sandbox: Sandbox) -> str:
 
 
 def copy_logs(sandbox: Sandbox, dest: Path) -> None:
-    """Copy every log of the sandbox to ``dest`` (for CI artefacts)."""
+    """Copy every log of the sandbox to ``dest`` (for CI artefacts).
+
+    Symlinks are skipped: the kubelet's ``/var/log/containers/*.log`` links point at paths inside
+    the node's mount namespace (dangling from here), and their targets are copied from ``log/pods``.
+    """
     for log in sandbox.workdir.rglob("*.log"):
+        if log.is_symlink() or not log.is_file():
+            continue
         target = dest / log.relative_to(sandbox.workdir)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(log, target)
