@@ -11,8 +11,9 @@ router ``GR_<node>`` (``rtoj-``/``rtoe-`` ports, default route, route to the
 cluster subnets, SNAT of the cluster subnets to the node IP), external switch
 ``ext_<node>`` with ``etor-GR_<node>`` and the localnet port
 ``<bridge>_<node>``, the cluster router's ``src-ip`` route of the node subnet to
-the GR's join IP and the priority-1004 policy sending pod traffic for the
-node's own IP to the management port.
+the GR's join IP, its route to the GR's join IP itself (replies to
+load-balanced traffic the GR SNATed to that IP) and the priority-1004 policy
+sending pod traffic for the node's own IP to the management port.
 """
 
 from __future__ import annotations
@@ -183,6 +184,13 @@ def _gateway_rows(cfg: Config, topo: NodeTopology, *, gateway: GatewayConfig, ch
                            parent=("Logical_Router", gr, "static_routes")))
     rows.add(RowIntent("Logical_Router_Static_Route", "route:node-subnet-src",
                        columns={"ip_prefix": str(node_subnet), "nexthop": str(gr_join), "policy": ["src-ip"]},
+                       parent=("Logical_Router", n.CLUSTER_ROUTER, "static_routes")))
+    # The GR SNATs service traffic to its join IP (lb_force_snat_ip=router_ip). Replies from backends
+    # on other nodes would otherwise follow their own node's src-ip route above (a /24 outranks the
+    # connected join /16) into *their* GR, which drops them mid-connection: the GR's join IP is
+    # reached directly, as ovn-kubernetes routes it (`<GR join IP> -> <GR join IP>`).
+    rows.add(RowIntent("Logical_Router_Static_Route", "route:gr-join",
+                       columns={"ip_prefix": str(gr_join), "nexthop": str(gr_join)},
                        parent=("Logical_Router", n.CLUSTER_ROUTER, "static_routes")))
     mgmt = n.mgmt_ip(node_subnet)
     for index, ip in enumerate(h for h in _host_ips(gateway) if h.version == 4):
