@@ -1,0 +1,364 @@
+"""NetworkPolicy end to end on the 2-node sandbox: upstream's scenarios, each checked with a probe matrix.
+
+As in the upstream Kubernetes ``netpol`` e2e tests: namespaces x, y and z
+(labelled ``ns=<x|y|z>``) with pods a, b and c (labelled ``pod=<a|b|c>``), each
+an echo server on TCP 80 and 81 and UDP 80 with named container ports, spread
+over both nodes, plus a fake DNS server (UDP and TCP 53) in a namespace ``dns``.
+The pods are created once; each test applies policies through kubectl, waits
+until every pod sees every other pod (on every port) as the policy says, and
+deletes its policies.
+
+A probe is a real connection: ``kubectl exec <src> -- ovnk-echo send ...`` to
+the target pod's IP, allowed when the target answers with its own name within
+1 s. All probes of one source run in parallel inside one ``kubectl exec``, and
+the sources run in parallel threads, so a whole matrix takes a second or two.
+Each scenario probes TCP 80 and the other ports where they matter (TCP 81 for
+port rules, UDP 80 where UDP is restricted, the DNS server's ports for egress).
+
+Keep the connection count modest: OVS 3.1.0's userspace conntrack (Debian's,
+used by the sandbox) can abort ovs-vswitchd under sustained connection churn
+(``conntrack.c: assertion conn->conn_type == CT_CONN_TYPE_DEFAULT failed``,
+fixed in OVS 3.1.3), taking a node's networking down with it.
+
+``endPort`` ranges are not tested here: Kubernetes 1.20 prunes the field, so
+they are covered at the row and ovn-trace level (tests/functional/netpol).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from ovnk.core.lab.images import ECHO_IN_IMAGE
+from tests.e2e.conftest import Cluster
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+NAMESPACES = ("x", "y", "z")
+POD_NAMES = ("a", "b", "c")
+TCP80, TCP81, UDP80 = ("tcp", 80), ("tcp", 81), ("udp", 80)
+ALL_PORTS = (TCP80, TCP81, UDP80)
+DNS = "dns/dns"
+DNS_PORTS = (("udp", 53), ("tcp", 53))
+#: Which node (index) each pod runs on: every namespace has pods on both nodes.
+NODE_INDEX = {"x/a": 0, "x/b": 1, "x/c": 0, "y/a": 1, "y/b": 0, "y/c": 1, "z/a": 0, "z/b": 1, "z/c": 0, DNS: 1}
+PROBE_TIMEOUT = 1.0
+CONVERGE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class PodRef:
+    label: str  # "x/a"
+    namespace: str  # the real namespace
+    name: str
+    ip: str
+    node: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    src: str  # pod label
+    dst: str
+    protocol: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.src} -> {self.dst} {self.protocol}/{self.port}"
+
+
+Expectation = Callable[[Probe], bool]
+
+
+def ns_of(label: str) -> str:
+    return label.split("/", 1)[0]
+
+
+def pod_of(label: str) -> str:
+    return label.split("/", 1)[1]
+
+
+def container_ports(pod: str) -> list[dict[str, Any]]:
+    """Named ports like upstream's (``serve-<port>-<protocol>``); ``web`` is 80 on pods a and 81 on b and c."""
+    web_port = 80 if pod == "a" else 81
+    other = 81 if web_port == 80 else 80
+    return [{"name": "web", "containerPort": web_port, "protocol": "TCP"},
+            {"name": f"serve-{other}-tcp", "containerPort": other, "protocol": "TCP"},
+            {"name": "serve-80-udp", "containerPort": 80, "protocol": "UDP"}]
+
+
+class Matrix:
+    """The pods and the probe matrix over them."""
+
+    def __init__(self, cluster: Cluster, namespaces: dict[str, str], pods: dict[str, PodRef]) -> None:
+        self.cluster = cluster
+        self.namespaces = namespaces  # short name (x) -> real name
+        self.pods = pods
+        self.sources = [f"{ns}/{p}" for ns in NAMESPACES for p in POD_NAMES]
+
+    def probes(self, ports: tuple[tuple[str, int], ...], *, dns: bool) -> list[Probe]:
+        """Every pod to every other pod on ``ports``, and to the DNS server's ports with ``dns``."""
+        probes = [Probe(src, dst, protocol, port) for src in self.sources for dst in self.sources if src != dst
+                  for protocol, port in ports]
+        if dns:
+            probes += [Probe(src, DNS, protocol, port) for src in self.sources for protocol, port in DNS_PORTS]
+        return probes
+
+    # -- probing -------------------------------------------------------------------------
+
+    def _probe_from(self, src: str, probes: list[Probe]) -> dict[Probe, bool]:
+        """All of ``src``'s probes in parallel inside one ``kubectl exec``."""
+        pod = self.pods[src]
+        lines = ['p() { r=$(' + ECHO_IN_IMAGE + ' send "$2" "$3" "$4" hostname ' + f"{PROBE_TIMEOUT:g}"
+                 + ' 2>/dev/null) && echo "$1 $r" || echo "$1 -"; }']
+        for index, probe in enumerate(probes):
+            lines.append(f"p {index} {probe.protocol} {self.pods[probe.dst].ip} {probe.port} &")
+        lines.append("wait")
+        out = self.cluster.exec(pod.namespace, pod.name, "sh", "-c", "\n".join(lines), timeout=30)
+        replies: dict[int, str] = {}
+        for line in out.splitlines():
+            index, _, reply = line.partition(" ")
+            if index.isdigit():
+                replies[int(index)] = reply.strip()
+        assert set(replies) == set(range(len(probes))), f"missing probe results from {src}: {out!r}"
+        result = {}
+        for index, probe in enumerate(probes):
+            reply = replies[index]
+            # A reply from anyone but the target would mean traffic went somewhere it should not.
+            assert reply in ("-", self.pods[probe.dst].name), f"{probe}: answered by {reply!r}"
+            result[probe] = reply != "-"
+        return result
+
+    def observe(self, probes: list[Probe]) -> dict[Probe, bool]:
+        by_source: dict[str, list[Probe]] = {}
+        for probe in probes:
+            by_source.setdefault(probe.src, []).append(probe)
+        observed: dict[Probe, bool] = {}
+        with ThreadPoolExecutor(max_workers=len(by_source)) as pool:
+            for part in pool.map(lambda item: self._probe_from(*item), by_source.items()):
+                observed.update(part)
+        return observed
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def render(self, cells: dict[Probe, bool], *, against: dict[Probe, bool] | None = None) -> str:
+        """One table per port: rows are sources, columns targets; ``.`` allowed, ``X`` denied, ``!`` differs."""
+        tables = []
+        columns = [*self.sources, DNS]
+        for protocol, port in (*ALL_PORTS, *DNS_PORTS):
+            rows = [f"{protocol}/{port}".ljust(8) + " ".join(c.rjust(7) for c in columns)]
+            for src in self.sources:
+                marks = []
+                for dst in columns:
+                    probe = Probe(src, dst, protocol, port)
+                    if probe not in cells:
+                        marks.append("")
+                    elif against is not None and against.get(probe) != cells[probe]:
+                        marks.append("!")
+                    else:
+                        marks.append("." if cells[probe] else "X")
+                if any(marks):
+                    rows.append(src.ljust(8) + " ".join(m.rjust(7) for m in marks))
+            if len(rows) > 1:
+                tables.append("\n".join(rows))
+        return "\n\n".join(tables)
+
+    def report(self, expected: dict[Probe, bool], observed: dict[Probe, bool]) -> str:
+        wrong = [f"  {p}: expected {'allow' if expected[p] else 'deny'}, got {'allow' if observed[p] else 'deny'}"
+                 for p in expected if observed[p] != expected[p]]
+        return (f"{len(wrong)} of {len(expected)} probes differ\n\nexpected:\n{self.render(expected)}\n\n"
+                f"observed:\n{self.render(observed)}\n\ndifferences (!):\n{self.render(observed, against=expected)}"
+                "\n\n" + "\n".join(wrong))
+
+    # -- the check -----------------------------------------------------------------------
+
+    def converge(self, expectation: Expectation, ports: tuple[tuple[str, int], ...] = (TCP80,), *,
+                 dns: bool = False, timeout: float = CONVERGE_TIMEOUT) -> None:
+        """Probe the full matrix until it is exactly ``expectation`` (bounded); fail showing both matrices.
+
+        The matching run is the assertion: every probe of it agreed. Rounds that do not match are
+        expected while the policy is being programmed (and a lost packet only delays the match).
+        """
+        probes = self.probes(ports, dns=dns)
+        expected = {p: expectation(p) for p in probes}
+        started = time.monotonic()
+        deadline = started + timeout
+        rounds = 0
+        while True:
+            rounds += 1
+            observed = self.observe(probes)
+            if observed == expected:
+                break
+            assert time.monotonic() < deadline, (
+                f"no convergence within {timeout:g}s ({rounds} rounds): " + self.report(expected, observed))
+        print(f"{len(probes)}-probe matrix matched in {time.monotonic() - started:.1f}s ({rounds} round(s))")
+
+
+def policy(matrix: Matrix, ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": matrix.namespaces[ns]}, "spec": spec}
+
+
+def ns_selector(*names: str) -> dict[str, Any]:
+    return {"matchExpressions": [{"key": "ns", "operator": "In", "values": list(names)}]}
+
+
+@pytest.fixture(scope="module")
+def matrix(cluster: Cluster) -> Iterator[Matrix]:
+    namespaces = {short: cluster.namespace(labels={"ns": short}) for short in (*NAMESPACES, "dns")}
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    for label, node_index in NODE_INDEX.items():
+        ns, pod = label.split("/")
+        if label == DNS:
+            spec = {"name": pod, "node": cluster.nodes[node_index], "kind": "echo", "labels": {"pod": pod},
+                    "extra_ports": ["53/udp", "53/tcp"]}
+        else:
+            spec = {"name": pod, "node": cluster.nodes[node_index], "kind": "echo", "labels": {"pod": pod},
+                    "extra_ports": ["80/tcp", "81/tcp", "80/udp"], "ports": container_ports(pod)}
+        by_namespace.setdefault(ns, []).append(spec)
+    with ThreadPoolExecutor(max_workers=len(by_namespace)) as pool:
+        created = dict(zip(by_namespace, pool.map(lambda item: cluster.run_pods(namespaces[item[0]], item[1]),
+                                                   by_namespace.items()), strict=True))
+    pods = {f"{ns}/{name}": PodRef(label=f"{ns}/{name}", namespace=namespaces[ns], name=name,
+                                   ip=obj["status"]["podIP"], node=obj["spec"]["nodeName"])
+            for ns, objs in created.items() for name, obj in objs.items()}
+    yield Matrix(cluster, namespaces, pods)
+    for real in namespaces.values():
+        cluster.kubectl("delete", "namespace", real, "--wait=false", check=False)
+
+
+@pytest.fixture(autouse=True)
+def delete_policies(matrix: Matrix) -> Iterator[None]:
+    yield
+    for real in matrix.namespaces.values():
+        matrix.cluster.kubectl("-n", real, "delete", "networkpolicy", "--all", check=False)
+
+
+def allow_all(_probe: Probe) -> bool:
+    return True
+
+
+def test_without_policies_everything_is_allowed(matrix: Matrix) -> None:
+    matrix.converge(allow_all, ALL_PORTS, dns=True)
+
+
+def test_default_deny_ingress(matrix: Matrix) -> None:
+    matrix.cluster.apply(policy(matrix, "x", "deny-all", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    matrix.converge(lambda p: ns_of(p.dst) != "x", (TCP80, UDP80))
+
+
+def test_allow_ingress_from_the_same_namespace(matrix: Matrix) -> None:
+    matrix.cluster.apply(policy(matrix, "x", "same-ns", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))
+    matrix.converge(lambda p: ns_of(p.dst) != "x" or ns_of(p.src) == "x")
+
+
+def test_allow_ingress_from_a_namespace_selector(matrix: Matrix) -> None:
+    matrix.cluster.apply(policy(matrix, "x", "from-y", {"podSelector": {}, "ingress": [{"from": [
+        {"namespaceSelector": ns_selector("y")}]}]}))
+    matrix.converge(lambda p: ns_of(p.dst) != "x" or ns_of(p.src) == "y")
+
+
+def test_namespace_and_pod_selector_in_one_peer_and_in_two_peers(matrix: Matrix) -> None:
+    # In one peer both must match (y's pod b only); as two peers either may (any pod of y, or x's pod c).
+    matrix.cluster.apply(
+        policy(matrix, "x", "a-from-y-b", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+            {"namespaceSelector": ns_selector("y"), "podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
+        policy(matrix, "x", "b-from-y-or-c", {"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [{"from": [
+            {"namespaceSelector": ns_selector("y")}, {"podSelector": {"matchLabels": {"pod": "c"}}}]}]}),
+    )
+
+    def expected(p: Probe) -> bool:
+        if p.dst == "x/a":
+            return p.src == "y/b"
+        if p.dst == "x/b":
+            return ns_of(p.src) == "y" or p.src == "x/c"
+        return True
+    matrix.converge(expected)
+
+
+def node_subnet(cluster: Cluster, node: str) -> ipaddress.IPv4Network:
+    obj = json.loads(cluster.kubectl("get", "node", node, "-o", "json"))
+    subnets = json.loads(obj["metadata"]["annotations"]["k8s.ovn.org/node-subnets"])["default"]
+    return ipaddress.IPv4Network(subnets[0] if isinstance(subnets, list) else subnets)
+
+
+def test_ip_block_with_except(matrix: Matrix) -> None:
+    cluster = matrix.cluster
+    subnets = [node_subnet(cluster, node) for node in cluster.nodes]
+    # Both node subnets lie in the cluster network (the sandbox's default 10.244.0.0/16).
+    cidr = ipaddress.IPv4Network(f"{subnets[0].network_address}/16", strict=False)
+    assert all(s.subnet_of(cidr) for s in subnets)
+    excluded_node = node_subnet(cluster, matrix.pods["x/b"].node)  # a whole node's pods...
+    excluded_pod = ipaddress.IPv4Network(f"{matrix.pods['y/b'].ip}/32")  # ... and one pod on the other node
+    assert ipaddress.IPv4Address(matrix.pods["y/b"].ip) not in excluded_node
+    cluster.apply(policy(matrix, "x", "ipblock", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": str(cidr), "except": [str(excluded_node), str(excluded_pod)]}}]}]}))
+
+    def expected(p: Probe) -> bool:
+        if p.dst != "x/a":
+            return True
+        ip = ipaddress.IPv4Address(matrix.pods[p.src].ip)
+        return ip in cidr and ip not in excluded_node and ip not in excluded_pod
+    matrix.converge(expected)
+
+
+def test_port_restriction(matrix: Matrix) -> None:
+    matrix.cluster.apply(policy(matrix, "x", "only-81", {"podSelector": {}, "ingress": [
+        {"ports": [{"protocol": "TCP", "port": 81}]}]}))
+    matrix.converge(lambda p: ns_of(p.dst) != "x" or (p.protocol, p.port) == TCP81, ALL_PORTS)
+
+
+def test_named_port_restriction_resolves_per_pod(matrix: Matrix) -> None:
+    # "web" is TCP 80 on pods a and TCP 81 on pods b and c; serve-80-udp is UDP 80 everywhere.
+    matrix.cluster.apply(policy(matrix, "x", "named", {"podSelector": {}, "ingress": [
+        {"ports": [{"port": "web"}, {"protocol": "UDP", "port": "serve-80-udp"}]}]}))
+
+    def expected(p: Probe) -> bool:
+        if ns_of(p.dst) != "x":
+            return True
+        web_port = 80 if pod_of(p.dst) == "a" else 81
+        return (p.protocol, p.port) in (("tcp", web_port), UDP80)
+    matrix.converge(expected, ALL_PORTS)
+
+
+def test_egress_deny_all_with_a_dns_exception(matrix: Matrix) -> None:
+    matrix.cluster.apply(policy(matrix, "x", "egress-dns-only", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+        {"to": [{"namespaceSelector": ns_selector("dns")}], "ports": [{"protocol": "UDP", "port": 53}]}]}))
+
+    # x's pods reach only the DNS server's UDP 53; connections *into* x keep working (replies are related).
+    def expected(p: Probe) -> bool:
+        if ns_of(p.src) != "x":
+            return True
+        return p.dst == DNS and (p.protocol, p.port) == ("udp", 53)
+    matrix.converge(expected, dns=True)
+
+
+def test_policy_update_changes_the_matrix(matrix: Matrix) -> None:
+    allow_from = {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": ns_selector("y")}]}]}
+    matrix.cluster.apply(policy(matrix, "x", "allow-from", allow_from))
+    matrix.converge(lambda p: ns_of(p.dst) != "x" or ns_of(p.src) == "y")
+    # The same policy now admits z's pod c instead of all of y, and only on TCP 80.
+    matrix.cluster.apply(policy(matrix, "x", "allow-from", {"podSelector": {}, "ingress": [{
+        "from": [{"namespaceSelector": ns_selector("z"), "podSelector": {"matchLabels": {"pod": "c"}}}],
+        "ports": [{"protocol": "TCP", "port": 80}]}]}))
+    matrix.converge(lambda p: ns_of(p.dst) != "x" or (p.src == "z/c" and (p.protocol, p.port) == TCP80),
+                    (TCP80, TCP81))
+
+
+def test_deleting_policies_restores_traffic(matrix: Matrix) -> None:
+    matrix.cluster.apply(
+        policy(matrix, "x", "deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+        policy(matrix, "y", "deny-egress", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]}),
+    )
+    matrix.converge(lambda p: ns_of(p.dst) != "x" and p.src != "y/a", (TCP80, UDP80))
+    matrix.cluster.kubectl("-n", matrix.namespaces["x"], "delete", "networkpolicy", "deny-ingress")
+    matrix.converge(lambda p: p.src != "y/a", (TCP80, UDP80))
+    matrix.cluster.kubectl("-n", matrix.namespaces["y"], "delete", "networkpolicy", "deny-egress")
+    matrix.converge(allow_all, (TCP80, UDP80))
