@@ -347,8 +347,12 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         wait_for(f"{self.name} ovsdb-server", lambda: unix_socket_ready(sock), timeout=30, daemons=[ovsdb])
         vsctl = [paths.system_bin("ovs-vsctl"), f"--db=unix:{sock}", "--timeout=30"]
         run([*vsctl, "--no-wait", "init"], env=env)
+        # --monitor, as ovs-ctl starts it in production: a monitor process restarts vswitchd after a
+        # crash. Debian's OVS 3.1.0 userspace conntrack can abort under connection churn (lab.md);
+        # without a restart one abort takes the node's whole pod network down for good. (The monitor
+        # is the recorded pid; `down` kills the node's cgroup tree, which holds both.)
         vswitchd = self.start_process("ovs-vswitchd", [
-            paths.system_bin("ovs-vswitchd"), f"unix:{sock}", f"--pidfile={run_dir / 'ovs-vswitchd.pid'}",
+            paths.system_bin("ovs-vswitchd"), f"unix:{sock}", "--monitor", f"--pidfile={run_dir / 'ovs-vswitchd.pid'}",
             f"--unixctl={run_dir / 'ovs-vswitchd.ctl'}", f"--log-file={log_dir / 'ovs-vswitchd.log'}",
         ], env=env, tier=TIER_OVS)
         # Returns once vswitchd has applied the change, i.e. it is up and connected.

@@ -18,7 +18,9 @@ port rules, UDP 80 where UDP is restricted, the DNS server's ports for egress).
 Keep the connection count modest: OVS 3.1.0's userspace conntrack (Debian's,
 used by the sandbox) can abort ovs-vswitchd under sustained connection churn
 (``conntrack.c: assertion conn->conn_type == CT_CONN_TYPE_DEFAULT failed``,
-fixed in OVS 3.1.3), taking a node's networking down with it.
+fixed in later OVS releases). The sandbox runs vswitchd under ``--monitor``, which
+restarts it within a second or two; a matrix round during the restart only delays
+convergence.
 
 ``endPort`` ranges are not tested here: Kubernetes 1.20 prunes the field, so
 they are covered at the row and ovn-trace level (tests/functional/netpol).
