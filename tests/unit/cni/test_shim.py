@@ -107,3 +107,10 @@ def test_unreachable_agent_names_the_socket(command: str, code: int) -> None:
     assert status == 1 and reply is not None
     assert reply["code"] == code
     assert "not reachable on /nonexistent/ovnk/cni.sock: the socket does not exist" in reply["msg"]
+
+
+def test_environment_is_read_as_os_environ_decodes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("CNI_ARGS", "K8S_POD_NAME=p\udcff;IgnoreUnknown=1")  # a byte that is not UTF-8
+    assert shim._environ() == dict(os.environ)
