@@ -177,6 +177,30 @@ class ContinuousProbe:
         return self.results.count("ok"), self.results.count("FAIL")
 
 
+# -- the suite's runtime, reported at the end of every run (the issue asks for it) -------
+
+_E2E_DURATIONS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.nodeid.startswith("tests/e2e/"):
+        _E2E_DURATIONS[report.nodeid] = _E2E_DURATIONS.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _E2E_DURATIONS:
+        return
+    by_module: dict[str, float] = {}
+    for nodeid, seconds in _E2E_DURATIONS.items():
+        module = nodeid.split("::", 1)[0]
+        by_module[module] = by_module.get(module, 0.0) + seconds
+    terminalreporter.write_sep("-", "end-to-end suite runtime (setup + tests + teardown, sandboxes included)")
+    for module, seconds in sorted(by_module.items()):
+        terminalreporter.write_line(f"{module:40s} {seconds:7.1f} s")
+    terminalreporter.write_line(f"{'total: ' + str(len(_E2E_DURATIONS)) + ' tests':40s} "
+                                f"{sum(by_module.values()):7.1f} s")
+
+
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     workdir = Path(os.environ.get("OVNK_E2E_DIR", "/var/lib/ovnk/sandbox")) / f"e2e-{os.getpid()}"
