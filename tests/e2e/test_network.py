@@ -12,6 +12,7 @@ from tests.e2e.conftest import ECHO_UDP
 from tests.e2e.conftest import Cluster
 from tests.e2e.conftest import ContinuousProbe
 from tests.e2e.conftest import external_echo
+from tests.e2e.conftest import poll_until
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -53,11 +54,19 @@ def test_pod_to_nodes_and_to_the_outside_world_with_snat_to_the_node_ip(cluster:
 
 def test_deleted_pod_ip_is_reused_and_same_name_recreated_works(cluster: Cluster, ns: str) -> None:
     node1 = cluster.nodes[0]
+    # Earlier modules delete their namespaces without waiting; their pods free addresses below ours
+    # while they go. Start once they are gone, so the freed address is the lowest free one.
+    def quiet() -> bool:
+        namespaces = json.loads(cluster.kubectl("get", "namespaces", "-o", "json"))["items"]
+        pods = json.loads(cluster.kubectl("get", "pods", "-A", "-o", "json"))["items"]
+        return not any(n["status"].get("phase") == "Terminating" for n in namespaces) and not any(
+            p["metadata"].get("deletionTimestamp") for p in pods)
+    poll_until("earlier tests' namespaces and pods gone", quiet, timeout=180, interval=1)
     pods = cluster.run_pods(ns, [{"name": "client", "node": node1}, {"name": "server", "node": node1, "kind": "echo"}])
     freed = pods["server"]["status"]["podIP"]
     cluster.kubectl("-n", ns, "delete", "pod", "server", "--wait=true")
-    # The lowest free address goes to the next pod (ovn-kubernetes' contiguous allocation); other
-    # tests' pods may free lower ones meanwhile, so allow a few pods before ours comes around.
+    # The lowest free address goes to the next pod (ovn-kubernetes' contiguous allocation); another
+    # test's pod may still free a lower one meanwhile, so allow a few pods before ours comes around.
     reused_by = None
     for i in range(6):
         pod = cluster.run_pods(ns, [{"name": f"other-{i}", "node": node1, "kind": "echo"}])[f"other-{i}"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ovnk.core.lab.procs import wait_for
 from ovnk.core.ovn.commands import ForeignRowError
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
@@ -91,8 +92,12 @@ def test_txn_error_midway_leaves_nb_unchanged(ovn_central, txns) -> None:
     assert db_size(ovn_central) == size
 
 
-def test_txn_never_modifies_foreign_rows(ovn_central, txns) -> None:
+def test_txn_never_modifies_foreign_rows(ovn_central, txns, nb_client) -> None:
     ovn_central.nbctl("ls-add", "node1", "--", "set", "Logical_Switch", "node1", "external_ids:owner=someone-else")
+    # Plans are made against our IDL copy, which learns of ovn-nbctl's write a moment later.
+    reader = NbReader(nb_client, controller=CONTROLLER)
+    wait_for("the foreign switch in our IDL", lambda: reader.get("Logical_Switch", name="node1") is not None,
+             timeout=10)
     with pytest.raises(ForeignRowError, match="owned by 'nobody'"):
         program(txns, pods=1)
     assert nb_json(ovn_central, "Logical_Switch")[0]["external_ids"] == ["map", [["owner", "someone-else"]]]
