@@ -56,6 +56,8 @@ def nb_json(central: Any, table: str) -> list[dict[str, Any]]:
 
 def test_txn_second_identical_reconcile_writes_nothing(ovn_central, txns) -> None:
     assert program(txns, pods=20) == "committed"
+    # ovn-northd writes back to NB (NB_Global) after our commit; let it finish before measuring.
+    ovn_central.wait_northd()
     size = db_size(ovn_central)
     assert program(txns, pods=20) == "unchanged"
     assert db_size(ovn_central) == size, "an unchanged reconcile must not write to the database"
@@ -77,6 +79,7 @@ def test_txn_drift_is_fixed_with_minimal_writes(ovn_central, txns) -> None:
 
 def test_txn_error_midway_leaves_nb_unchanged(ovn_central, txns) -> None:
     program(txns, pods=3)
+    ovn_central.wait_northd()
     before = ovn_central.nbctl("show")
     size = db_size(ovn_central)
     with pytest.raises(RuntimeError, match="boom"), txns.transaction(reason="test", owner="test") as txn:

@@ -241,6 +241,7 @@ def test_restart_with_1000_pods_writes_nothing_and_cleans_pods_deleted_while_dow
     wait_annotated(env, ns, 1000, timeout=300)
     env.wait_idle(300)
     env.stop_controller()
+    env.central.wait_northd()  # northd's own NB writes (NB_Global) settle before we measure
 
     db_file = env.central.nb.members[0].db_file
     size = db_file.stat().st_size
