@@ -59,6 +59,7 @@ from ovnk.core.kube.informer import CallbackHandler
 from ovnk.core.kube.informer import Informer
 from ovnk.core.kube.informer import InformerMetrics
 from ovnk.core.kube.resources import PODS
+from ovnk.core.node.changes import ChangeSignal
 from ovnk.core.node.context import NodeContext
 from ovnk.core.node.net import NetError
 from ovnk.core.node.ovs import InterfaceInfo
@@ -95,8 +96,8 @@ class PodCache:
         self.kube = kube
         self.informer = Informer(kube, PODS, field_selector=f"spec.nodeName={node_name}", metrics=metrics)
         self._on_change = on_change
-        self._changed = threading.Condition()
-        self._generation = 0
+        self._changes = ChangeSignal()
+        self._deleted_lock = threading.Lock()
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self.informer.add_handler(CallbackHandler(on_add=lambda _o: self._bump(),
                                                   on_update=lambda _o, _n: self._bump(),
@@ -114,21 +115,19 @@ class PodCache:
     def _deleted_pod(self, obj: dict[str, Any]) -> None:
         uid = (obj.get("metadata") or {}).get("uid")
         if uid:
-            with self._changed:
+            with self._deleted_lock:
                 self._deleted[uid] = None
                 while len(self._deleted) > DELETED_UIDS_KEPT:
                     self._deleted.popitem(last=False)
         self._bump()
 
     def _bump(self) -> None:
-        with self._changed:
-            self._generation += 1
-            self._changed.notify_all()
+        self._changes.bump()
         if self._on_change is not None:
             self._on_change()
 
     def was_deleted(self, uid: str) -> bool:
-        with self._changed:
+        with self._deleted_lock:
             return uid in self._deleted
 
     def cached(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -146,19 +145,7 @@ class PodCache:
 
     def wait_for(self, check: Callable[[], T | None], *, timeout: float) -> T | None:
         """``check()``'s first non-None value, re-checked on every pod event; ``None`` on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._changed:
-                generation = self._generation
-            result = check()
-            if result is not None:
-                return result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            with self._changed:
-                if self._generation == generation:
-                    self._changed.wait(min(remaining, 1.0))
+        return self._changes.wait_for(check, timeout=timeout)
 
 
 def _uid(pod: dict[str, Any]) -> str:

@@ -19,8 +19,6 @@ their condition; nothing sleeps and polls the database.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -31,6 +29,8 @@ from typing import TypeVar
 from ovsdbapp.backend.ovs_idl import command as ovs_command
 from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 
+from ovnk.core.node.changes import ChangeSignal
+from ovnk.core.node.changes import WaitStopped
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.ovn.connection import rows_by_name
 
@@ -311,8 +311,7 @@ class OvsFacade:
     def __init__(self, client: OvsdbClient, *, timeout: float = 30.0) -> None:
         self.client = client
         self.timeout = timeout
-        self._changed = threading.Condition()
-        self._generation = 0
+        self._changes = ChangeSignal()
         client.add_row_listener(self._on_row_change)
 
     # -- change notification -------------------------------------------------------
@@ -322,9 +321,7 @@ class OvsFacade:
 
     def wake(self) -> None:
         """Make every :meth:`wait_for` re-check its condition (e.g. after a Kubernetes event)."""
-        with self._changed:
-            self._generation += 1
-            self._changed.notify_all()
+        self._changes.bump()
 
     def wait_for(self, what: str, check: Callable[[], T | None], *, timeout: float,
                  abort: Callable[[], str | None] | None = None) -> T:
@@ -333,24 +330,13 @@ class OvsFacade:
         :raises OvsAborted: ``abort()`` returned a reason.
         :raises OvsTimeout: nothing within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._changed:
-                generation = self._generation
-            result = check()
-            if result is not None:
-                return result
-            if abort is not None:
-                reason = abort()
-                if reason:
-                    raise OvsAborted(f"stopped waiting for {what}: {reason}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise OvsTimeout(f"timed out after {timeout:.1f}s waiting for {what}")
-            with self._changed:
-                if self._generation == generation:
-                    # The slice bounds how late a change of ``abort`` without wake() is seen.
-                    self._changed.wait(min(remaining, 1.0))
+        try:
+            result = self._changes.wait_for(check, timeout=timeout, stop=abort)
+        except WaitStopped as stopped:
+            raise OvsAborted(f"stopped waiting for {what}: {stopped}") from None
+        if result is None:
+            raise OvsTimeout(f"timed out after {timeout:.1f}s waiting for {what}")
+        return result
 
     # -- transactions --------------------------------------------------------------
 
