@@ -95,6 +95,22 @@ def wait_gone(cluster: Cluster, namespace: str, names: list[str], *, timeout: fl
     assert not left, f"pods not deleted within {timeout:.0f}s: {sorted(left)}"
 
 
+def wait_ports_written(sandbox: Sandbox, namespace: str, at_least: int, *, others: int = 1,
+                       timeout: float = 30.0) -> int:
+    """How many of ``namespace``'s new pod ports NB holds, once ``at_least`` or after ``timeout`` seconds.
+
+    ``others``: ports of the namespace that were there before (not counted).
+    """
+    assert sandbox.central is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        written = len(sandbox.central.nbctl("--bare", "--columns=name", "find", "Logical_Switch_Port",
+                                            f"external_ids:namespace={namespace}").split()) - others
+        if written >= at_least or time.monotonic() >= deadline:
+            return written
+        time.sleep(0.01)
+
+
 def live_pods(cluster: Cluster) -> dict[str, dict[str, Any]]:
     """Pods with a pod network that are not finished, by ``namespace/name``."""
     items = json.loads(cluster.kubectl("get", "pods", "-A", "-o", "json"))["items"]

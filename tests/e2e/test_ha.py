@@ -25,6 +25,7 @@ from tests.e2e.support import metric
 from tests.e2e.support import own_sandbox
 from tests.e2e.support import unreachable
 from tests.e2e.support import wait_gone
+from tests.e2e.support import wait_ports_written
 from tests.e2e.support import wait_ready
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -71,12 +72,7 @@ def test_leader_killed_during_pod_churn_standby_takes_over(ha_cluster: Cluster) 
     creating = threading.Thread(target=apply_pods, args=(cluster, ns, first))
     creating.start()
     # Kill the leader once it is busy with this batch (a port or two written, not all).
-    assert box.central is not None
-    deadline, written = time.monotonic() + 30, 0
-    while time.monotonic() < deadline and written < 2:
-        written = len(box.central.nbctl("--bare", "--columns=name", "find", "Logical_Switch_Port",
-                                        f"external_ids:namespace={ns}").split()) - 1  # minus the client
-        time.sleep(0.01)
+    written = wait_ports_written(box, ns, 2)  # the client's port was there before
     box.kill(f"ovnk-controller-{old}")  # SIGKILL: the lease is not released
     killed_at = time.monotonic()
     creating.join(60)

@@ -24,6 +24,7 @@ from tests.e2e.support import metric
 from tests.e2e.support import own_sandbox
 from tests.e2e.support import unreachable
 from tests.e2e.support import wait_gone
+from tests.e2e.support import wait_ports_written
 from tests.e2e.support import wait_ready
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -48,13 +49,7 @@ def test_nb_leader_killed_during_pod_churn(raft_cluster: Cluster) -> None:
     creating = threading.Thread(target=apply_pods, args=(cluster, ns, first))
     creating.start()
     # Kill the leader once the controller is busy writing this batch (a port or two in, not all).
-    deadline, written = time.monotonic() + 30, 0
-    while time.monotonic() < deadline:
-        written = len(box.central.nbctl("--bare", "--columns=name", "find", "Logical_Switch_Port",
-                                        f"external_ids:namespace={ns}").split()) - 1  # minus the client
-        if written >= 2:
-            break
-        time.sleep(0.01)
+    written = wait_ports_written(box, ns, 2)  # the client's port was there before
     killed = box.kill_nb_leader()
     creating.join(60)
     print(f"killed NB member {killed} with {written}/20 ports of the first batch written")
