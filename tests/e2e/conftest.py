@@ -147,8 +147,11 @@ class ContinuousProbe:
     "continuous connectivity" tests); counts answered and failed probes."""
 
     def __init__(self, cluster: Cluster, namespace: str, pod: str, address: str, port: int = ECHO_TCP) -> None:
-        script = (f"while true; do if {ECHO_IN_IMAGE} send tcp {address} {port} ping 1 >/dev/null 2>&1; "
-                  "then echo ok; else echo FAIL; fi; usleep 200000; done")
+        # A failed probe carries the client's reason (timeout, refused, unreachable) into the report.
+        # 2 s per probe: one lost SYN (retransmitted by TCP after 1 s on a loaded 2-core machine) is
+        # not a broken pod; anything that unwires the pod fails many probes in a row.
+        script = (f"while true; do if why=$({ECHO_IN_IMAGE} send tcp {address} {port} ping 2 2>&1 >/dev/null); "
+                  "then echo ok; else echo \"FAIL $(date +%T) $why\"; fi; usleep 200000; done")
         self.proc = subprocess.Popen(
             [cluster.kubectl_bin, f"--kubeconfig={cluster.kubeconfig}", "-n", namespace, "exec", pod, "--",
              "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -174,7 +177,10 @@ class ContinuousProbe:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._reader.join(5)
-        return self.results.count("ok"), self.results.count("FAIL")
+        return self.results.count("ok"), len(self.failures())
+
+    def failures(self) -> list[str]:
+        return [line for line in self.results if line.startswith("FAIL")]
 
 
 # -- the suite's runtime, reported at the end of every run (the issue asks for it) -------

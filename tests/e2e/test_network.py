@@ -124,6 +124,6 @@ def test_restarts_never_break_existing_pods_and_new_pods_still_come_up(cluster: 
         probe.wait_for(len(probe.results) + 25, timeout=60)
     finally:
         ok, failed = probe.stop()
-    assert ok > 25 and failed == 0, f"{failed} failed probes during the {component} restart"
+    assert ok > 25 and failed == 0, f"{failed} failed probes during the {component} restart: {probe.failures()}"
     fresh = cluster.run_pods(ns, [{"name": "after", "node": node1, "kind": "echo"}], timeout=180)["after"]
     assert cluster.probe(ns, "client", "tcp", fresh["status"]["podIP"], ECHO_TCP) == "after"
