@@ -11,7 +11,8 @@ Timed, round-robin (one ovnk ADD, then one bridge ADD, ...; so load changes on
 the shared machine hit both alike), each from spawn to exit of the plugin
 binary, as a runtime sees it:
 
-* ovnk: the installed shim, which forwards to the node agent; the agent's log
+* ovnk: the installed shim (``--shim native``, the default, or ``python``),
+  which forwards to the node agent; the agent's log
   gives each ADD's ``ovn-installed`` wait (ovn-controller's work, not ours),
   reported separately and subtracted for "ADD without the wait";
 * baseline: ``/usr/lib/cni/bridge`` with ``host-local`` IPAM, executed inside a
@@ -126,7 +127,7 @@ def installed_waits(log: Path, namespace: str) -> dict[str, tuple[float, float]]
     return found
 
 
-def run(pods: int, warmup: int, progress: Any, agent_log: Path | None = None) -> dict[str, Any]:
+def run(pods: int, warmup: int, progress: Any, agent_log: Path | None = None, shim: str = "native") -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="ovnkb-", dir="/tmp"))
     lab = NodeLab(workdir / "w", nodes=1)
     baseline: Baseline | None = None
@@ -134,7 +135,7 @@ def run(pods: int, warmup: int, progress: Any, agent_log: Path | None = None) ->
         progress("starting the simulated node (API server, OVN central, OVS, controller, ovnk node)")
         lab.start()
         node = lab.nodes["node-1"]
-        lab.start_agent(node)
+        lab.start_agent(node, f"cni.shim={shim}")
         assert lab.client is not None
         namespace = f"bench-{uuid.uuid4().hex[:6]}"
         lab.client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
@@ -205,6 +206,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="20 pods instead of 100 (well under a minute)")
     parser.add_argument("--agent-log", type=Path, help="keep a copy of the node agent's log here")
+    parser.add_argument("--shim", choices=("native", "python"), default="native",
+                        help="which CNI shim the node agent installs ([cni] shim; native is the default)")
     options = parser.parse_args()
     for plugin in ("bridge", "host-local"):
         if not Path(PLUGIN_DIR, plugin).exists():
@@ -215,7 +218,7 @@ def main() -> int:
         print(text, file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    results = run(pods, warmup, progress, options.agent_log)
+    results = run(pods, warmup, progress, options.agent_log, options.shim)
     rows = [
         ("ovnk ADD (shim -> agent -> ovn-installed)", results["ovnk"]["add"]),
         ("  of which the ovn-installed wait", results["ovnk"]["ovn_installed_wait"]),
@@ -226,7 +229,7 @@ def main() -> int:
         ("ovnk DEL", results["ovnk"]["del"]),
         ("bridge + host-local DEL (baseline)", results["baseline"]["bridge_del"]),
     ]
-    print(f"\n{pods} pods, {time.monotonic() - started:.0f}s in all")
+    print(f"\n{pods} pods, {options.shim} shim, {time.monotonic() - started:.0f}s in all")
     print(f"{'case':<44} {'p50 ms':>8} {'p99 ms':>8} {'min ms':>8} {'mean ms':>8}")
     for label, entry in rows:
         print(f"{label:<44} {entry['p50_ms']:>8.2f} {entry['p99_ms']:>8.2f} {entry['min_ms']:>8.2f} "
@@ -247,6 +250,7 @@ def main() -> int:
         "benchmark": "cni_add",
         "quick": options.quick,
         "pods": pods,
+        "shim": options.shim,
         "figures": results["ovnk"],
         "baseline": results["baseline"],
         "ratio": ratio,

@@ -155,6 +155,8 @@ def _read_config(stdin: BinaryIO) -> tuple[str, dict[str, object] | None, str]:
         config = loads(text)
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return "", None, f"network config on stdin is not JSON: {exc}"
+    except RecursionError:
+        return "", None, "network config on stdin is not JSON: nested too deeply"
     if not isinstance(config, dict):
         return text, None, f"network config on stdin is a JSON {type(config).__name__}, not an object"
     return text, config, ""
@@ -258,7 +260,7 @@ def run(env: Mapping[str, str], stdin: BinaryIO) -> tuple[str, int]:
             raise _unreachable(command, socket_path, exc.strerror or str(exc)) from None
         try:
             reply = loads(payload.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):
             reply = None
         if not isinstance(reply, dict):
             raise ShimError(

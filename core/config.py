@@ -240,6 +240,11 @@ class CniSettings:
     conf_file: str = s.setting("10-ovn-kubernetes.conf", help="CNI config file name")
     bin_dir: str = s.setting("/opt/cni/bin", help="where the shim is installed")
     plugin: str = s.setting("ovn-k8s-cni-overlay", help="CNI plugin type (shim binary name)")
+    shim: Literal["native", "python"] = s.setting(
+        "native",
+        help="which shim to install: the compiled one (`ovnk cni build-shim`, nothing needed on the host) "
+        "or the Python one (needs an interpreter on the host, see `ovnk cni install --portable-python`)",
+    )
     conf_version: Literal["0.4.0", "1.0.0", "1.1.0"] = s.setting(
         "1.0.0",
         help="cniVersion of the written CNI config (1.0.0 works with containerd 1.6's libcni; the server speaks 0.3.0-1.1.0)",

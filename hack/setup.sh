@@ -79,4 +79,6 @@ install_apt
 "$ROOT/hack/build-kube.sh"
 "$ROOT/hack/get-tools.sh"
 install_venv
+# The native CNI shim (cni/native/shim.c); a no-op when built from the same source already.
+"$ROOT/.venv/bin/ovnk" cni build-shim >/dev/null
 log "setup complete (cache: $OVNK_CACHE)"

@@ -1,5 +1,6 @@
-"""Fixtures for the CNI path: the shim installed exactly as deployed, a real CniServer on a
-temporary unix socket, a recording test handler, and a real network namespace.
+"""Fixtures for the CNI path: the shim installed exactly as deployed (native and Python; each test
+runs with both), a real CniServer on a temporary unix socket, a recording test handler, and a
+real network namespace.
 
 The handler is a test double on purpose: wiring interfaces is the node agent's
 job and is tested there; here it stands for "whatever the node agent plugs in".
@@ -24,6 +25,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ovnk.cni.install import ShimKind
+from ovnk.cni.install import build_native_shim
 from ovnk.cni.install import install_shim
 from ovnk.cni.server import CniServer
 from ovnk.cni.types import CniInterface
@@ -113,10 +116,22 @@ def socket_path(cni_dir: Path) -> str:
     return str(cni_dir / "run" / "cni.sock")
 
 
+@pytest.fixture(scope="session")
+def native_shim() -> Path:
+    """The compiled shim, rebuilt if ``cni/native/shim.c`` changed since the last build."""
+    return build_native_shim()
+
+
+@pytest.fixture(params=["native", "python"])
+def shim_kind(request: pytest.FixtureRequest) -> str:
+    """Both shims: every test that runs the installed shim holds them to the same behaviour."""
+    return str(request.param)
+
+
 @pytest.fixture
-def shim_path(cni_dir: Path, socket_path: str) -> str:
+def shim_path(cni_dir: Path, socket_path: str, shim_kind: ShimKind, native_shim: Path) -> str:
     dest = str(cni_dir / "bin" / "ovn-k8s-cni-overlay")
-    install_shim(dest, socket_path=socket_path)
+    install_shim(dest, socket_path=socket_path, kind=shim_kind, native_binary=native_shim)
     return dest
 
 

@@ -34,7 +34,7 @@ def run(argv: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Com
 def installed(cni_dir: Path, socket_path: str, run_cli: Callable[..., Any]) -> Path:
     """The shim installed by the CLI exactly as the chart's init container does it; its path."""
     bin_dir = cni_dir / "bin"
-    result = run_cli("--set", f"cni.bin-dir={bin_dir}", "--set", f"cni.socket-path={socket_path}",
+    result = run_cli("--set", f"cni.bin-dir={bin_dir}", "--set", f"cni.socket-path={socket_path}", "--set", "cni.shim=python",
                      "cni", "install", "--portable-python", env={})
     assert result.exit_code == 0, result.output
     shim = bin_dir / "ovn-k8s-cni-overlay"
@@ -90,7 +90,7 @@ def test_the_images_debian_interpreter_copies_too(cni_dir: Path, socket_path: st
     launcher = portable.install_portable_python(bin_dir, python=DEBIAN_PYTHON,
                                                 shim_source=install.SHIM_SOURCE.read_text())
     shim = os.path.join(bin_dir, "ovn-k8s-cni-overlay")
-    install.install_shim(shim, python=launcher, socket_path=socket_path)
+    install.install_shim(shim, kind="python", python=launcher, socket_path=socket_path)
     version = run([shim], env={"CNI_COMMAND": "VERSION"})
     assert (version.returncode, version.stderr) == (0, "")
     assert json.loads(version.stdout) == VERSION_REPLY

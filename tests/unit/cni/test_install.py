@@ -46,7 +46,7 @@ def test_shim_source_rejects_what_would_break_at_exec_or_connect(python: str, so
 
 def test_install_shim_writes_executable_file(tmp_path: Path) -> None:
     dest = tmp_path / "bin" / "ovn-k8s-cni-overlay"
-    install.install_shim(str(dest), socket_path=SOCKET)
+    install.install_shim(str(dest), kind="python", socket_path=SOCKET)
     assert stat.S_IMODE(dest.stat().st_mode) == 0o755
     assert dest.read_text().startswith(f"#!{sys.executable} -IS\n")
     assert os.listdir(dest.parent) == ["ovn-k8s-cni-overlay"]  # no temp file left behind
@@ -54,11 +54,11 @@ def test_install_shim_writes_executable_file(tmp_path: Path) -> None:
 
 def test_install_shim_rewrites_only_on_change(tmp_path: Path) -> None:
     dest = tmp_path / "ovn-k8s-cni-overlay"
-    install.install_shim(str(dest), socket_path=SOCKET)
+    install.install_shim(str(dest), kind="python", socket_path=SOCKET)
     first = dest.stat()
-    install.install_shim(str(dest), socket_path=SOCKET)
+    install.install_shim(str(dest), kind="python", socket_path=SOCKET)
     assert dest.stat().st_ino == first.st_ino  # untouched: not even replaced by an identical copy
-    install.install_shim(str(dest), socket_path="/run/other.sock")
+    install.install_shim(str(dest), kind="python", socket_path="/run/other.sock")
     assert dest.stat().st_ino != first.st_ino  # replaced by rename, never rewritten in place
     assert "/run/other.sock" in dest.read_text()
     assert os.listdir(tmp_path) == ["ovn-k8s-cni-overlay"]
@@ -66,14 +66,14 @@ def test_install_shim_rewrites_only_on_change(tmp_path: Path) -> None:
 
 def test_install_shim_repairs_mode_of_identical_file(tmp_path: Path) -> None:
     dest = tmp_path / "ovn-k8s-cni-overlay"
-    install.install_shim(str(dest), socket_path=SOCKET)
+    install.install_shim(str(dest), kind="python", socket_path=SOCKET)
     os.chmod(dest, 0o600)
-    install.install_shim(str(dest), socket_path=SOCKET)
+    install.install_shim(str(dest), kind="python", socket_path=SOCKET)
     assert stat.S_IMODE(dest.stat().st_mode) == 0o755
 
 
 def test_install_configured_shim_uses_bin_dir_and_plugin_name(tmp_path: Path) -> None:
-    settings = CniSettings(bin_dir=str(tmp_path), socket_path="/run/ovnk-test/cni.sock")
+    settings = CniSettings(bin_dir=str(tmp_path), socket_path="/run/ovnk-test/cni.sock", shim="python")
     path = install.install_configured_shim(settings, python="/usr/bin/python3")
     assert path == str(tmp_path / "ovn-k8s-cni-overlay") == install.shim_path(settings)
     text = Path(path).read_text()

@@ -41,7 +41,7 @@ keys in alphabetical order.
     "renew-deadline" $le.renewDeadline
     "retry-period" $le.retryPeriod) -}}
 {{- $_ = set $ini "node" (dict "metrics-bind-address" (printf "0.0.0.0:%v" $v.node.metricsPort)) -}}
-{{- $_ = set $ini "cni" (dict "bin-dir" $v.cni.binDir "conf-dir" $v.cni.confDir) -}}
+{{- $_ = set $ini "cni" (dict "bin-dir" $v.cni.binDir "conf-dir" $v.cni.confDir "shim" $v.cni.shim) -}}
 {{- $enabled := include "ovnk.enabledPlugins" . -}}
 {{- $_ = set $ini "plugins" (dict "enabled" $enabled) -}}
 {{- range $name := splitList "," $enabled -}}
