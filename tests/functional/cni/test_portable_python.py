@@ -118,7 +118,7 @@ def test_reinstall_writes_nothing_and_an_update_switches_atomically(cni_dir: Pat
 
 def test_the_node_agents_reinstall_keeps_naming_the_copy(installed: Path, socket_path: str) -> None:
     """The agent calls install_configured_shim(cfg.cni) at every start, without an interpreter."""
-    settings = CniSettings(bin_dir=str(installed.parent), socket_path=socket_path)
+    settings = CniSettings(bin_dir=str(installed.parent), socket_path=socket_path, shim="python")
     before = installed.read_bytes()
     assert install.install_configured_shim(settings) == str(installed)
     assert installed.read_bytes() == before

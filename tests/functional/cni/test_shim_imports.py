@@ -1,4 +1,4 @@
-"""The installed shim starts with the bare interpreter and imports nothing heavy."""
+"""The installed Python shim starts with the bare interpreter and imports nothing heavy."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ from .conftest import SHIM_TIMEOUT
 from .conftest import netconf
 
 FORBIDDEN = ("ovnk", "pluggy", "kubernetes", "pyroute2", "prometheus_client", "yaml", "click", "ovs", "ovsdbapp")
+
+
+@pytest.fixture
+def shim_kind() -> str:
+    """Only the Python shim has imports (the native one is covered by test_native_shim.py)."""
+    return "python"
 
 
 def imported_modules(importtime_stderr: str) -> set[str]:
