@@ -83,6 +83,8 @@ def ovs_ports(node: OvsNode) -> set[str]:
 
 
 def test_pods_on_two_nodes_talk(lab: NodeLab, node1: OvsNode, node2: OvsNode, ns: str) -> None:
+    # The agent installed the default shim: the static native binary, not the Python file.
+    assert node1.shim.read_bytes()[:4] == b"\x7fELF"
     a, result_a = wired_pod(lab, node1, ns, "a")
     b, result_b = wired_pod(lab, node2, ns, "b")
     ip_a, ip_b = pod_ip(result_a), pod_ip(result_b)
