@@ -256,7 +256,12 @@ class NodeAgent:
         self.annotator.add_source(self._host_cidrs)
         self.annotator.publish()
 
-        install_configured_shim(cfg.cni)
+        self._set_phase(f"installing the CNI shim into {cfg.cni.bin_dir}")
+        try:
+            install_configured_shim(cfg.cni)
+        except (OSError, ValueError, RuntimeError) as exc:
+            # e.g. the native shim was never built: the message says how to build it.
+            raise StartupError(f"node {self.node_name}: {self.phase} failed: {exc}") from None
         handler = CniHandler(ctx, self.pods, registry=registry, setup_pending=self.setup_pending)
         self.cni_server = CniServer(cfg.cni.socket_path, handler, registry=registry)
         self.cni_server.start()

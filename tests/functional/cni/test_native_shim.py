@@ -102,6 +102,7 @@ class Recorder:
 
     def __init__(self, path: str, reply: bytes = REPLY) -> None:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        self.path = path
         self.bodies: list[Any] = []
         self.reply = reply
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -130,6 +131,7 @@ class Recorder:
 
     def close(self) -> None:
         self.listener.close()
+        os.unlink(self.path)
 
 
 @pytest.fixture
@@ -151,6 +153,17 @@ def run_both(shims: dict[str, str], env: dict[bytes, bytes], stdin: bytes) -> di
     return outcome
 
 
+def run_both_against_recorder(
+    shims: dict[str, str], socket_path: str, env: dict[bytes, bytes], stdin: bytes, reply: bytes = REPLY
+) -> tuple[dict[str, tuple[int, Any]], list[Any]]:
+    """Both shims' outcomes, and the request bodies a :class:`Recorder` on ``socket_path`` received."""
+    recorder = Recorder(socket_path, reply)
+    try:
+        return run_both(shims, env, stdin), recorder.bodies
+    finally:
+        recorder.close()
+
+
 ADD_ENV = {b"CNI_COMMAND": b"ADD", b"CNI_CONTAINERID": b"c1", b"CNI_NETNS": b"/var/run/netns/x",
            b"CNI_IFNAME": b"eth0"}
 
@@ -166,13 +179,9 @@ ADD_ENV = {b"CNI_COMMAND": b"ADD", b"CNI_CONTAINERID": b"c1", b"CNI_NETNS": b"/v
     ],
 )
 def test_valid_configs_reach_the_agent_identically(both_shims: dict[str, str], socket_path: str, stdin: bytes) -> None:
-    recorder = Recorder(socket_path)
-    try:
-        outcome = run_both(both_shims, ADD_ENV, stdin)
-    finally:
-        recorder.close()
+    outcome, bodies = run_both_against_recorder(both_shims, socket_path, ADD_ENV, stdin)
     assert outcome == {"native": (0, None), "python": (0, None)}
-    native, python = recorder.bodies
+    native, python = bodies
     assert native == python
     assert native["config"] == stdin.decode()
 
@@ -181,13 +190,9 @@ def test_environment_bytes_that_are_not_utf8_are_forwarded_like_python_does(
     both_shims: dict[str, str], socket_path: str
 ) -> None:
     env = {**ADD_ENV, b"CNI_ARGS": b"K8S_POD_NAME=p\xff\xfe;X=\"q\\\x01", b"CNI_PATH": b"", b"UNRELATED": b"1"}
-    recorder = Recorder(socket_path)
-    try:
-        outcome = run_both(both_shims, env, netconf().encode())
-    finally:
-        recorder.close()
+    outcome, bodies = run_both_against_recorder(both_shims, socket_path, env, netconf().encode())
     assert outcome["native"] == outcome["python"] == (0, None)
-    native, python = recorder.bodies
+    native, python = bodies
     assert native == python
     assert native["env"]["CNI_ARGS"] == 'K8S_POD_NAME=p\udcff\udcfe;X="q\\\x01'
     assert native["env"]["CNI_PATH"] == ""
@@ -211,12 +216,8 @@ def test_environment_bytes_that_are_not_utf8_are_forwarded_like_python_does(
 def test_invalid_configs_are_refused_identically(
     both_shims: dict[str, str], socket_path: str, stdin: bytes, code: int, fragment: str, version: str
 ) -> None:
-    recorder = Recorder(socket_path)
-    try:
-        outcome = run_both(both_shims, ADD_ENV, stdin)
-    finally:
-        recorder.close()
-    assert recorder.bodies == []
+    outcome, bodies = run_both_against_recorder(both_shims, socket_path, ADD_ENV, stdin)
+    assert bodies == []
     for kind, (status, error) in outcome.items():
         assert status == 1, kind
         assert (error["code"], error["cniVersion"]) == (code, version), (kind, error)
@@ -235,12 +236,8 @@ def test_missing_environment_error_carries_the_configs_escaped_version(both_shim
 def test_a_deeply_nested_config_is_refused_not_crashed(both_shims: dict[str, str], socket_path: str) -> None:
     # Python's limit is its recursion depth (it used to escape as a traceback); the native one's 512.
     deep = b'{"cniVersion": "1.0.0", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    recorder = Recorder(socket_path)
-    try:
-        outcome = run_both(both_shims, ADD_ENV, deep)
-    finally:
-        recorder.close()
-    assert recorder.bodies == []
+    outcome, bodies = run_both_against_recorder(both_shims, socket_path, ADD_ENV, deep)
+    assert bodies == []
     for kind, (status, error) in outcome.items():
         assert (status, error["code"], error["cniVersion"]) == (1, 6, "1.1.0"), kind
         assert "nested too deeply" in error["msg"], kind
@@ -255,11 +252,18 @@ def test_error_and_result_replies_pass_through_unchanged(both_shims: dict[str, s
     ]:
         body = json.dumps(reply).encode()
         raw = b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n" % (status.encode(), len(body)) + body + b"trailing"
-        recorder = Recorder(socket_path, raw)
-        try:
-            outcome = run_both(both_shims, ADD_ENV, netconf("1.0.0").encode())
-        finally:
-            recorder.close()
-            os.unlink(socket_path)
+        outcome, _ = run_both_against_recorder(both_shims, socket_path, ADD_ENV, netconf("1.0.0").encode(), raw)
         expected = reply.get("result") or reply["error"]
         assert outcome == {"native": (exit_code, expected), "python": (exit_code, expected)}
+
+
+def test_cli_install_without_a_build_fails_with_the_fix(
+    tmp_path: Path, run_cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(install, "native_shim_binary", lambda: tmp_path / "never-built")
+    bin_dir = tmp_path / "bin"
+    result = run_cli("--set", f"cni.bin-dir={bin_dir}", "cni", "install", env={})
+    assert result.exit_code == 1
+    assert f"cannot install the CNI shim into {bin_dir}: the native CNI shim is not built" in result.output
+    assert "run `ovnk cni build-shim` (needs gcc) or set [cni] shim = python" in result.output
+    assert not any(bin_dir.glob("*"))
