@@ -45,8 +45,10 @@ from ovnk.core.ovn import indexes
 logger = logging.getLogger(__name__)
 
 
-# Reconnect backoff (ms) after a lost connection: the IDL's default (up to 8 s)
-# makes a RAFT leader change cost 3-15 s; 100-200 ms brings it to 1-2 s.
+# Reconnect backoff (ms) after a lost connection. During a RAFT election a
+# leader-only client connects to followers, is told "not leader" and backs off;
+# with the IDL's default (1-8 s) a leader change costs 3-16 s of writes
+# (bench/raft_failover.py), with 100-200 ms little more than the election.
 RECONNECT_BACKOFF_MS = (100, 200)
 
 
@@ -69,8 +71,13 @@ class _Idl(ovsdbapp_connection.OvsdbIdl):  # type: ignore[misc]
     def __init__(self, remote: str, helper: Any, *, leader_only: bool, probe_interval: int,
                  listeners: list[RowListener] | None = None) -> None:
         super().__init__(remote, helper, probe_interval=probe_interval, leader_only=leader_only)
-        # The IDL has no public setter for the backoff; its session object does.
-        self._session.reconnect.set_backoff(*RECONNECT_BACKOFF_MS)
+        # The IDL has no public setter for the backoff; its session's FSM does, but
+        # set_backoff() raises anything under 1 s to 1 s (python-ovs, like the C library),
+        # so the attributes are set directly after it.
+        fsm = self._session.reconnect
+        fsm.set_backoff(*RECONNECT_BACKOFF_MS)
+        fsm.min_backoff, fsm.max_backoff = RECONNECT_BACKOFF_MS
+        fsm.backoff = min(fsm.backoff, fsm.max_backoff)
         self.reconnects = 0
         self._last_session_seqno = -1
         self._row_listeners = listeners if listeners is not None else []

@@ -17,6 +17,7 @@ from ovnk.core.lab.ovn import OvnCentral
 from ovnk.core.lab.ovn import SslFiles as LabSsl
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
+from ovnk.core.ovn.connection import RECONNECT_BACKOFF_MS
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.ovn.connection import SslFiles
 from ovnk.core.ovn.txn import TxnManager
@@ -69,6 +70,9 @@ def test_raft_leader_killed_during_1000_transactions(raft_central) -> None:
         names = [n for n in raft_central.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split() if n]
         assert len(names) == 1000 and len(set(names)) == 1000, "every port exactly once"
         assert client.reconnects >= 1
+        # The short backoff really is in force (the FSM's own setter would have raised it to 1 s).
+        fsm = client.idl._session.reconnect
+        assert (fsm.get_min_backoff(), fsm.get_max_backoff()) == RECONNECT_BACKOFF_MS
         assert registry.get_sample_value("ovnk_ovsdb_nb_reconnects_total") is not None
         assert elapsed < 60
     finally:
