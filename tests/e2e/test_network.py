@@ -111,6 +111,7 @@ def test_restarts_never_break_existing_pods_and_new_pods_still_come_up(cluster: 
     try:
         probe.wait_for(5)
         box = cluster.sandbox
+        restarted = [time.strftime("%H:%M:%S")]
         if component == "node-agent":
             box.restart_agent(node1)
             box.restart_agent(node2)
@@ -120,10 +121,12 @@ def test_restarts_never_break_existing_pods_and_new_pods_still_come_up(cluster: 
             box.restart_kubelet(node1)
         else:
             box.restart_containerd(node1)
+        restarted.append(time.strftime("%H:%M:%S"))
         # Keep probing well past the restart.
         probe.wait_for(len(probe.results) + 25, timeout=60)
     finally:
         ok, failed = probe.stop()
-    assert ok > 25 and failed == 0, f"{failed} failed probes during the {component} restart: {probe.failures()}"
+    assert ok > 25 and failed == 0, (
+        f"{failed} failed probes during the {component} restart ({restarted[0]}-{restarted[-1]}): {probe.failures()}")
     fresh = cluster.run_pods(ns, [{"name": "after", "node": node1, "kind": "echo"}], timeout=180)["after"]
     assert cluster.probe(ns, "client", "tcp", fresh["status"]["podIP"], ECHO_TCP) == "after"
