@@ -402,5 +402,20 @@ def copy_logs(sandbox: Sandbox, dest: Path) -> None:
         shutil.copy2(log, target)
 
 
+def datapath_crashes(workdir: Path) -> list[str]:
+    """Log lines of every ovs-vswitchd crash its monitor restarted below ``workdir``.
+
+    OVS 3.1.0's userspace conntrack asserts under connection churn (lab.md); the monitor brings
+    the daemon back in seconds, but meanwhile the node's pod and host networks are gone, which is
+    what a test that fails around then needs to know.
+    """
+    found = []
+    for log in sorted(workdir.rglob("ovs-vswitchd.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "crashes: pid" in line or "assertion" in line:
+                found.append(f"{log.relative_to(workdir)}: {line.strip()}")
+    return found
+
+
 def node_names(sandbox: Sandbox) -> Sequence[str]:
     return [n.name for n in sandbox.cluster.nodes]

@@ -25,6 +25,7 @@ from ovnk.core.lab import paths
 from ovnk.core.lab.images import ECHO_IN_IMAGE
 from ovnk.core.lab.sandbox import Sandbox
 from ovnk.core.lab.sandbox import SandboxOptions
+from ovnk.core.lab.sandbox import datapath_crashes
 
 ECHO_TCP = 8080
 ECHO_UDP = 8081
@@ -205,6 +206,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{module:40s} {seconds:7.1f} s")
     terminalreporter.write_line(f"{'total: ' + str(len(_E2E_DURATIONS)) + ' tests':40s} "
                                 f"{sum(by_module.values()):7.1f} s")
+    if _DATAPATH_CRASHES:
+        terminalreporter.write_sep("-", "ovs-vswitchd crashed and was restarted by its monitor")
+        for line in _DATAPATH_CRASHES:
+            terminalreporter.write_line(line)
+
+
+_DATAPATH_CRASHES: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -217,6 +225,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     try:
         yield box
     finally:
+        _DATAPATH_CRASHES.extend(datapath_crashes(box.workdir))
         logs = Path(os.environ.get("OVNK_E2E_LOGS", "")) if os.environ.get("OVNK_E2E_LOGS") else None
         if logs is not None:
             from ovnk.core.lab.sandbox import copy_logs

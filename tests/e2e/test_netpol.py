@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -116,6 +117,7 @@ class Matrix:
         self.namespaces = namespaces  # short name (x) -> real name
         self.pods = pods
         self.sources = [f"{ns}/{p}" for ns in NAMESPACES for p in POD_NAMES]
+        self.exec_timeouts: list[str] = []
 
     def probes(self, ports: tuple[tuple[str, int], ...], *, dns: bool) -> list[Probe]:
         """Every pod to every other pod on ``ports``, and to the DNS server's ports with ``dns``."""
@@ -127,15 +129,22 @@ class Matrix:
 
     # -- probing -------------------------------------------------------------------------
 
-    def _probe_from(self, src: str, probes: list[Probe]) -> dict[Probe, bool]:
-        """All of ``src``'s probes in parallel inside one ``kubectl exec``."""
+    def _probe_from(self, src: str, probes: list[Probe]) -> dict[Probe, bool] | None:
+        """All of ``src``'s probes in parallel inside one ``kubectl exec``; ``None`` if the exec hung."""
         pod = self.pods[src]
         lines = ['p() { r=$(' + ECHO_IN_IMAGE + ' send "$2" "$3" "$4" hostname ' + f"{PROBE_TIMEOUT:g}"
                  + ' 2>/dev/null) && echo "$1 $r" || echo "$1 -"; }']
         for index, probe in enumerate(probes):
             lines.append(f"p {index} {probe.protocol} {self.pods[probe.dst].ip} {probe.port} &")
         lines.append("wait")
-        out = self.cluster.exec(pod.namespace, pod.name, "sh", "-c", "\n".join(lines), timeout=30)
+        try:
+            out = self.cluster.exec(pod.namespace, pod.name, "sh", "-c", "\n".join(lines), timeout=30)
+        except subprocess.TimeoutExpired:
+            # Each probe gives up after PROBE_TIMEOUT, so a hung exec is the exec path (API server ->
+            # kubelet over the node's host network -> containerd), not a probe verdict: this round
+            # says nothing and the next one retries. The failure report lists when it happened.
+            self.exec_timeouts.append(f"{time.strftime('%H:%M:%S')} from {src}")
+            return None
         replies: dict[int, str] = {}
         for line in out.splitlines():
             index, _, reply = line.partition(" ")
@@ -150,14 +159,21 @@ class Matrix:
             result[probe] = reply != "-"
         return result
 
-    def observe(self, probes: list[Probe]) -> dict[Probe, bool]:
+    def observe(self, probes: list[Probe]) -> dict[Probe, bool] | None:
+        """Every probe's outcome, or ``None`` when some source's exec hung (the round is void)."""
         by_source: dict[str, list[Probe]] = {}
         for probe in probes:
             by_source.setdefault(probe.src, []).append(probe)
         observed: dict[Probe, bool] = {}
+        void = False
         with ThreadPoolExecutor(max_workers=len(by_source)) as pool:
             for part in pool.map(lambda item: self._probe_from(*item), by_source.items()):
-                observed.update(part)
+                if part is None:
+                    void = True
+                else:
+                    observed.update(part)
+        if void:
+            return None
         return observed
 
     # -- reporting -----------------------------------------------------------------------
@@ -206,9 +222,16 @@ class Matrix:
         deadline = started + timeout
         rounds = 0
         paused = False
+        last: dict[Probe, bool] | None = None
         while True:
             rounds += 1
             observed = self.observe(probes)
+            if observed is None:
+                assert time.monotonic() < deadline, (
+                    f"no convergence within {timeout:g}s ({rounds} rounds); kubectl exec hung: {self.exec_timeouts}"
+                    + (": last full round:\n" + self.report(expected, last) if last is not None else ""))
+                continue
+            last = observed
             if observed == expected:
                 break
             blocked = [p for p in expected if expected[p] and not observed[p]]
@@ -223,7 +246,8 @@ class Matrix:
                 paused = True
                 continue
             assert time.monotonic() < deadline, (
-                f"no convergence within {timeout:g}s ({rounds} rounds): " + self.report(expected, observed))
+                f"no convergence within {timeout:g}s ({rounds} rounds): " + self.report(expected, observed)
+                + (f"\n\nkubectl exec hung at: {self.exec_timeouts}" if self.exec_timeouts else ""))
         print(f"{len(probes)}-probe matrix matched in {time.monotonic() - started:.1f}s ({rounds} round(s))")
 
 

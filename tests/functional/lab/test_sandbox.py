@@ -36,6 +36,7 @@ from ovnk.core.lab.cluster import SandboxState
 from ovnk.core.lab.images import echo_probe_command
 from ovnk.core.lab.kubenode import SandboxNode
 from ovnk.core.lab.procs import wait_for
+from ovnk.core.lab.sandbox import datapath_crashes
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -300,6 +301,9 @@ def _assert_vswitchd_restarts_after_a_crash(node: SandboxNode) -> None:
             return False
         return pid != crashed and Path(f"/proc/{pid}").exists()
     wait_for(f"ovs-vswitchd of {node.name} restarted after SIGABRT", restarted, timeout=30)
+    # The e2e suite reports such crashes from the logs; this one is there.
+    crashes = [line for line in datapath_crashes(node.ovs_dir) if f"pid {crashed} died" in line]
+    assert crashes and "restarting" in crashes[0], datapath_crashes(node.ovs_dir)
     # Back in service: it applies a change again (ovs-vsctl waits for vswitchd's confirmation).
     node.ovs_vsctl("set", "Bridge", "br-int", "external_ids:crash-check=1")
     assert node.ovs_vsctl("get", "Bridge", "br-int", "external_ids:crash-check").strip().strip('"') == "1"
