@@ -130,6 +130,11 @@ class Recorder:
                 conn.sendall(self.reply)
 
     def close(self) -> None:
+        # shutdown() wakes the thread blocked in accept(); close() alone would not, and the thread
+        # would go on accepting on whatever socket reuses the descriptor (the next test's server).
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.thread.join(SHIM_TIMEOUT)
+        assert not self.thread.is_alive()
         self.listener.close()
         os.unlink(self.path)
 
