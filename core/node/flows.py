@@ -13,7 +13,9 @@ what is missing, changes what differs and deletes what nobody asked for,
 while flows that already match are left alone (their counters and the
 packets using them are undisturbed). A sync of an unchanged table changes
 nothing, so it can run on a timer. Flows of an owner that no longer sets
-any (a plugin switched off) are gone after the next sync.
+any (a plugin switched off) are gone after the next sync. A restarted
+ovs-vswitchd has empty tables; :meth:`FlowManager.vswitchd_instance` tells
+the node agent when that happened.
 
 Only bridges the agent owns exclusively are managed (the gateway bridge,
 bridges plugins create in ``ovnk_node_setup``): ``br-int`` belongs to
@@ -37,6 +39,8 @@ CORE_OWNER = "core"
 # High 32 bits of every cookie we write: "ovnk" in ASCII, so our flows stand out in dumps.
 COOKIE_PREFIX = 0x6F766E6B << 32
 PROTOCOLS = "OpenFlow14"  # bundles need OpenFlow 1.4
+# ovs-vswitchd's pidfile in its run directory (OVS's default name, and the chart's).
+VSWITCHD_PIDFILE = "ovs-vswitchd.pid"
 
 
 class FlowError(Exception):
@@ -145,6 +149,23 @@ class FlowManager:
             self._applied[bridge] = flows
             logger.debug("synced %d flows on %s", len(flows), bridge)
             return True
+
+    def vswitchd_instance(self) -> tuple[int, int, str] | None:
+        """Which ovs-vswitchd runs: its pidfile's (inode, mtime, content) in the run directory.
+
+        A restarted ovs-vswitchd starts every bridge with an empty flow table; it writes its
+        pidfile anew, so a different value means the managed bridges must be synced again. The
+        file itself, not only the pid in it: in a container the new process may get the same
+        pid. ``None`` while there is no pidfile (ovs-vswitchd down or starting).
+        """
+        path = os.path.join(self.run_dir, VSWITCHD_PIDFILE)
+        try:
+            info = os.stat(path)
+            with open(path) as handle:
+                content = handle.read().strip()
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns, content
 
     def dump(self, bridge: str, owner: str | None = None) -> list[str]:
         """The bridge's current flows (only ``owner``'s when given), as ``ovs-ofctl`` prints them."""

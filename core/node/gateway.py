@@ -75,8 +75,11 @@ logger = logging.getLogger(__name__)
 CT_ZONE = 64000
 OVN_CT_MARK = 0x1
 MAX_IFNAME = 15
-# How often the run loop rewrites the bridge's flows even when nothing changed (repairs tampering).
-RESYNC_INTERVAL = 60.0
+# How often the run loop rewrites the managed bridges' flows even when nothing changed (repairs
+# tampering; ovn-kubernetes' node syncs its gateway flows every 15 s too).
+RESYNC_INTERVAL = 15.0
+# How often the run loop looks at ovs-vswitchd's pidfile for a restart (a file read, no process).
+RESTART_CHECK_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -283,7 +286,11 @@ class SharedGateway:
         return self.flows.sync(self.info.bridge, force=force or changed)
 
     def run(self, stop: threading.Event) -> None:
-        """Rewrite the flows when the uplink or patch port changes, and every RESYNC_INTERVAL."""
+        """Rewrite the flows of every managed bridge when the uplink or patch port changes, when
+        ovs-vswitchd restarts (its tables start empty: without this the node's own traffic on the
+        gateway bridge would stop until the next resync), and every RESYNC_INTERVAL."""
+        vswitchd = self.flows.vswitchd_instance()
+        next_resync = time.monotonic() + RESYNC_INTERVAL
         while not stop.is_set():
             current = self._ports
 
@@ -291,14 +298,31 @@ class SharedGateway:
                 return True if self._ofports() != seen else None
 
             try:
-                self.ovs.wait_for("a gateway port change", changed, timeout=RESYNC_INTERVAL,
+                self.ovs.wait_for("a gateway port change", changed, timeout=RESTART_CHECK_INTERVAL,
                                   abort=lambda: "stopping" if stop.is_set() else None)
+                due = True
             except OvsAborted:
                 return
             except OvsTimeout:
-                pass
+                due = time.monotonic() >= next_resync
+            instance = self.flows.vswitchd_instance()
+            restarted = instance is not None and instance != vswitchd
+            if instance is not None and restarted:
+                logger.warning("ovs-vswitchd restarted (pid %s): rewriting the flows of %s", instance[2],
+                               ", ".join(self.flows.managed()))
+            if not (due or restarted):
+                continue
             try:
                 self.sync_flows(force=True)
+                assert self.info is not None
+                for bridge in self.flows.managed():
+                    if bridge != self.info.bridge:
+                        self.flows.sync(bridge, force=True)
             except Exception:
-                logger.exception("gateway flow sync failed; retrying")
+                # A vswitchd that is still starting refuses the bundle: the next tick retries.
+                logger.exception("flow sync failed; retrying")
                 stop.wait(1.0)
+                continue
+            if instance is not None:
+                vswitchd = instance
+            next_resync = time.monotonic() + RESYNC_INTERVAL
