@@ -47,9 +47,12 @@ logger = logging.getLogger(__name__)
 
 # Reconnect backoff (ms) after a lost connection. During a RAFT election a
 # leader-only client connects to followers, is told "not leader" and backs off;
-# with the IDL's default (1-8 s) a leader change costs 3-16 s of writes
-# (bench/raft_failover.py), with 100-200 ms little more than the election.
-RECONNECT_BACKOFF_MS = (100, 200)
+# with the IDL's default (1-8 s) a leader change costs 3-18 s of writes, with 1 s
+# flat 3-4 s (bench/raft_failover.py). python-ovs allows nothing under 1 s through
+# its setter; 100-200 ms forced onto the FSM got writes back in 1.6 s but, in one
+# of three full test runs, left a commit unanswered for 30 s (a transaction sent
+# mid-election), so the floor stays at 1 s.
+RECONNECT_BACKOFF_MS = (1000, 1000)
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,8 @@ class _Idl(ovsdbapp_connection.OvsdbIdl):  # type: ignore[misc]
     def __init__(self, remote: str, helper: Any, *, leader_only: bool, probe_interval: int,
                  listeners: list[RowListener] | None = None) -> None:
         super().__init__(remote, helper, probe_interval=probe_interval, leader_only=leader_only)
-        # The IDL has no public setter for the backoff; its session's FSM does, but
-        # set_backoff() raises anything under 1 s to 1 s (python-ovs, like the C library),
-        # so the attributes are set directly after it.
-        fsm = self._session.reconnect
-        fsm.set_backoff(*RECONNECT_BACKOFF_MS)
-        fsm.min_backoff, fsm.max_backoff = RECONNECT_BACKOFF_MS
-        fsm.backoff = min(fsm.backoff, fsm.max_backoff)
+        # The IDL has no public setter for the backoff; its session's FSM does.
+        self._session.reconnect.set_backoff(*RECONNECT_BACKOFF_MS)
         self.reconnects = 0
         self._last_session_seqno = -1
         self._row_listeners = listeners if listeners is not None else []

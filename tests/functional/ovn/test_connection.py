@@ -70,7 +70,7 @@ def test_raft_leader_killed_during_1000_transactions(raft_central) -> None:
         names = [n for n in raft_central.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split() if n]
         assert len(names) == 1000 and len(set(names)) == 1000, "every port exactly once"
         assert client.reconnects >= 1
-        # The short backoff really is in force (the FSM's own setter would have raised it to 1 s).
+        # The configured backoff is in force (not the IDL's default of up to 8 s).
         fsm = client.idl._session.reconnect
         assert (fsm.get_min_backoff(), fsm.get_max_backoff()) == RECONNECT_BACKOFF_MS
         assert registry.get_sample_value("ovnk_ovsdb_nb_reconnects_total") is not None
