@@ -46,6 +46,9 @@ class FakeClient:
         return [dict(i) for i in items], version
 
     def watch(self, resource: Any, *, resource_version: str, **kwargs: Any) -> Iterator[WatchEvent]:
+        if self.exhausted.is_set():
+            # The informer retries until the test stops it; how often it gets to is timing, not script.
+            raise Unavailable("script finished")
         self.watched_from.append(resource_version)
         if not self.watches:
             self.exhausted.set()
