@@ -64,6 +64,9 @@ DNS_PORTS = (("udp", 53), ("tcp", 53))
 NODE_INDEX = {"x/a": 0, "x/b": 1, "x/c": 0, "y/a": 1, "y/b": 0, "y/c": 1, "z/a": 0, "z/b": 1, "z/c": 0, DNS: 1}
 PROBE_TIMEOUT = 1.0
 CONVERGE_TIMEOUT = 30.0
+# A probe round's kubectl exec normally takes 1-3 s; one that hangs is abandoned early enough
+# to leave the converge deadline room for another round.
+EXEC_TIMEOUT = 15
 #: ovs-vswitchd's other_config:max-idle default (ms -> s): an unused datapath flow is evicted after it.
 OVS_MAX_IDLE = 10.0
 STALE_FLOW_AFTER = 10.0
@@ -138,7 +141,7 @@ class Matrix:
             lines.append(f"p {index} {probe.protocol} {self.pods[probe.dst].ip} {probe.port} &")
         lines.append("wait")
         try:
-            out = self.cluster.exec(pod.namespace, pod.name, "sh", "-c", "\n".join(lines), timeout=30)
+            out = self.cluster.exec(pod.namespace, pod.name, "sh", "-c", "\n".join(lines), timeout=EXEC_TIMEOUT)
         except subprocess.TimeoutExpired:
             # Each probe gives up after PROBE_TIMEOUT, so a hung exec is the exec path (API server ->
             # kubelet over the node's host network -> containerd), not a probe verdict: this round
