@@ -110,17 +110,23 @@ static void buf_add(struct buf *b, const char *s, size_t n) {
 
 static void buf_str(struct buf *b, const char *s) { buf_add(b, s, strlen(s)); }
 
+static void buf_vfmt(struct buf *b, const char *fmt, va_list ap) {
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    if (n >= 0) {
+        buf_reserve(b, (size_t)n);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, again);
+        b->len += (size_t)n;
+    }
+    va_end(again);
+}
+
 static void buf_fmt(struct buf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    buf_vfmt(b, fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    buf_reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
 }
 
 /* ---- UTF-8 and JSON strings ----------------------------------------------------- */
@@ -422,13 +428,8 @@ static int report(int code, const char *details, const char *fmt, ...) {
     struct buf msg = {0}, out = {0};
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    buf_vfmt(&msg, fmt, ap);
     va_end(ap);
-    buf_reserve(&msg, n > 0 ? (size_t)n : 0);
-    va_start(ap, fmt);
-    vsnprintf(msg.data, (size_t)(n > 0 ? n : 0) + 1, fmt, ap);
-    va_end(ap);
-    msg.len = n > 0 ? (size_t)n : 0;
     buf_str(&out, "{\"cniVersion\": ");
     buf_json_string(&out, cni_version, strlen(cni_version));
     buf_fmt(&out, ", \"code\": %d, \"msg\": ", code);
