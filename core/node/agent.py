@@ -277,10 +277,7 @@ class NodeAgent:
         rt.pm.hook.ovnk_node_setup(ctx=ctx)
         # Every owner has declared its flows now: write each managed bridge whole (this is also
         # where the flows of a plugin switched off since the last run disappear).
-        self.gateway.sync_flows(force=True)
-        for bridge in flows.managed():
-            if bridge != info.bridge:
-                flows.sync(bridge, force=True)
+        self.gateway.sync_all_flows()
         self.annotator.attach(ctx)
         self.annotator.publish()
         managers: list[NodeManager] = [self.gateway, self.annotator]

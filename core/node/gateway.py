@@ -285,6 +285,15 @@ class SharedGateway:
         self._ports = ports
         return self.flows.sync(self.info.bridge, force=force or changed)
 
+    def sync_all_flows(self) -> None:
+        """Rewrite every managed bridge: the gateway's (with core's flows for the current ofports)
+        and those plugins declared (after a restart, or to repair tampering)."""
+        self.sync_flows(force=True)
+        assert self.info is not None
+        for bridge in self.flows.managed():
+            if bridge != self.info.bridge:
+                self.flows.sync(bridge, force=True)
+
     def run(self, stop: threading.Event) -> None:
         """Rewrite the flows of every managed bridge when the uplink or patch port changes, when
         ovs-vswitchd restarts (its tables start empty: without this the node's own traffic on the
@@ -306,18 +315,15 @@ class SharedGateway:
             except OvsTimeout:
                 due = time.monotonic() >= next_resync
             instance = self.flows.vswitchd_instance()
-            restarted = instance is not None and instance != vswitchd
-            if instance is not None and restarted:
+            restarted = False
+            if instance is not None and instance != vswitchd:
+                restarted = True
                 logger.warning("ovs-vswitchd restarted (pid %s): rewriting the flows of %s", instance[2],
                                ", ".join(self.flows.managed()))
             if not (due or restarted):
                 continue
             try:
-                self.sync_flows(force=True)
-                assert self.info is not None
-                for bridge in self.flows.managed():
-                    if bridge != self.info.bridge:
-                        self.flows.sync(bridge, force=True)
+                self.sync_all_flows()
             except Exception:
                 # A vswitchd that is still starting refuses the bundle: the next tick retries.
                 logger.exception("flow sync failed; retrying")

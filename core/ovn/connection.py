@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 # Reconnect backoff (ms) after a lost connection. During a RAFT election a
 # leader-only client connects to followers, is told "not leader" and backs off;
 # with the IDL's default (1-8 s) a leader change costs 3-18 s of writes, with 1 s
-# flat 3-4 s (bench/raft_failover.py). python-ovs allows nothing under 1 s through
+# flat 2-4 s (bench/raft_failover.py). python-ovs allows nothing under 1 s through
 # its setter; 100-200 ms forced onto the FSM got writes back in 1.6 s but, in one
 # of three full test runs, left a commit unanswered for 30 s (a transaction sent
 # mid-election), so the floor stays at 1 s.
