@@ -10,7 +10,7 @@ setup:
 test: setup lint typecheck pytest
 
 lint: setup
-	.venv/bin/ruff check core cni plugins ovnk tests bench
+	.venv/bin/ruff check core cni plugins ovnk lab tests bench
 	bash -n hack/*.sh
 	shellcheck -S warning hack/*.sh
 

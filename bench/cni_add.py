@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python bench/cni_add.py [--quick]``  (root: it creates network namespaces)
 
-Set-up (not timed): a simulated node (:mod:`ovnk.core.lab.ovsnode`: netns,
+Set-up (not timed): a simulated node (:mod:`ovnk_lab.ovsnode`: netns,
 ovs-vswitchd netdev, ovn-controller, OVN central, API server, the ovnk
 controller in-process) with ``ovnk node`` running; N pods bound to it and
 annotated by the controller; N sandbox netns for ovnk and N for the baseline.
@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from ovnk.core.kube.resources import NAMESPACES
-from ovnk.core.lab import paths
-from ovnk.core.lab.ovsnode import NodeLab
-from ovnk.core.lab.ovsnode import PodSandbox
-from ovnk.core.lab.ovsnode import netconf
+from ovnk_lab import paths
+from ovnk_lab.ovsnode import NodeLab
+from ovnk_lab.ovsnode import PodSandbox
+from ovnk_lab.ovsnode import netconf
 
 GOAL_RATIO = 2.0
 PLUGIN_DIR = "/usr/lib/cni"

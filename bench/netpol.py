@@ -54,12 +54,12 @@ from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NETWORKPOLICIES
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.ovn import OvnCentral
 from ovnk.core.ovn.commands import EnsureRow
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import find_one
 from ovnk.core.ovn.txn import NbTxn
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.ovn import OvnCentral
 
 APPS = 10
 ROLES = 5

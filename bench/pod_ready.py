@@ -5,10 +5,10 @@ Usage: ``.venv/bin/python bench/pod_ready.py [--quick]``  (root: it brings up sa
 Two sandboxes of its own (own prefixes, underlay subnets and work dirs), brought
 up side by side and measured one after the other (not timed: start-up):
 
-* ovnk: :class:`~ovnk.core.lab.sandbox.Sandbox` (kubelets, containerd, OVN, the
+* ovnk: :class:`~ovnk_lab.sandbox.Sandbox` (kubelets, containerd, OVN, the
   ovnk controller and node agents);
-* baseline: :class:`~ovnk.core.lab.cluster.LabCluster` whose nodes use Debian's
-  reference ``bridge`` + ``host-local`` plugins (:class:`~ovnk.core.lab.cluster.BridgeCni`).
+* baseline: :class:`~ovnk_lab.cluster.LabCluster` whose nodes use Debian's
+  reference ``bridge`` + ``host-local`` plugins (:class:`~ovnk_lab.cluster.BridgeCni`).
 
 On each, a client pod per node is started first. Then N pods (100; ``--quick``
 20) are created through the API by 8 threads, alternating between the two
@@ -53,14 +53,14 @@ from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.kube.resources import Resource
-from ovnk.core.lab import images
-from ovnk.core.lab import paths
-from ovnk.core.lab.cluster import BridgeCni
-from ovnk.core.lab.cluster import LabCluster
-from ovnk.core.lab.kubenode import SandboxNode
-from ovnk.core.lab.sandbox import Sandbox
-from ovnk.core.lab.sandbox import SandboxOptions
-from ovnk.core.lab.sandbox import copy_logs
+from ovnk_lab import images
+from ovnk_lab import paths
+from ovnk_lab.cluster import BridgeCni
+from ovnk_lab.cluster import LabCluster
+from ovnk_lab.kubenode import SandboxNode
+from ovnk_lab.sandbox import Sandbox
+from ovnk_lab.sandbox import SandboxOptions
+from ovnk_lab.sandbox import copy_logs
 
 SERVICEACCOUNTS = Resource("", "v1", "ServiceAccount", "serviceaccounts")
 NAMESPACE = "bench-ready"

@@ -41,9 +41,9 @@ from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.kube.resources import Resource
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.ovn import OvnCentral
 from ovnk.core.ovn.connection import OvsdbClient
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.ovn import OvnCentral
 
 PODS_PER_NODE = 240  # a /24 host subnet holds 252
 

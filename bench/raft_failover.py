@@ -39,12 +39,12 @@ from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
 from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.schema.ovn_northbound import impl_idl as nb_impl
 
-from ovnk.core.lab.ovn import OvnCentral
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.ovn.ids import OwnerType
 from ovnk.core.ovn.txn import TxnManager
+from ovnk_lab.ovn import OvnCentral
 
 CONTROLLER = "default-network-controller"
 SWITCH = OwnerType("Node", "Logical_Switch", ("name",))

@@ -41,9 +41,9 @@ from ovnk.core.kube.resources import ENDPOINTSLICES
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import SERVICES
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.ovn import OvnCentral
 from ovnk.core.ovn.connection import OvsdbClient
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.ovn import OvnCentral
 
 NAMESPACE = "bench"
 

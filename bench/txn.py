@@ -27,13 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ovnk.core.lab.ovn import OvnCentral
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
 from ovnk.core.ovn.commands import Ref
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.ovn.ids import OwnerType
 from ovnk.core.ovn.txn import TxnManager
+from ovnk_lab.ovn import OvnCentral
 
 CONTROLLER = "default-network-controller"
 NODE = OwnerType("Node", "Logical_Switch", ("name", "type"))

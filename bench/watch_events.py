@@ -42,7 +42,7 @@ from ovnk.core.kube.informer import Informer
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.kube.resources import Resource
-from ovnk.core.lab.kube import KubeControlPlane
+from ovnk_lab.kube import KubeControlPlane
 
 NAMESPACE = "bench"
 LABEL = "ovnk-bench"

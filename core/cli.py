@@ -1,9 +1,12 @@
 """The ``ovnk`` command line (click).
 
 Global options feed the configuration (they are its highest-precedence layer).
-Subcommands of enabled plugins are added through ``ovnk_register_commands``
-when the group resolves a name it does not know, so disabled plugins' hooks
-never run and plain commands never pay for plugin loading.
+Subcommands of installed plugins are added through ``ovnk_register_commands``
+when the group resolves a name it does not know, so plain commands never pay
+for plugin loading. Plugin commands do not depend on ``[plugins] enabled`` (the
+command line is used from anywhere, e.g. ``ovnk sandbox`` from the lab plugin);
+a command that needs its plugin's settings reads them through
+:meth:`CliState.runtime`, which loads only the enabled plugins.
 """
 
 from __future__ import annotations
@@ -41,6 +44,21 @@ class CliState:
         return self._runtime
 
 
+def command_settings(plugin: str) -> Any:
+    """The settings of ``plugin`` for a plugin's command (the current ``ovnk`` invocation's config).
+
+    :raises ConfigError: the plugin is not enabled in this invocation's configuration; the
+        message says how to enable it.
+    """
+    from ovnk.core.errors import ConfigError
+
+    config = get_state(click.get_current_context()).runtime().config
+    if plugin not in config.plugin_sections:
+        raise ConfigError(f"plugin {plugin!r} is not enabled here: enable it with --plugins {plugin}, "
+                          f"OVNK_PLUGINS or [plugins] enabled in the config file")
+    return config.plugin_settings(plugin)
+
+
 def fail(message: str) -> None:
     """Exit with status 1 and ``ovnk: error: <message>`` on stderr."""
     click.echo(f"ovnk: error: {message}", err=True)
@@ -48,7 +66,7 @@ def fail(message: str) -> None:
 
 
 class OvnkGroup(click.Group):
-    """Adds enabled plugins' commands lazily (datasette's ``register_commands``)."""
+    """Adds installed plugins' commands lazily (datasette's ``register_commands``)."""
 
     _plugin_commands: dict[str, click.Command] | None = None
 
@@ -60,9 +78,11 @@ class OvnkGroup(click.Group):
 
     def _load_plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
         if self._plugin_commands is None:
-            state = get_state(ctx)
+            from ovnk.core import introspect
+
             collector = click.Group()
-            state.runtime().pm.hook.ovnk_register_commands(cli=collector)
+            for problem in introspect.plugin_commands(collector):
+                click.echo(f"ovnk: warning: {problem}", err=True)
             self._plugin_commands = dict(collector.commands)
         return self._plugin_commands
 
@@ -170,9 +190,9 @@ def plugins_group() -> None:
 @pass_state
 def plugins_list(state: CliState, as_json: bool) -> None:
     """Every installed plugin: distribution, version, enabled, hooks, claims."""
-    from ovnk.core import inspect as inspect_mod
+    from ovnk.core import introspect
 
-    rows = inspect_mod.plugin_table(state.inputs)
+    rows = introspect.plugin_table(state.inputs)
     if as_json:
         import json
 

@@ -43,10 +43,7 @@ def node_command(state: CliState) -> None:
 
 def register(cli: click.Group) -> None:
     """Add every core subcommand that lives outside :mod:`ovnk.core.cli`."""
-    from ovnk.core.lab.cli import sandbox_group
-
     cli.add_command(controller_command)
-    cli.add_command(sandbox_group)
     cli.add_command(node_command)
     from ovnk.core import cni_cli
 

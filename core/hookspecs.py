@@ -150,10 +150,15 @@ def ovnk_register_metrics(registry: CollectorRegistry) -> None:
 def ovnk_register_commands(cli: click.Group) -> None:
     """Add click subcommands to the ``ovnk`` command line.
 
+    Commands of every *installed* plugin are offered, whether or not the plugin
+    is enabled (the command line runs anywhere, not only where the controller
+    runs); a command that needs the plugin's settings reads them through the
+    CLI state's runtime and says so when the plugin is not enabled.
+
     :param cli: the top-level ``ovnk`` click group; use ``cli.add_command`` or
         ``@cli.command()``.
 
-    Honoured in: the ``ovnk`` CLI, for enabled plugins only.
+    Honoured in: the ``ovnk`` CLI, when a command name is not one of core's.
     """
 
 

@@ -54,7 +54,7 @@ install_apt() {
 
 install_venv() {
   local venv="$ROOT/.venv" stamp
-  stamp="$venv/.ovnk-installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  stamp="$venv/.ovnk-installed-$(cat "$ROOT/pyproject.toml" "$ROOT/lab/pyproject.toml" | sha256sum | cut -c1-16)"
   if [[ -x $venv/bin/python && -e $stamp ]]; then
     return
   fi
@@ -71,6 +71,8 @@ install_venv() {
   [[ -d $venv ]] || "$py" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip setuptools wheel >/dev/null
   "$venv/bin/pip" install -q -e "${ROOT}[test]"
+  # The lab (sandbox, test bed) is its own distribution: the product never contains it.
+  "$venv/bin/pip" install -q -e "${ROOT}/lab"
   rm -f "$venv"/.ovnk-installed-*
   touch "$stamp"
 }

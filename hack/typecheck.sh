@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# mypy (strict on ovnk.core and ovnk.cni). The root folders are mapped onto the
+# mypy (strict on ovnk.core, ovnk.cni and the lab's ovnk_lab). The root folders are mapped onto the
 # ovnk package at install time, which mypy cannot see through, so give it a
 # symlink tree with the import layout.
 set -euo pipefail
@@ -10,5 +10,6 @@ for f in "$ROOT"/ovnk/*; do ln -s "$f" "$TREE/ovnk/$(basename "$f")"; done
 ln -s "$ROOT/core" "$TREE/ovnk/core"
 ln -s "$ROOT/cni" "$TREE/ovnk/cni"
 ln -s "$ROOT/plugins" "$TREE/ovnk/plugins"
+ln -s "$ROOT/lab/ovnk_lab" "$TREE/ovnk_lab"
 cd "$TREE"
-MYPYPATH="$TREE" exec "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/.venv/mypy-cache" -p ovnk "$@"
+MYPYPATH="$TREE" exec "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/.venv/mypy-cache" -p ovnk -p ovnk_lab "$@"

@@ -25,6 +25,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "OwnerType": ("ovnk.core.ovn.ids", "OwnerType"),
     "ControllerSpec": ("ovnk.core.reconcile.spec", "ControllerSpec"),
     "Resource": ("ovnk.core.kube.resources", "Resource"),
+    "command_settings": ("ovnk.core.cli", "command_settings"),
 }
 
 __all__ = [
@@ -36,12 +37,14 @@ __all__ = [
     "Resource",
     "TemporaryError",
     "__version__",
+    "command_settings",
     "hookimpl",
     "hookspec",
     "setting",
 ]
 
 if TYPE_CHECKING:
+    from ovnk.core.cli import command_settings as command_settings
     from ovnk.core.errors import ConfigError as ConfigError
     from ovnk.core.errors import PermanentError as PermanentError
     from ovnk.core.errors import PluginError as PluginError

@@ -44,7 +44,7 @@ def lab_dir() -> Iterator[Path]:
 @pytest.fixture
 def ovn_central(lab_dir: Path) -> Iterator[object]:
     """A fresh standalone OVN central for one test."""
-    from ovnk.core.lab.ovn import OvnCentral
+    from ovnk_lab.ovn import OvnCentral
 
     central = OvnCentral(lab_dir / f"ovn-{uuid.uuid4().hex[:8]}", tcp=False)
     central.start()
@@ -55,7 +55,7 @@ def ovn_central(lab_dir: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def kube_cp(lab_dir: Path) -> Iterator[object]:
     """The session's Kubernetes control plane (real etcd + kube-apiserver + controllers)."""
-    from ovnk.core.lab.kube import KubeControlPlane
+    from ovnk_lab.kube import KubeControlPlane
 
     cp = KubeControlPlane(lab_dir / "kube")
     cp.start()

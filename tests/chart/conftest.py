@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ovnk.core.lab import paths
+from ovnk_lab import paths
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ovnk"

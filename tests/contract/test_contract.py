@@ -87,7 +87,8 @@ def all_modules() -> list[str]:
     import ovnk
 
     names = ["ovnk"]
-    for package, path in (("ovnk.core", REPO / "core"), ("ovnk.cni", REPO / "cni"), ("ovnk.plugins", REPO / "plugins")):
+    for package, path in (("ovnk.core", REPO / "core"), ("ovnk.cni", REPO / "cni"), ("ovnk.plugins", REPO / "plugins"),
+                          ("ovnk_lab", REPO / "lab" / "ovnk_lab")):
         names.append(package)
         for info in pkgutil.walk_packages([str(path)], prefix=package + "."):
             names.append(info.name)
@@ -108,6 +109,17 @@ def test_importing_ovnk_and_the_cni_package_is_cheap() -> None:
             "print(','.join(heavy))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert res.stdout.strip() == ""
+
+
+def test_the_product_distribution_does_not_contain_the_lab() -> None:
+    """The lab is its own distribution (``ovnk-lab``); the product's wheel and image carry none of it."""
+    import importlib.util
+
+    assert importlib.util.find_spec("ovnk.core.lab") is None
+    files = [str(f) for f in metadata.distribution("ovnk").files or ()]
+    assert not [f for f in files if "lab" in f.split("/") or "ovnk_lab" in f], files
+    lab = metadata.distribution("ovnk-lab")
+    assert [ep.value for ep in lab.entry_points if ep.group == plugins_mod.ENTRY_POINT_GROUP] == ["ovnk_lab.plugin"]
 
 
 def test_every_core_setting_is_documented() -> None:

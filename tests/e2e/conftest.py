@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from ovnk.core.lab import paths
-from ovnk.core.lab.images import ECHO_IN_IMAGE
-from ovnk.core.lab.sandbox import Sandbox
-from ovnk.core.lab.sandbox import SandboxOptions
-from ovnk.core.lab.sandbox import datapath_crashes
+from ovnk_lab import paths
+from ovnk_lab.images import ECHO_IN_IMAGE
+from ovnk_lab.sandbox import Sandbox
+from ovnk_lab.sandbox import SandboxOptions
+from ovnk_lab.sandbox import datapath_crashes
 
 ECHO_TCP = 8080
 ECHO_UDP = 8081
@@ -228,7 +228,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         _DATAPATH_CRASHES.extend(datapath_crashes(box.workdir))
         logs = Path(os.environ.get("OVNK_E2E_LOGS", "")) if os.environ.get("OVNK_E2E_LOGS") else None
         if logs is not None:
-            from ovnk.core.lab.sandbox import copy_logs
+            from ovnk_lab.sandbox import copy_logs
 
             copy_logs(box, logs)
         box.down()
@@ -248,8 +248,8 @@ def ns(cluster: Cluster) -> Iterator[str]:
 
 def external_echo(sandbox: Sandbox, port: int) -> subprocess.Popen[bytes]:
     """An ovnk-echo server in the sandbox's external namespace (the outside world)."""
-    from ovnk.core.lab.hostnet import netns_path
-    from ovnk.core.lab.images import build_echo_binary
+    from ovnk_lab.hostnet import netns_path
+    from ovnk_lab.images import build_echo_binary
 
     ext = sandbox.cluster.underlay.ext_netns
     return subprocess.Popen([paths.system_bin("nsenter"), f"--net={netns_path(ext)}", str(build_echo_binary()),
@@ -259,8 +259,8 @@ def external_echo(sandbox: Sandbox, port: int) -> subprocess.Popen[bytes]:
 def external_send(sandbox: Sandbox, protocol: str, address: str, port: int, message: str = "hostname", *,
                   timeout: float = 2) -> EchoResult:
     """An ovnk-echo client in the sandbox's external namespace (the outside world) sends ``message``."""
-    from ovnk.core.lab.hostnet import netns_path
-    from ovnk.core.lab.images import build_echo_binary
+    from ovnk_lab.hostnet import netns_path
+    from ovnk_lab.images import build_echo_binary
 
     ext = sandbox.cluster.underlay.ext_netns
     return _echo_result([paths.system_bin("nsenter"), f"--net={netns_path(ext)}", str(build_echo_binary()), "send",

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ovnk.core.lab import paths
-from ovnk.core.lab.sandbox import Sandbox
-from ovnk.core.lab.sandbox import SandboxOptions
-from ovnk.core.lab.sandbox import copy_logs
+from ovnk_lab import paths
+from ovnk_lab.sandbox import Sandbox
+from ovnk_lab.sandbox import SandboxOptions
+from ovnk_lab.sandbox import copy_logs
 from tests.e2e.conftest import Cluster
 
 OWNER_TYPE = "k8s.ovn.org/owner-type"

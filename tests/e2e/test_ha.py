@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ovnk.core.lab.sandbox import SandboxOptions
+from ovnk_lab.sandbox import SandboxOptions
 from tests.e2e.conftest import Cluster
 from tests.e2e.support import apply_pods
 from tests.e2e.support import assert_nb_matches_pods

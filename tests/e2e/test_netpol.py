@@ -49,7 +49,7 @@ from typing import Any
 
 import pytest
 
-from ovnk.core.lab.images import ECHO_IN_IMAGE
+from ovnk_lab.images import ECHO_IN_IMAGE
 from tests.e2e.conftest import Cluster
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ovnk.core.lab.images import ECHO_IN_IMAGE
+from ovnk_lab.images import ECHO_IN_IMAGE
 from tests.e2e.conftest import Cluster
 from tests.e2e.conftest import external_send
 from tests.e2e.conftest import poll_until

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ovnk.core.lab import paths
-from ovnk.core.lab.kube import Pki
-from ovnk.core.lab.sandbox import Sandbox
-from ovnk.core.lab.sandbox import SandboxOptions
+from ovnk_lab import paths
+from ovnk_lab.kube import Pki
+from ovnk_lab.sandbox import Sandbox
+from ovnk_lab.sandbox import SandboxOptions
 from tests.e2e.conftest import Cluster
 from tests.e2e.support import own_sandbox
 from tests.e2e.support import unreachable

@@ -10,8 +10,8 @@ import pytest
 
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NODES
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.ovn import OvnCentral
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.ovn import OvnCentral
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ovnk.core.lab.paths import tool_bin
+from ovnk_lab.paths import tool_bin
 
 from .conftest import SHIM_TIMEOUT
 from .conftest import RecordingHandler

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ovnk.core.kube.resources import NODES
-from ovnk.core.lab.procs import free_port
+from ovnk_lab.procs import free_port
 from tests.functional.topology.conftest import ClusterEnv
 from tests.functional.topology.conftest import nb_value
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ovnk.core.lab.procs import free_port
+from ovnk_lab.procs import free_port
 from tests.functional.topology.conftest import ClusterEnv
 
 

@@ -27,7 +27,7 @@ from ovnk.core.kube.resources import LEASES
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import SERVICES
 from ovnk.core.kube.resources import Resource
-from ovnk.core.lab.procs import free_port
+from ovnk_lab.procs import free_port
 from tests.functional.kube.conftest import ApiServerControl
 from tests.functional.kube.helpers import configmap
 

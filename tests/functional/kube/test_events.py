@@ -14,7 +14,7 @@ from ovnk.core.kube.events import EventRecorder
 from ovnk.core.kube.resources import CONFIGMAPS
 from ovnk.core.kube.resources import EVENTS
 from ovnk.core.kube.resources import NAMESPACES
-from ovnk.core.lab.procs import free_port
+from ovnk_lab.procs import free_port
 from tests.functional.kube.helpers import configmap
 from tests.functional.kube.helpers import wait_until
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ovnk.core.lab import images
-from ovnk.core.lab.procs import free_port
+from ovnk_lab import images
+from ovnk_lab.procs import free_port
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,16 @@ from pathlib import Path
 import pytest
 
 from ovnk.core.errors import StartupError
-from ovnk.core.lab import hostnet
-from ovnk.core.lab import hostres
-from ovnk.core.lab import paths
-from ovnk.core.lab.cluster import BridgeCni
-from ovnk.core.lab.cluster import LabCluster
-from ovnk.core.lab.cluster import SandboxState
-from ovnk.core.lab.images import echo_probe_command
-from ovnk.core.lab.kubenode import SandboxNode
-from ovnk.core.lab.procs import wait_for
-from ovnk.core.lab.sandbox import datapath_crashes
+from ovnk_lab import hostnet
+from ovnk_lab import hostres
+from ovnk_lab import paths
+from ovnk_lab.cluster import BridgeCni
+from ovnk_lab.cluster import LabCluster
+from ovnk_lab.cluster import SandboxState
+from ovnk_lab.images import echo_probe_command
+from ovnk_lab.kubenode import SandboxNode
+from ovnk_lab.procs import wait_for
+from ovnk_lab.sandbox import datapath_crashes
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -245,7 +245,7 @@ def test_down_leaves_nothing_and_up_again_with_ovs_from_another_process(
     script = textwrap.dedent(f"""
         import os
         from pathlib import Path
-        from ovnk.core.lab.cluster import ExternalCni, LabCluster
+        from ovnk_lab.cluster import ExternalCni, LabCluster
         cluster = LabCluster(Path({str(workdir)!r}), prefix={PREFIX!r}, subnet={SUBNET!r})
         cluster.up(2, with_ovs=True, cni=ExternalCni())
         os._exit(0)

@@ -24,8 +24,8 @@ from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NETWORKPOLICIES
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.ovn import OvnCentral
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.ovn import OvnCentral
 from tests.functional.topology.conftest import ClusterEnv
 from tests.functional.topology.conftest import module_kube  # noqa: F401  (fixture)
 from tests.functional.topology.conftest import nb_value

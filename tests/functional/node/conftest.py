@@ -1,4 +1,4 @@
-"""Simulated nodes for the node agent: one lab per test package (see ``ovnk.core.lab.ovsnode``).
+"""Simulated nodes for the node agent: one lab per test package (see ``ovnk_lab.ovsnode``).
 
 Real parts only: netns + veth underlay, per node ovsdb-server, ovs-vswitchd
 (netdev, inside the node netns) and ovn-controller against a real OVN
@@ -26,11 +26,11 @@ import pytest
 
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NODES
-from ovnk.core.lab.ovsnode import CniRun
-from ovnk.core.lab.ovsnode import NodeLab
-from ovnk.core.lab.ovsnode import OvsNode
-from ovnk.core.lab.ovsnode import PodSandbox
-from ovnk.core.lab.procs import wait_for
+from ovnk_lab.ovsnode import CniRun
+from ovnk_lab.ovsnode import NodeLab
+from ovnk_lab.ovsnode import OvsNode
+from ovnk_lab.ovsnode import PodSandbox
+from ovnk_lab.procs import wait_for
 
 pytestmark = [pytest.mark.node, pytest.mark.kube, pytest.mark.ovn]
 

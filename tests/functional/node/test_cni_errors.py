@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import pytest
 
 from ovnk.core.kube.resources import PODS
-from ovnk.core.lab.ovsnode import CniRun
-from ovnk.core.lab.ovsnode import NodeLab
-from ovnk.core.lab.ovsnode import OvsNode
-from ovnk.core.lab.ovsnode import PodSandbox
-from ovnk.core.lab.ovsnode import netconf
+from ovnk_lab.ovsnode import CniRun
+from ovnk_lab.ovsnode import NodeLab
+from ovnk_lab.ovsnode import OvsNode
+from ovnk_lab.ovsnode import PodSandbox
+from ovnk_lab.ovsnode import netconf
 
 from .conftest import ANNOTATION_TIMEOUT
 from .conftest import OVN_INSTALLED_TIMEOUT

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ovnk.core.lab import paths
-from ovnk.core.lab.ovsnode import NodeLab
-from ovnk.core.lab.ovsnode import OvsNode
-from ovnk.core.lab.ovsnode import PodSandbox
-from ovnk.core.lab.ovsnode import netconf
+from ovnk_lab import paths
+from ovnk_lab.ovsnode import NodeLab
+from ovnk_lab.ovsnode import OvsNode
+from ovnk_lab.ovsnode import PodSandbox
+from ovnk_lab.ovsnode import netconf
 
 from .conftest import add_ok
 from .conftest import cni_error

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from ovnk.core.kube.resources import NODES
-from ovnk.core.lab.ovsnode import NodeLab
-from ovnk.core.lab.ovsnode import OvsNode
-from ovnk.core.lab.ovsnode import netconf
-from ovnk.core.lab.procs import wait_for
 from ovnk.core.node.flows import FlowManager
+from ovnk_lab.ovsnode import NodeLab
+from ovnk_lab.ovsnode import OvsNode
+from ovnk_lab.ovsnode import netconf
+from ovnk_lab.procs import wait_for
 
 from .conftest import add_ok
 from .conftest import dump_flows

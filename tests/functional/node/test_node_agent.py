@@ -11,9 +11,9 @@ import pytest
 from ovnk.core.config import CniSettings
 from ovnk.core.kube.resources import EVENTS
 from ovnk.core.kube.resources import NODES
-from ovnk.core.lab.ovsnode import NodeLab
-from ovnk.core.lab.ovsnode import OvsNode
 from ovnk.core.node.flows import FlowManager
+from ovnk_lab.ovsnode import NodeLab
+from ovnk_lab.ovsnode import OvsNode
 
 from .conftest import dump_flows
 from .conftest import node_annotations

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from ovnk.core.lab import paths
-from ovnk.core.lab.ovsnode import NodeLab
-from ovnk.core.lab.ovsnode import OvsNode
-from ovnk.core.lab.ovsnode import netconf
+from ovnk_lab import paths
+from ovnk_lab.ovsnode import NodeLab
+from ovnk_lab.ovsnode import OvsNode
+from ovnk_lab.ovsnode import netconf
 
 from .conftest import add_ok
 from .conftest import host_links

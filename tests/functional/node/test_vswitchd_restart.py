@@ -14,11 +14,11 @@ import subprocess
 import time
 
 from ovnk.core.errors import StartupError
-from ovnk.core.lab import paths
-from ovnk.core.lab.ovsnode import NodeLab
-from ovnk.core.lab.ovsnode import OvsNode
-from ovnk.core.lab.procs import wait_for
 from ovnk.core.node.gateway import RESYNC_INTERVAL
+from ovnk_lab import paths
+from ovnk_lab.ovsnode import NodeLab
+from ovnk_lab.ovsnode import OvsNode
+from ovnk_lab.procs import wait_for
 
 from .conftest import dump_flows
 from .conftest import ping

@@ -12,15 +12,15 @@ from prometheus_client import CollectorRegistry
 
 from ovnk.core.errors import StartupError
 from ovnk.core.errors import TemporaryError
-from ovnk.core.lab.kube import Pki
-from ovnk.core.lab.ovn import OvnCentral
-from ovnk.core.lab.ovn import SslFiles as LabSsl
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
 from ovnk.core.ovn.connection import RECONNECT_BACKOFF_MS
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.ovn.connection import SslFiles
 from ovnk.core.ovn.txn import TxnManager
+from ovnk_lab.kube import Pki
+from ovnk_lab.ovn import OvnCentral
+from ovnk_lab.ovn import SslFiles as LabSsl
 from tests.functional.ovn.conftest import CONTROLLER
 from tests.functional.ovn.conftest import NODE_SWITCH
 from tests.functional.ovn.conftest import POD_PORT

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from ovnk.core.lab.procs import wait_for
 from ovnk.core.ovn.commands import ForeignRowError
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
@@ -16,6 +15,7 @@ from ovnk.core.ovn.commands import RowNotFoundError
 from ovnk.core.ovn.reader import NbReader
 from ovnk.core.ovn.txn import NotLeaderError
 from ovnk.core.ovn.txn import TxnManager
+from ovnk_lab.procs import wait_for
 from tests.functional.ovn.conftest import CONTROLLER
 from tests.functional.ovn.conftest import NODE_SWITCH
 from tests.functional.ovn.conftest import POD_PORT

@@ -22,7 +22,7 @@ import pytest
 from ovnk.core.kube.resources import ENDPOINTSLICES
 from ovnk.core.kube.resources import EVENTS
 from ovnk.core.kube.resources import SERVICES
-from ovnk.core.lab.kube import KubeControlPlane
+from ovnk_lab.kube import KubeControlPlane
 from tests.functional.topology.conftest import ClusterEnv
 from tests.functional.topology.conftest import env  # noqa: F401  (fixture)
 from tests.functional.topology.conftest import nb_value

@@ -18,11 +18,6 @@ from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.events import EventRecorder
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import SERVICES
-from ovnk.core.lab import hostnet
-from ovnk.core.lab import paths
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.ovsnode import OvsNode
-from ovnk.core.lab.procs import run
 from ovnk.core.node.context import NodeContext
 from ovnk.core.node.flows import CORE_OWNER
 from ovnk.core.node.flows import FlowManager
@@ -30,6 +25,11 @@ from ovnk.core.node.gateway import gateway_flows
 from ovnk.core.node.net import NetFacade
 from ovnk.core.node.ovs import OvsFacade
 from ovnk.core.ovn.connection import OvsdbClient
+from ovnk_lab import hostnet
+from ovnk_lab import paths
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.ovsnode import OvsNode
+from ovnk_lab.procs import run
 from tests.functional.services.conftest import eventually
 
 NODE = "np-node"

@@ -18,8 +18,8 @@ from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.ovn import OvnCentral
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.ovn import OvnCentral
 
 
 def node_ip(index: int) -> str:

@@ -111,7 +111,8 @@ def test_hook_ovnk_unconfigure_runs_for_every_enabled_plugin(fake_dists) -> None
     assert "life_plugin" not in sys.modules
 
 
-def test_hook_ovnk_register_commands_only_for_enabled_plugins(fake_dists, run_cli) -> None:
+def test_hook_ovnk_register_commands_for_every_installed_plugin(fake_dists, run_cli) -> None:
+    """Commands do not depend on ``[plugins] enabled``; a broken plugin costs only its own commands."""
     fake_dists.add("ovnk-cmd", plugins={"cmd": "cmd_plugin"}, modules={"cmd_plugin": """
 import click
 from ovnk import hookimpl
@@ -122,6 +123,14 @@ def ovnk_register_commands(cli):
     def wave():
         click.echo("waving")
 """})
-    assert run_cli("--plugins", "cmd", "wave").output == "waving\n"
+    fake_dists.add("ovnk-broken", plugins={"broken": "broken_plugin"}, modules={"broken_plugin": """
+raise RuntimeError("cannot import me")
+"""})
+    assert run_cli("--plugins", "cmd", "wave").output.endswith("waving\n")
     result = run_cli("wave")
-    assert result.exit_code != 0 and "No such command 'wave'" in result.output
+    assert result.exit_code == 0
+    assert result.output.endswith("waving\n")
+    assert "plugin 'broken': its commands are unavailable" in result.output
+    assert "cannot import me" in result.output
+    missing = run_cli("nope")
+    assert missing.exit_code != 0 and "No such command 'nope'" in missing.output

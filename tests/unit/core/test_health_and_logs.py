@@ -14,12 +14,12 @@ from ovnk.core.errors import StartupError
 from ovnk.core.health import HealthServer
 from ovnk.core.health import HealthState
 from ovnk.core.kube.resources import PODS
-from ovnk.core.lab.procs import free_port
 from ovnk.core.metrics import new_registry
 from ovnk.core.reconcile.runner import ControllerRunner
 from ovnk.core.reconcile.spec import ControllerSpec
 from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk.core.reconcile.spec import Watch
+from ovnk_lab.procs import free_port
 from tests.unit.core.reconcile.test_runner import MemoryFactory
 from tests.unit.core.reconcile.test_runner import pod
 

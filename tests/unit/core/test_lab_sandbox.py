@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ovnk.core.lab.sandbox import Sandbox
-from ovnk.core.lab.sandbox import copy_logs
+from ovnk_lab.sandbox import Sandbox
+from ovnk_lab.sandbox import copy_logs
 
 
 def test_copy_logs_copies_files_and_skips_the_kubelets_dangling_container_links(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ovnk import OwnerType
+from ovnk import command_settings
 from ovnk import hookimpl
 from ovnk import setting
 
@@ -44,11 +45,8 @@ def ovnk_configure(config):
 @hookimpl
 def ovnk_register_commands(cli):
     @cli.command("hello")
-    @click.pass_context
-    def hello(ctx):
+    def hello():
         """Print the configured greeting."""
-        from ovnk.core.cli import get_state
-
-        settings = get_state(ctx).runtime().config.plugin_settings("hello")
+        settings = command_settings("hello")
         for _ in range(settings.repeat):
             click.echo(settings.greeting)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ovnk.core.errors import StartupError
-from ovnk.core.lab import paths
-from ovnk.core.lab.kubenode import SandboxNode
+from ovnk_lab import paths
+from ovnk_lab.kubenode import SandboxNode
 
 
 class CniProvider(Protocol):

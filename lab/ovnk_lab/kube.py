@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovnk.core.lab import paths
-from ovnk.core.lab.procs import Daemon
-from ovnk.core.lab.procs import free_port
-from ovnk.core.lab.procs import run
-from ovnk.core.lab.procs import wait_for
+from ovnk_lab import paths
+from ovnk_lab.procs import Daemon
+from ovnk_lab.procs import free_port
+from ovnk_lab.procs import run
+from ovnk_lab.procs import wait_for
 
 SERVICE_CIDR = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"

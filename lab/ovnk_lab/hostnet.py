@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovnk.core.errors import StartupError
-from ovnk.core.lab import paths
-from ovnk.core.lab.procs import run
+from ovnk_lab import paths
+from ovnk_lab.procs import run
 
 NETNS_DIR = Path("/run/netns")
 UNDERLAY_BRIDGE = "br0"

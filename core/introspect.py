@@ -1,12 +1,15 @@
-"""Read-only views of installed plugins for ``ovnk plugins list``.
+"""Read-only views of installed plugins: ``ovnk plugins list`` and plugin commands.
 
 This builds a throw-away *inspection* plugin manager per plugin, imports it and
-calls only ``ovnk_claims`` on it to learn what it would claim. It is never the
+calls only ``ovnk_claims`` (to learn what it would claim) or
+``ovnk_register_commands`` (to learn its subcommands) on it. It is never the
 runtime manager: nothing is configured and no controller or node hook runs.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
 from typing import Any
 
 from ovnk.core import config as config_mod
@@ -14,6 +17,11 @@ from ovnk.core import plugins as plugins_mod
 from ovnk.core.claims import Claims
 from ovnk.core.config import ConfigInputs
 from ovnk.core.errors import OvnkError
+
+if TYPE_CHECKING:
+    import click
+
+logger = logging.getLogger(__name__)
 
 
 def _claims_of(pm: plugins_mod.OvnkPluginManager, owner: str) -> list[str]:
@@ -67,3 +75,22 @@ def plugin_table(inputs: ConfigInputs) -> list[dict[str, Any]]:
             row["error"] = str(exc)
         rows.append(row)
     return rows
+
+
+def plugin_commands(cli: click.Group) -> list[str]:
+    """Add the subcommands of every *installed* plugin to ``cli``; returns the problems met.
+
+    Commands do not depend on ``[plugins] enabled``: that list decides what the
+    controller and the node agent run, while the command line is used from
+    anywhere (an operator's shell, the sandbox). A plugin that fails to import
+    or to register its commands is reported and skipped; the others still load.
+    """
+    problems: list[str] = []
+    for name, plugin in sorted(plugins_mod.discover().items()):
+        try:
+            pm = plugins_mod.OvnkPluginManager()
+            pm.register(plugin.load(), name=name)
+            pm.hook.ovnk_register_commands(cli=cli)
+        except Exception as exc:  # a broken plugin must not break the whole command line
+            problems.append(f"plugin {name!r}: its commands are unavailable: {exc}")
+    return problems

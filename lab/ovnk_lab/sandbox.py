@@ -1,6 +1,6 @@
 """``ovnk sandbox``: a real multi-node cluster on this machine, networked by ovnk.
 
-On top of :class:`~ovnk.core.lab.cluster.LabCluster` (control plane, underlay,
+On top of :class:`~ovnk_lab.cluster.LabCluster` (control plane, underlay,
 per-node network and mount namespaces, containerd, kubelets, per-node OVS and
 ovn-controller), this adds what makes it an ovnk cluster:
 
@@ -14,7 +14,7 @@ ovn-controller), this adds what makes it an ovnk cluster:
 Database addresses. Without ``ssl`` every component uses the databases' unix
 sockets (they work across network namespaces: the node agents and
 ovn-controllers see the same files). With ``ssl=True`` the sandbox makes a CA
-and certificates (:class:`~ovnk.core.lab.kube.Pki`, in ``<workdir>/ovn-pki``):
+and certificates (:class:`~ovnk_lab.kube.Pki`, in ``<workdir>/ovn-pki``):
 one server certificate for the ovsdb-servers, one client certificate per
 controller and one per node (its agent and its ovn-controller). NB and SB then
 serve ``pssl:`` only on the underlay host address, which the host and every
@@ -52,19 +52,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovnk.core.errors import StartupError
-from ovnk.core.lab import paths
-from ovnk.core.lab.cluster import DEFAULT_SUBNET
-from ovnk.core.lab.cluster import LabCluster
-from ovnk.core.lab.cluster import default_workdir
-from ovnk.core.lab.kube import CertPair
-from ovnk.core.lab.kube import Pki
-from ovnk.core.lab.kubenode import SandboxNode
-from ovnk.core.lab.ovn import OvnCentral
-from ovnk.core.lab.ovn import SslFiles
-from ovnk.core.lab.procs import Daemon
-from ovnk.core.lab.procs import free_port
-from ovnk.core.lab.procs import wait_for
-from ovnk.core.lab.sandbox_cni import ExternalCni
+from ovnk_lab import paths
+from ovnk_lab.cluster import DEFAULT_SUBNET
+from ovnk_lab.cluster import LabCluster
+from ovnk_lab.cluster import default_workdir
+from ovnk_lab.kube import CertPair
+from ovnk_lab.kube import Pki
+from ovnk_lab.kubenode import SandboxNode
+from ovnk_lab.ovn import OvnCentral
+from ovnk_lab.ovn import SslFiles
+from ovnk_lab.procs import Daemon
+from ovnk_lab.procs import free_port
+from ovnk_lab.procs import wait_for
+from ovnk_lab.sandbox_cni import ExternalCni
 
 logger = logging.getLogger(__name__)
 

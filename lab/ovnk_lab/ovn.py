@@ -1,7 +1,7 @@
 """An OVN central: NB and SB ovsdb-servers (standalone or 3-member RAFT) and ovn-northd.
 
 Everything lives in one work directory; daemons run in the foreground under
-:class:`~ovnk.core.lab.procs.Daemon`. Typical start-up is ~0.2 s standalone.
+:class:`~ovnk_lab.procs.Daemon`. Typical start-up is ~0.2 s standalone.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
-from ovnk.core.lab import paths
-from ovnk.core.lab.procs import Daemon
-from ovnk.core.lab.procs import free_port
-from ovnk.core.lab.procs import run
-from ovnk.core.lab.procs import tcp_ready
-from ovnk.core.lab.procs import unix_socket_ready
-from ovnk.core.lab.procs import wait_for
+from ovnk_lab import paths
+from ovnk_lab.procs import Daemon
+from ovnk_lab.procs import free_port
+from ovnk_lab.procs import run
+from ovnk_lab.procs import tcp_ready
+from ovnk_lab.procs import unix_socket_ready
+from ovnk_lab.procs import wait_for
 
 
 @dataclass(frozen=True)

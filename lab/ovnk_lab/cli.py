@@ -1,4 +1,4 @@
-"""``ovnk sandbox ...``: the local multi-node cluster (see :mod:`ovnk.core.lab.sandbox`)."""
+"""``ovnk sandbox ...``: the local multi-node cluster (see :mod:`ovnk_lab.sandbox`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from ovnk.core.errors import OvnkError
 
 
 def _sandbox(prefix: str, subnet: str | None = None) -> object:
-    from ovnk.core.lab.cluster import DEFAULT_SUBNET
-    from ovnk.core.lab.sandbox import Sandbox
+    from ovnk_lab.cluster import DEFAULT_SUBNET
+    from ovnk_lab.sandbox import Sandbox
 
     return Sandbox(prefix=prefix, subnet=subnet or DEFAULT_SUBNET,
                    progress=lambda message: click.echo(f"  {message}", err=True))
@@ -47,8 +47,8 @@ def _fail(exc: Exception) -> None:
 def up_command(ctx: click.Context, nodes: int, plugins: str, db_cluster: str, controllers: int, ssl: bool,
                subnet: str | None) -> None:
     """Start the sandbox; refuses when one is already running."""
-    from ovnk.core.lab.sandbox import SandboxOptions
-    from ovnk.core.lab.sandbox import describe_usage
+    from ovnk_lab.sandbox import SandboxOptions
+    from ovnk_lab.sandbox import describe_usage
 
     try:
         sandbox = _sandbox(ctx.obj["prefix"], subnet)
@@ -134,7 +134,7 @@ def exec_command(ctx: click.Context, target: str, command: tuple[str, ...]) -> N
     except OvnkError as exc:
         _fail(exc)
         return
-    from ovnk.core.lab import paths
+    from ovnk_lab import paths
 
     result = subprocess.run([paths.system_bin("nsenter"), f"--net={netns}", "--", *command], check=False)
     sys.exit(result.returncode)
@@ -164,9 +164,9 @@ spec:
 @click.pass_context
 def demo_command(ctx: click.Context, nodes: int) -> None:
     """Bring a sandbox up (if none runs), start two pods on two nodes and ping between them."""
-    from ovnk.core.lab import paths
-    from ovnk.core.lab.sandbox import SandboxOptions
-    from ovnk.core.lab.sandbox import describe_usage
+    from ovnk_lab import paths
+    from ovnk_lab.sandbox import SandboxOptions
+    from ovnk_lab.sandbox import describe_usage
 
     sandbox = _sandbox(ctx.obj["prefix"])
     try:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovnk.core.lab.procs import run
+from ovnk_lab.procs import run
 
 logger = logging.getLogger(__name__)
 

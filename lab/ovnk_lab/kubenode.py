@@ -45,18 +45,18 @@ from pathlib import Path
 from typing import Any
 
 from ovnk.core.errors import StartupError
-from ovnk.core.lab import paths
-from ovnk.core.lab.hostnet import netns_path
-from ovnk.core.lab.hostres import ProcRecord
-from ovnk.core.lab.hostres import record_process
-from ovnk.core.lab.images import PAUSE_IMAGE
-from ovnk.core.lab.images import import_command
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.ovn import ovs_env
-from ovnk.core.lab.procs import Daemon
-from ovnk.core.lab.procs import run
-from ovnk.core.lab.procs import unix_socket_ready
-from ovnk.core.lab.procs import wait_for
+from ovnk_lab import paths
+from ovnk_lab.hostnet import netns_path
+from ovnk_lab.hostres import ProcRecord
+from ovnk_lab.hostres import record_process
+from ovnk_lab.images import PAUSE_IMAGE
+from ovnk_lab.images import import_command
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.ovn import ovs_env
+from ovnk_lab.procs import Daemon
+from ovnk_lab.procs import run
+from ovnk_lab.procs import unix_socket_ready
+from ovnk_lab.procs import wait_for
 
 # Path inside the node -> directory below the node's work dir that backs it.
 NODE_MOUNTS: dict[str, str] = {
@@ -92,7 +92,7 @@ def node_mounts(*, with_ovs: bool) -> dict[str, str]:
 
 @dataclass
 class SandboxNode:
-    """A node of the sandbox (see the module docstring). Built by :class:`~ovnk.core.lab.cluster.LabCluster`."""
+    """A node of the sandbox (see the module docstring). Built by :class:`~ovnk_lab.cluster.LabCluster`."""
 
     name: str
     index: int

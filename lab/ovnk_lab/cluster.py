@@ -1,12 +1,12 @@
 """``ovnk sandbox``'s substrate: a multi-node Kubernetes cluster on one machine, without Docker.
 
 :class:`LabCluster` brings up, in namespaces it creates (see
-:mod:`ovnk.core.lab.hostnet` for the picture): an underlay bridge, one host
+:mod:`ovnk_lab.hostnet` for the picture): an underlay bridge, one host
 veth (172.30.0.1) the control plane binds to, an "external" namespace that is
-the nodes' gateway, and N nodes (:class:`~ovnk.core.lab.kubenode.SandboxNode`),
+the nodes' gateway, and N nodes (:class:`~ovnk_lab.kubenode.SandboxNode`),
 each with its own network and mount namespace, cgroup tree, containerd and
 kubelet, and optionally its own OVS + ovn-controller. The control plane
-(:class:`~ovnk.core.lab.kube.KubeControlPlane`: etcd, kube-apiserver,
+(:class:`~ovnk_lab.kube.KubeControlPlane`: etcd, kube-apiserver,
 kube-controller-manager with the node lifecycle controller, kube-scheduler)
 runs in the host namespace.
 
@@ -15,14 +15,14 @@ created (names) or right after it starts (pids), so :meth:`LabCluster.down`
 removes all of it from any process, also after a crash: processes (by
 recorded pid and start time), container processes (by the node cgroup trees),
 mounts, cgroups, namespaces, the host veth, files, and the kubelet's sysctls
-(restored by the last sandbox down, see :class:`~ovnk.core.lab.hostres.HostRegistry`).
+(restored by the last sandbox down, see :class:`~ovnk_lab.hostres.HostRegistry`).
 
 CNI is pluggable (:class:`CniProvider`): :class:`BridgeCni` installs Debian's
 reference ``bridge``/``host-local`` plugins with one pod subnet per node;
 :class:`ExternalCni` installs nothing and lets an agent write the config
 later (the ovnk integration: ``up(cni=ExternalCni(), with_ovs=True)``, then
 ``node.start_process("ovnk-node", [...])`` per node; see
-:mod:`ovnk.core.lab.kubenode` for the contract). Nodes are Ready only once a
+:mod:`ovnk_lab.kubenode` for the contract). Nodes are Ready only once a
 CNI config exists, so with ``ExternalCni`` ``up`` waits for registration only.
 """
 
@@ -48,22 +48,22 @@ from pathlib import Path
 from typing import Any
 
 from ovnk.core.errors import StartupError
-from ovnk.core.lab import hostnet
-from ovnk.core.lab import hostres
-from ovnk.core.lab import images
-from ovnk.core.lab import paths
-from ovnk.core.lab.hostres import HostRegistry
-from ovnk.core.lab.hostres import ProcRecord
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.kubenode import TIER_CONTAINERD
-from ovnk.core.lab.kubenode import SandboxNode
-from ovnk.core.lab.kubenode import node_mounts
-from ovnk.core.lab.procs import Daemon
-from ovnk.core.lab.procs import run
-from ovnk.core.lab.procs import wait_for
-from ovnk.core.lab.sandbox_cni import BridgeCni
-from ovnk.core.lab.sandbox_cni import CniProvider
-from ovnk.core.lab.sandbox_cni import ExternalCni
+from ovnk_lab import hostnet
+from ovnk_lab import hostres
+from ovnk_lab import images
+from ovnk_lab import paths
+from ovnk_lab.hostres import HostRegistry
+from ovnk_lab.hostres import ProcRecord
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.kubenode import TIER_CONTAINERD
+from ovnk_lab.kubenode import SandboxNode
+from ovnk_lab.kubenode import node_mounts
+from ovnk_lab.procs import Daemon
+from ovnk_lab.procs import run
+from ovnk_lab.procs import wait_for
+from ovnk_lab.sandbox_cni import BridgeCni
+from ovnk_lab.sandbox_cni import CniProvider
+from ovnk_lab.sandbox_cni import ExternalCni
 
 __all__ = ["BridgeCni", "CniProvider", "ExternalCni", "LabCluster", "SandboxState", "SandboxStatus"]
 

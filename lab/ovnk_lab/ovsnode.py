@@ -9,11 +9,11 @@
     <prefix>-<node> netns: eth0 <underlay .10+i>, ovs-vswitchd (netdev), ovn-controller, ``ovnk node``
        └── pod netns (created by the test, which plays the container runtime)
 
-The underlay comes from :mod:`ovnk.core.lab.hostnet`. Per node, ovsdb-server
+The underlay comes from :mod:`ovnk_lab.hostnet`. Per node, ovsdb-server
 runs in the host netns (its unix socket works from every netns) while
 ovs-vswitchd and ovn-controller run inside the node's netns (lab.md: a
 vswitchd in the host netns leaves taps behind that clash with other
-instances). Unlike :class:`~ovnk.core.lab.kubenode.SandboxNode` there is no
+instances). Unlike :class:`~ovnk_lab.kubenode.SandboxNode` there is no
 mount namespace, cgroup, containerd or kubelet: Node and Pod objects are
 created through the API and the test calls the installed CNI shim itself.
 Every path a node needs is its own (OVS run dir, CNI socket, conf and bin
@@ -52,15 +52,15 @@ from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.errors import KubeError
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
-from ovnk.core.lab import hostnet
-from ovnk.core.lab import paths
-from ovnk.core.lab.kube import KubeControlPlane
-from ovnk.core.lab.ovn import OvnCentral
-from ovnk.core.lab.ovn import ovs_env
-from ovnk.core.lab.procs import Daemon
-from ovnk.core.lab.procs import run
-from ovnk.core.lab.procs import unix_socket_ready
-from ovnk.core.lab.procs import wait_for
+from ovnk_lab import hostnet
+from ovnk_lab import paths
+from ovnk_lab.kube import KubeControlPlane
+from ovnk_lab.ovn import OvnCentral
+from ovnk_lab.ovn import ovs_env
+from ovnk_lab.procs import Daemon
+from ovnk_lab.procs import run
+from ovnk_lab.procs import unix_socket_ready
+from ovnk_lab.procs import wait_for
 
 logger = logging.getLogger(__name__)
 

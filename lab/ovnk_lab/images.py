@@ -16,7 +16,7 @@ Images (pods use ``imagePullPolicy: Never``):
   its applet symlinks, plus ``/bin/ovnk-echo`` as a probe client: busybox
   1.35's ``nc`` cannot speak UDP (and its ``wget -T`` segfaults).
 - :data:`ECHO_IMAGE` (``image: ovnk-test/echo``) — the same busybox plus
-  ``/bin/ovnk-echo`` as entrypoint (source: ``core/lab/echo/echo.c``, protocol
+  ``/bin/ovnk-echo`` as entrypoint (source: ``lab/ovnk_lab/echo/echo.c``, protocol
   documented there). Its arguments are listeners, ``<port>/tcp`` or
   ``<port>/udp`` (default ``8080/tcp 8080/udp``). On TCP each line is echoed;
   the line ``hostname`` answers the pod's host name and ``clientip`` the
@@ -39,8 +39,8 @@ from dataclasses import field
 from pathlib import Path
 
 from ovnk.core.errors import StartupError
-from ovnk.core.lab import paths
-from ovnk.core.lab.procs import run
+from ovnk_lab import paths
+from ovnk_lab.procs import run
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.2"
 BUSYBOX_IMAGE = "docker.io/library/busybox:latest"
@@ -177,7 +177,7 @@ def _write_bundle(target: Path, specs: Sequence[ImageSpec]) -> None:
             "config": {"Env": list(spec.env), "Entrypoint": list(spec.entrypoint) or None,
                        "Cmd": list(spec.cmd) or None, "WorkingDir": "/"},
             "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "ovnk.core.lab.images"}],
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "ovnk_lab.images"}],
         }
         config_bytes = json.dumps(config, sort_keys=True).encode()
         manifest = {
