@@ -8,7 +8,8 @@ Order (each step fails with one clear message naming the plugin or key):
 3. ``ovnk_add_settings``: each plugin declares its section;
 4. parse and validate the whole configuration;
 5. ``ovnk_claims``: each plugin claims its CRDs, annotations, owner types;
-6. ``ovnk_configure``.
+6. ``ovnk_configure``: stateful plugins register their runtime object here
+   (``pluginmanager.register_runtime(name, obj)``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ class Runtime:
     settings: SettingsRegistry
 
     def shutdown(self) -> None:
-        """Run ``ovnk_unconfigure`` (in reverse registration order, pluggy's default)."""
+        """Run ``ovnk_unconfigure`` (in reverse registration order, pluggy's default), then drop
+        the plugins' runtime objects."""
         self.pm.hook.ovnk_unconfigure(config=self.config)
+        self.pm.unregister_runtimes()
 
 
 def collect_settings(pm: plugins_mod.OvnkPluginManager) -> SettingsRegistry:
@@ -85,5 +88,5 @@ def bootstrap(
     config = config_mod.load(inputs, plugin_specs=plugin_specs, optional_sections=list(discovered))
     claims = collect_claims(pm)
     if configure:
-        pm.hook.ovnk_configure(config=config)
+        pm.hook.ovnk_configure(config=config, pluginmanager=pm)
     return Runtime(config=config, pm=pm, claims=claims, settings=registry)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Protocol
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from ovnk.core.kube.client import KubeClient
     from ovnk.core.kube.events import EventRecorder
     from ovnk.core.kube.informer import InformerFactory
+    from ovnk.core.kube.resources import Resource
+    from ovnk.core.kube.selectors import LabelSelector
     from ovnk.core.ovn.connection import OvsdbClient
     from ovnk.core.ovn.ids import OwnerRegistry
     from ovnk.core.ovn.ids import OwnerType
@@ -29,7 +32,28 @@ if TYPE_CHECKING:
     from ovnk.core.ovn.txn import NbTxn
     from ovnk.core.ovn.txn import TxnManager
     from ovnk.core.plugins import OvnkPluginManager
+    from ovnk.core.reconcile.spec import ControllerSpec
     from ovnk.core.topology.state import TopologyState
+
+
+class Controllers(Protocol):
+    """The running controllers of a process (core's ``ControllerRunner``), as plugins see them."""
+
+    def enqueue(self, name: str, key: str, *, after: float = 0.0) -> None:
+        """Queue ``key`` for controller ``name`` now, or in ``after`` seconds as planned work."""
+        ...
+
+    def add(self, spec: ControllerSpec) -> None:
+        """Start one more controller (its workers start once its watches have synced)."""
+        ...
+
+    def remove(self, name: str) -> bool:
+        """Stop controller ``name``; ``False`` when it does not run."""
+        ...
+
+    def names(self) -> list[str]:
+        """Names of the running controllers."""
+        ...
 
 
 class NbFacade:
@@ -80,6 +104,9 @@ class ControllerContext:
     :ivar events: records Kubernetes events.
     :ivar topology: shared state of the default network (node facts, IP pools).
     :ivar is_leader: whether this process may write now.
+    :ivar controllers: the running controllers: ``enqueue`` keys into any of
+        them, ``add`` and ``remove`` controllers at runtime (one per secondary
+        network, say).
     """
 
     config: Config
@@ -93,12 +120,32 @@ class ControllerContext:
     events: EventRecorder
     topology: TopologyState
     is_leader: Callable[[], bool]
-    sb: OvsdbClient | None = None
+    controllers: Controllers
 
     @property
     def controller_name(self) -> str:
+        """The ``k8s.ovn.org/owner-controller`` of every row this process writes."""
         return self.config.controller.name
 
-    def cache(self, resource: Any) -> Any:
-        """The shared cache (store) of ``resource``."""
+    def cache(self, resource: Resource) -> Any:
+        """The shared cache (:class:`~ovnk.core.kube.cache.Store`) of ``resource``; its watch starts on first use."""
         return self.informers.informer(resource).store
+
+    def enqueue(self, controller: str, key: str, *, after: float = 0.0) -> None:
+        """Queue ``key`` for ``controller`` (any controller of this process, a plugin's or core's).
+
+        Use it when something other than the controller's own watches changes
+        what the key should look like: EgressIP re-runs the pods it selects,
+        core re-runs a node's pods when the node's facts change. ``after``
+        plans a re-check (a DNS answer's TTL) without keeping the process busy.
+
+        :raises KeyError: no controller of that name runs.
+        """
+        self.controllers.enqueue(controller, key, after=after)
+
+    def select(self, resource: Resource, selector: LabelSelector, *, namespace: str | None = None) -> list[Any]:
+        """Cached objects of ``resource`` that ``selector`` matches (in ``namespace`` when given).
+
+        Goes through a label index of the cache, not a scan of every object.
+        """
+        return list(self.cache(resource).select(selector, namespace=namespace))

@@ -4,13 +4,23 @@ Start-up, each step failing with a message that says why:
 
 1. metrics and health endpoint (``[controller] metrics-bind-address``);
 2. Kubernetes client; the CRDs claimed by enabled plugins are applied;
-3. NB connection (and SB, used by plugins that read chassis);
-4. controllers from ``ovnk_controllers``; their watches start and the caches
-   sync (the process is *ready* from here: a standby keeps warm caches);
-5. leader election on a Lease (unless disabled); on gaining leadership:
-   repair (``ovnk_repair`` + unclaimed owner types), then the workers start;
+3. NB connection (the controller needs no SB connection);
+4. controllers from ``ovnk_controllers`` and tasks from
+   ``ovnk_controller_tasks``; the watches start and the caches sync (the
+   process is *ready* from here: a standby keeps warm caches);
+5. leader election on a Lease (unless disabled); on gaining leadership, in
+   phases: **restore** (``ovnk_restore``: allocators and other in-memory
+   state from what exists; always runs, writes nothing), **repair**
+   (``ovnk_repair`` + unclaimed owner types make one plan, which
+   ``[controller] repair-mode`` applies, logs, or does not make at all),
+   then the **workers** and tasks start;
 6. on losing leadership the write fence closes at once and the process exits
    so that a restart re-syncs from scratch (client-go's behaviour).
+
+A plugin whose restore or repair hook raises stops start-up: the message
+names the plugin and the hook, leadership is released and the process exits
+non-zero (a controller with half-restored allocators would hand out addresses
+that are in use). After start-up a failing reconcile only retries its key.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from prometheus_client import Gauge
 from ovnk.core.bootstrap import Runtime
 from ovnk.core.context import ControllerContext
 from ovnk.core.context import NbFacade
+from ovnk.core.errors import PluginError
 from ovnk.core.errors import StartupError
 from ovnk.core.health import HealthServer
 from ovnk.core.health import HealthState
@@ -73,10 +84,20 @@ class ControllerProcess:
     state: HealthState | None = None
     lost_leadership: threading.Event | None = None
     repaired: int = 0
+    #: Why start-up failed after leadership was gained (restore or repair raised).
+    failure: BaseException | None = None
     _leading: bool = False
     _leader_gauge: Any = None
 
     def start(self) -> ControllerProcess:
+        """Start every part (module docstring); on failure what was started is stopped again."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> ControllerProcess:
         rt = self.runtime
         cfg = rt.config
         registry = new_registry(component="controller")
@@ -112,16 +133,21 @@ class ControllerProcess:
                           fence=fence, registry=registry)
         self.informers = InformerFactory(kube, registry=registry)
         events = EventRecorder(kube, component="ovnk-controller", host=socket.gethostname())
+        self.runner = ControllerRunner(informers=self.informers, workers=cfg.controller.workers,
+                                       max_attempts=cfg.controller.max_attempts,
+                                       max_backoff=cfg.controller.max_backoff, registry=registry, events=events)
         self.ctx = ControllerContext(
             config=cfg, pm=rt.pm, kube=kube, informers=self.informers,
             nb=NbFacade(client=self.nb, txns=txns, reader=NbReader(self.nb, controller=cfg.controller.name)),
             owners=rt.claims.owners, claims=rt.claims, registry=registry, events=events,
-            topology=TopologyState(cfg), is_leader=fence,
+            topology=TopologyState(cfg), is_leader=fence, controllers=self.runner,
         )
-        specs = [spec for specs in rt.pm.hook.ovnk_controllers(ctx=self.ctx) for spec in specs]
-        self.runner = ControllerRunner(specs, informers=self.informers, workers=cfg.controller.workers,
-                                       max_attempts=cfg.controller.max_attempts,
-                                       max_backoff=cfg.controller.max_backoff, registry=registry, events=events)
+        specs = [spec for specs in rt.pm.call_each("ovnk_controllers", ctx=self.ctx) for spec in specs]
+        for spec in specs:
+            self.runner.add(spec)
+        for tasks in rt.pm.call_each("ovnk_controller_tasks", ctx=self.ctx):
+            for task in tasks:
+                self.runner.add_task(task)
         self.runner.start_watches()
         started = time.monotonic()
         if not self.runner.wait_for_sync(CACHE_SYNC_TIMEOUT):
@@ -132,17 +158,26 @@ class ControllerProcess:
             self.elector.start()
         else:
             self._on_leading()
+            if self.failure is not None:
+                raise StartupError(str(self.failure)) from self.failure
         return self
 
     def _on_leading(self) -> None:
         assert self.ctx is not None and self.runner is not None
-        logger.info("leading: repairing, then starting workers")
+        logger.info("leading: restoring, repairing, then starting workers")
         self._leading = True
         self._leader_gauge.set(1)
         try:
+            self.restore()
             self.repaired = self.repair()
-        except Exception:
-            logger.exception("repair failed; starting workers anyway (reconciles converge what they own)")
+        except Exception as exc:
+            logger.error("start-up failed, giving up leadership: %s", exc)
+            self.failure = exc
+            self._leading = False
+            self._leader_gauge.set(0)
+            if self.lost_leadership is not None:
+                self.lost_leadership.set()
+            return
         self.runner.start_workers()
 
     def _on_lost(self) -> None:
@@ -154,8 +189,22 @@ class ControllerProcess:
         if self.lost_leadership is not None:
             self.lost_leadership.set()
 
+    def restore(self) -> None:
+        """Run ``ovnk_restore`` (always, whatever the repair mode); any NB write in it is refused.
+
+        :raises PluginError: a plugin's restore failed (or wrote); the message names it.
+        """
+        assert self.ctx is not None
+        started = time.monotonic()
+        with self.ctx.nb.txns.read_only("ovnk_restore"):
+            self.ctx.pm.call_each("ovnk_restore", ctx=self.ctx)
+        logger.info("restored in %.2fs", time.monotonic() - started)
+
     def repair(self) -> int:
-        """Run startup repair according to ``[controller] repair-mode``; returns the rows deleted."""
+        """Plan repair and apply it according to ``[controller] repair-mode``; returns the rows written.
+
+        :raises PluginError: a plugin's repair hook failed; the message names it.
+        """
         assert self.ctx is not None
         ctx = self.ctx
         mode = ctx.config.controller.repair_mode
@@ -163,9 +212,13 @@ class ControllerProcess:
             return 0
         plan = sync.RepairPlan(controller=ctx.config.controller.name)
         sync.plan_unclaimed(plan, ctx.nb.reader, ctx.owners)
-        for plugin, impl in ctx.pm.implementations("ovnk_repair"):
-            plan.current_plugin = plugin
-            ctx.pm.call_impl(impl, ctx=ctx, plan=plan)
+        with ctx.nb.txns.read_only("ovnk_repair (planning)"):
+            for plugin, impl in ctx.pm.implementations("ovnk_repair"):
+                plan.current_plugin = plugin
+                try:
+                    ctx.pm.call_impl(impl, ctx=ctx, plan=plan)
+                except Exception as exc:
+                    raise PluginError(f"plugin {plugin!r} failed in ovnk_repair: {type(exc).__name__}: {exc}") from exc
         if mode == "log":
             plan.log()
             return 0
@@ -192,6 +245,8 @@ def run(runtime: Runtime) -> int:
     try:
         while not stop.is_set():
             if process.lost_leadership is not None and process.lost_leadership.is_set():
+                if process.failure is not None:
+                    raise StartupError(str(process.failure)) from process.failure
                 return 1
             stop.wait(0.2)
     finally:

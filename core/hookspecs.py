@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ovnk.core.ovn.txn import NbTxn
     from ovnk.core.plugins import OvnkPluginManager
     from ovnk.core.reconcile.spec import ControllerSpec
+    from ovnk.core.reconcile.spec import PeriodicTask
     from ovnk.core.settings import SettingsRegistry
     from ovnk.core.topology.intents import ClusterTopology
     from ovnk.core.topology.intents import NodeTopology
@@ -110,16 +111,24 @@ def ovnk_claims(claims: Claims) -> None:
 
 
 @hookspec
-def ovnk_configure(config: Config) -> None:
-    """React to the final configuration.
+def ovnk_configure(config: Config, pluginmanager: OvnkPluginManager) -> None:
+    """React to the final configuration; the place where a plugin with state creates it.
 
-    Typical use: register a stateful runtime object with
-    ``config``-dependent state (pytest's two-stage plugin pattern). Read the
-    plugin's own settings with ``config.plugin_settings("<name>")``.
+    The one pattern for plugins that keep state across hooks (pytest's
+    two-stage plugins): the entry-point module implements the bootstrap hooks
+    (settings, claims, this one, commands) as functions, and here creates one
+    runtime object that implements the controller and node hooks as methods,
+    registered with ``pluginmanager.register_runtime("<plugin name>", obj)``.
+    Whatever that object claims or plans is attributed to the plugin. Create
+    controllers, caches and the like lazily in the object's own hooks
+    (``ovnk_controllers``, ``ovnk_node_setup``...): this hook also runs in
+    processes that never reach them. Read the plugin's settings with
+    ``config.plugin_settings("<name>")``.
 
     :param config: the effective configuration (frozen).
+    :param pluginmanager: the plugin manager of this process.
 
-    Honoured in: every process, after claims were checked.
+    Honoured in: every process (not for read-only commands), after claims were checked.
     """
 
 
@@ -186,21 +195,64 @@ def ovnk_controllers(ctx: ControllerContext) -> list[ControllerSpec]:
 
 
 @hookspec
-def ovnk_repair(ctx: ControllerContext, plan: RepairPlan) -> None:
-    """Add the plugin's stale or drifted NB rows to the startup repair plan.
+def ovnk_controller_tasks(ctx: ControllerContext) -> list[PeriodicTask]:
+    """Return the periodic tasks this plugin runs while this controller leads.
 
-    Called once after caches are synced and before workers start. Compare
+    A :class:`ovnk.PeriodicTask` is work on a timer rather than per key (a
+    health check of egress nodes every 5 s): core runs each in its own thread
+    from the moment the workers start until leadership is lost or the process
+    stops. A task usually acts by queueing keys (``ctx.enqueue``).
+
+    :param ctx: the controller context.
+    :return: a list of tasks (may be empty).
+
+    Honoured in: controller, after repair, only while this process leads.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def ovnk_restore(ctx: ControllerContext) -> None:
+    """Rebuild in-memory state from what exists, before repair and before any worker runs.
+
+    Allocators above all: node subnets and ids from the node annotations, pod
+    IPs from the ports ovnk committed to NB. Read the caches (``ctx.cache``) and
+    NB (``ctx.nb.owned``...), write nothing: a transaction committed here is
+    refused. This runs whatever ``[controller] repair-mode`` says, so the
+    state is right even when repair is off.
+
+    A restore that raises stops start-up (this controller gives up leadership
+    and exits non-zero) with a message naming the plugin: a controller with
+    half-restored allocators would hand out addresses that are in use.
+
+    :param ctx: the controller context.
+
+    Honoured in: controller, at startup and on each leadership gain, after the caches synced.
+    """
+
+
+@hookspec
+def ovnk_repair(ctx: ControllerContext, plan: RepairPlan) -> None:
+    """Plan the repair of the plugin's NB rows: what to delete, and what content to reset.
+
+    Called once after ``ovnk_restore`` and before workers start. Compare
     ``ctx.nb.owned(owner_type)`` with what the cache says should exist and call
-    ``plan.stale(row, reason=...)`` for rows to delete. Missing and drifted rows
-    are fixed by the first reconcile of every key, which always runs. Rows of
-    owner types no enabled plugin claims are added to the plan by core (that is
-    how switching a plugin off removes what it created). Depending on
-    ``[controller] repair-mode`` the plan is applied, logged or skipped.
+    ``plan.stale(row, reason=...)`` for rows to delete, or
+    ``plan.converge(row, columns=..., reason=...)`` for content of existing
+    rows that no key's reconcile rewrites whole (the members of a set that
+    reconciles only add to and remove from). Plan only: write nothing here.
+    Missing and otherwise drifted rows need no plan: the first reconcile of
+    every key, which always runs, fixes them. Rows of owner types no enabled
+    plugin claims are added to the plan by core (that is how switching a plugin
+    off removes what it created). ``[controller] repair-mode`` decides: the plan
+    is applied (``repair``), only logged (``log``) or not even made (``off``).
+
+    A repair hook that raises stops start-up with a message naming the plugin.
 
     :param ctx: the controller context.
     :param plan: the plan to add to.
 
-    Honoured in: controller, at startup and on each leadership gain.
+    Honoured in: controller, at startup and on each leadership gain (not with repair-mode off).
     """
 
 

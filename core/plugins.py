@@ -36,7 +36,7 @@ ENTRY_POINT_GROUP = "ovnk.plugins"
 #: Core behaviour written as plugins; always registered, cannot be disabled.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "ovnk.core.builtin.commit",
-    "ovnk.core.builtin.topology",
+    "ovnk.core.builtin.network",
     "ovnk.core.builtin.pods",
     "ovnk.core.builtin.node",
     "ovnk.core.builtin.netpol",
@@ -107,6 +107,8 @@ class OvnkPluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.discovered: dict[str, DiscoveredPlugin] = {}
         self.enabled: tuple[str, ...] = ()
+        # registered name of a runtime object -> the plugin it belongs to
+        self._runtime_owner: dict[str, str] = {}
         if os.environ.get("OVNK_TRACE_HOOKS"):
             self.trace.root.setwriter(lambda text: logger.debug("hook: %s", text.rstrip()))
             self.enable_tracing()
@@ -162,6 +164,69 @@ class OvnkPluginManager(pluggy.PluginManager):
             name = self.get_name(exc.plugin) if exc.plugin is not None else "?"
             raise PluginError(f"plugin {name!r} implements an unknown hook: {exc}") from exc
 
+    # -- runtime objects -------------------------------------------------------
+
+    def register_runtime(self, plugin: str, obj: object) -> str:
+        """Register ``obj``, the stateful half of plugin ``plugin``, as a plugin of its own.
+
+        This is how a plugin keeps state across hooks (pytest's two-stage pattern):
+        its module's ``ovnk_configure(config, pluginmanager)`` creates one object
+        that implements the controller and node hooks as methods, and registers it
+        here. The object is registered as ``<plugin>:runtime``; whatever it claims
+        or plans is attributed to ``plugin`` (its distribution in ``ovnk plugins
+        list``). ``ovnk_unconfigure`` is followed by its removal.
+
+        :param plugin: the name of an already registered plugin (its entry-point
+            name, or ``core.<module>`` for core's own).
+        :param obj: the object whose ``ovnk_*`` methods are hook implementations.
+        :returns: the registered name.
+        :raises PluginError: ``plugin`` is not registered, or already has a runtime object.
+        """
+        if self.get_plugin(plugin) is None:
+            raise PluginError(f"cannot register a runtime object for {plugin!r}: no such plugin is registered")
+        name = f"{plugin}:runtime"
+        if self.get_plugin(name) is not None:
+            raise PluginError(f"plugin {plugin!r} registered its runtime object twice")
+        self._runtime_owner[name] = plugin
+        try:
+            self.register(obj, name=name)
+        except BaseException:
+            del self._runtime_owner[name]
+            raise
+        return name
+
+    def unregister_runtimes(self) -> None:
+        """Remove every runtime object (after ``ovnk_unconfigure``)."""
+        for name in list(self._runtime_owner):
+            obj = self.get_plugin(name)
+            if obj is not None:
+                self.unregister(obj, name=name)
+            del self._runtime_owner[name]
+
+    def runtime_of(self, plugin: str) -> object | None:
+        """The runtime object ``plugin`` registered, if any."""
+        return self.get_plugin(f"{plugin}:runtime")
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call every implementation of ``hook_name`` in call order; a failure names its plugin.
+
+        Core uses this for start-up hooks (restore, repair, node set-up), where a
+        failing plugin must stop start-up with a message saying which plugin and
+        which hook, instead of a bare traceback.
+
+        :returns: the non-``None`` results, in call order.
+        :raises PluginError: chained to the plugin's exception.
+        """
+        results = []
+        for plugin, impl in self.implementations(hook_name):
+            try:
+                result = self.call_impl(impl, **kwargs)
+            except Exception as exc:
+                raise PluginError(f"plugin {plugin!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+            if result is not None:
+                results.append(result)
+        return results
+
     # -- introspection -----------------------------------------------------
 
     def plugin_names(self) -> list[str]:
@@ -169,24 +234,21 @@ class OvnkPluginManager(pluggy.PluginManager):
         return [name for name, _ in self.list_name_plugin() if name is not None]
 
     def hooks_of(self, name: str) -> list[str]:
-        """Names of the hooks plugin ``name`` implements (including its runtime objects)."""
-        plugin = self.get_plugin(name)
+        """Names of the hooks plugin ``name`` implements (its module and its runtime object)."""
         names = set()
-        if plugin is not None:
-            for caller in self.get_hookcallers(plugin) or []:
-                names.add(caller.name)
-        prefix = name + "."
-        for other_name, other in self.list_name_plugin():
-            if other_name and other_name.startswith(prefix):
-                for caller in self.get_hookcallers(other) or []:
+        for registered in (name, f"{name}:runtime"):
+            plugin = self.get_plugin(registered)
+            if plugin is not None:
+                for caller in self.get_hookcallers(plugin) or []:
                     names.add(caller.name)
         return sorted(names)
 
     def owner_plugin(self, hookimpl_plugin_name: str) -> str:
-        """The plugin a registered name belongs to (runtime objects register as ``<plugin>.<what>``)."""
-        if hookimpl_plugin_name.startswith(CORE_PLUGIN_PREFIX):
+        """The plugin a registered name belongs to: ``core`` for core's own, the plugin for a runtime object."""
+        name = self._runtime_owner.get(hookimpl_plugin_name, hookimpl_plugin_name)
+        if name.startswith(CORE_PLUGIN_PREFIX):
             return "core"
-        return hookimpl_plugin_name.split(".", 1)[0]
+        return name
 
     def implementations(self, hook_name: str) -> list[tuple[str, Any]]:
         """(owning plugin, hookimpl) of ``hook_name`` in call order, wrappers excluded.

@@ -6,16 +6,6 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
-from ovnk.core.plugins import OvnkPluginManager
-
-
-def register_runtime(pm: OvnkPluginManager, name: str, plugin: object) -> None:
-    """Register a runtime plugin object, replacing an earlier one of the same name."""
-    old = pm.get_plugin(name)
-    if old is not None:
-        pm.unregister(old)
-    pm.register(plugin, name=name)
-
 
 def _get(obj: Mapping[str, Any], path: str) -> Any:
     value: Any = obj

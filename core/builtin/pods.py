@@ -6,7 +6,14 @@ subnet (MAC ``0a:58:``+IP), the ``k8s.ovn.org/pod-networks`` annotation written
 (addresses, port_security, ``iface-id-ver``, ``requested-chassis``), its
 namespace address set and cluster port group memberships, and whatever plugins
 add (``ovnk_pod_txn``). Deletion or completion removes the port and
-memberships, then releases the IPs (only those this pod instance holds).
+memberships, then releases the IPs and the MAC (only those this pod instance
+holds). A pod is re-run when its node's facts change (the nodes controller
+queues it), so its port never keeps an old ``requested-chassis``.
+
+Restore trusts what ovnk committed: the IPs and MAC of each pod's logical
+port in NB first, the pod annotations only for what no port holds; an
+annotation that claims another pod's address is refused at reconcile, never
+restored over its rightful holder.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from ovnk.core.ovn.commands import Ref
 from ovnk.core.ovn.ids import OwnerType
 from ovnk.core.ovn.ids import hashed_name
 from ovnk.core.ovn.sync import RepairPlan
+from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
 from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk.core.reconcile.spec import Watch
@@ -46,6 +54,8 @@ from ovnk.core.topology.naming import IPAddress
 logger = logging.getLogger(__name__)
 
 POD_PORT = OwnerType(name="Pod", table="Logical_Switch_Port", keys=("name",))
+#: The pod controller's name: ``ctx.enqueue(PODS_CONTROLLER, "<ns>/<pod>")`` re-runs a pod.
+PODS_CONTROLLER = "pods"
 NAMESPACE_ADDRESS_SET = OwnerType(name="Namespace", table="Address_Set", keys=("name", "ip-family"))
 
 
@@ -65,13 +75,6 @@ def namespace_address_set(controller: str, namespace: str, family: int) -> tuple
 def pod_needs_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return common.changed(old, new, ("metadata.annotations", "metadata.labels", "metadata.uid", "spec.nodeName",
                                      "spec.hostNetwork", "status.phase"))
-
-
-def node_topology_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Only node changes that can unblock pods: the controller's and the agent's annotations."""
-    keys = (ann.NODE_SUBNETS, ann.NODE_CHASSIS_ID)
-    old_ann, new_ann = ann.annotations_of(old), ann.annotations_of(new)
-    return any(old_ann.get(k) != new_ann.get(k) for k in keys)
 
 
 class PodController:
@@ -106,7 +109,7 @@ class PodController:
         facts = self.state.node(node_name)
         if facts is None:
             if self.ctx.cache(NODES).get(node_name) is None:
-                # The pods controller also watches nodes: this pod comes back when its node appears.
+                # The nodes controller queues the node's pods once it has built the node.
                 logger.debug("node %s does not exist (yet); waiting for it", node_name)
                 return
             raise TemporaryError(f"node {node_name} switch is not ready yet", delay=0.5)
@@ -146,6 +149,7 @@ class PodController:
             self._event(pod, "InvalidAnnotation", str(exc))
             raise PermanentError(str(exc)) from exc
         if existing is not None:
+            pools = []
             for iface in existing.ip_addresses:
                 pool = self.state.pool_for_ip(node_name, iface.ip)
                 if pool is None:
@@ -153,11 +157,21 @@ class PodController:
                                f"({', '.join(map(str, subnets))}); refusing to change a pod's IPs")
                     self._event(pod, "ErrorAllocatingIP", message)
                     raise PermanentError(message)
-                try:
-                    pool.reserve(iface.ip, holder)
-                except AllocationError as exc:
-                    self._event(pod, "ErrorAllocatingIP", str(exc))
-                    raise PermanentError(f"annotated IP conflicts: {exc}") from exc
+                pools.append((pool, iface.ip))
+            mac_was_ours = self.state.macs.holder(existing.mac_address) == holder
+            try:
+                self.state.macs.reserve(existing.mac_address, holder)
+            except AllocationError as exc:
+                self._event(pod, "ErrorAllocatingIP", str(exc))
+                raise PermanentError(f"annotated MAC conflicts: {exc}") from exc
+            try:
+                for pool, ip in pools:
+                    pool.reserve(ip, holder)
+            except AllocationError as exc:
+                if not mac_was_ours:
+                    self.state.macs.release(existing.mac_address, holder)
+                self._event(pod, "ErrorAllocatingIP", str(exc))
+                raise PermanentError(f"annotated IP conflicts: {exc}") from exc
             return existing
         ips = self._allocate(pod, node_name, holder)
         try:
@@ -165,6 +179,14 @@ class PodController:
         except ann.AnnotationError:
             request = None
         mac = request.mac if request is not None and request.mac else n.mac_from_ip(ips[0].ip)
+        try:
+            self.state.macs.reserve(mac, holder)
+        except AllocationError as exc:
+            self._release(node_name, [i.ip for i in ips], holder)
+            self._event(pod, "ErrorAllocatingIP", str(exc))
+            if request is not None and request.mac:
+                raise PermanentError(f"bad static MAC request: {exc}") from exc
+            raise TemporaryError(f"cannot use MAC {mac}: {exc}", delay=5) from exc
         network = self._network(ips, mac)
         networks: dict[str, Any] = ann.pod_networks_raw(pod)
         networks[ann.DEFAULT] = network.to_json()
@@ -176,6 +198,7 @@ class PodController:
             }}, namespace=meta["namespace"])
         except Exception:
             self._release(node_name, [i.ip for i in ips], holder)
+            self.state.macs.release(mac, holder)
             raise
         return network
 
@@ -265,6 +288,8 @@ class PodController:
             self.ctx.pm.hook.ovnk_pod_txn(ctx=self.ctx, txn=txn, pod=pod, lsp=None, deleted=True)
         if node_name:
             self._release(node_name, [ip for ip in ips if ip not in in_use], holder)
+        if network is not None:
+            self.state.macs.release(network.mac_address, holder)
 
     def _ips_used_by_others(self, pod: Mapping[str, Any], ips: list[IPAddress]) -> set[IPAddress]:
         """IPs of ``pod`` that another live pod also has in its annotation (never release those)."""
@@ -297,7 +322,71 @@ class PodController:
         logger.warning("pod %s: %s", common.pod_key(pod), message)
         self.ctx.events.event(pod, type="Warning", reason=reason, message=message)
 
-    # -- repair ----------------------------------------------------------------
+    # -- restore and repair ------------------------------------------------------
+
+    def restore_allocations(self) -> None:
+        """Re-reserve every live pod's IPs and MAC, trusting what ovnk committed over annotations.
+
+        First the logical ports ovnk wrote (their ``addresses``, for the pod
+        instance named by ``iface-id-ver``): ovnk only writes a port after it
+        allocated or accepted its addresses, so a port is proof. Then the
+        annotations of pods without such a port (annotated, port not committed
+        yet when the last controller stopped). An annotation that conflicts with
+        an address restored in the first pass is not restored: the pod's
+        reconcile refuses it with an ``ErrorAllocatingIP`` event.
+        """
+        committed: dict[str, tuple[str, str, list[IPAddress]]] = {}
+        for row in self.ctx.nb.owned(POD_PORT, columns=("addresses", "options")):
+            key = row.external_ids.get("k8s.ovn.org/name", "")
+            for address in row["addresses"] or ():
+                mac, *ips = address.split()
+                committed[key] = ((row["options"] or {}).get("iface-id-ver", ""), mac,
+                                  [ipaddress.ip_address(ip) for ip in ips])
+                break
+        pending = []
+        restored = 0
+        for pod in self.ctx.cache(PODS).list():
+            if not common.pod_wants_network(pod):
+                continue
+            key = common.pod_key(pod)
+            entry = committed.get(key)
+            if entry is not None and entry[0] == pod["metadata"].get("uid"):
+                restored += self._restore_pod(pod, entry[1], entry[2], source="its logical port")
+            else:
+                pending.append(pod)
+        for pod in pending:
+            try:
+                network = ann.pod_network(pod)
+            except ann.AnnotationError:
+                continue
+            if network is not None:
+                restored += self._restore_pod(pod, network.mac_address, [i.ip for i in network.ip_addresses],
+                                              source="its annotation")
+        logger.info("restored %d pod IPs (%d pods from their logical ports)", restored, len(committed))
+
+    def _restore_pod(self, pod: Mapping[str, Any], mac: str, ips: list[IPAddress], *, source: str) -> int:
+        node_name = pod["spec"]["nodeName"]
+        subnets = self.state.subnets.subnets_of(node_name)
+        if not subnets:
+            return 0
+        holder = common.ip_holder(pod)
+        pools = self.state.pools_for(node_name, subnets)
+        try:
+            self.state.macs.reserve(mac, holder)
+        except AllocationError as exc:
+            logger.warning("pod %s: not restoring MAC %s from %s: %s", common.pod_key(pod), mac, source, exc)
+            return 0
+        restored = 0
+        for ip in ips:
+            pool = next((p for p in pools if ip in p.subnet), None)
+            if pool is None:
+                continue
+            try:
+                pool.reserve(ip, holder)
+                restored += 1
+            except AllocationError as exc:
+                logger.warning("pod %s: not restoring IP %s from %s: %s", common.pod_key(pod), ip, source, exc)
+        return restored
 
     def plan_stale(self, plan: RepairPlan) -> None:
         pods = self.ctx.cache(PODS)
@@ -308,8 +397,8 @@ class PodController:
                 plan.stale(row, reason=f"pod {key} no longer exists or has no network")
 
 
-class NamespaceController:
-    """Namespace address sets: created with the namespace, deleted with it, content fixed at start."""
+class NamespaceAddressSetController:
+    """Namespace address sets: created with the namespace, deleted with it, content fixed by repair."""
 
     def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
@@ -330,12 +419,12 @@ class NamespaceController:
             self.ctx.pm.hook.ovnk_namespace_txn(ctx=self.ctx, txn=txn, namespace=obj, deleted=deleted)
 
     def repair(self, plan: RepairPlan) -> None:
-        """Plan stale sets and fix every set's content from the pod cache (no workers run yet)."""
+        """Plan the deletion of sets of gone namespaces and the content of the others.
+
+        Pods add and remove their own IPs; only here is a set's whole content
+        compared with the pod cache (IPs of pods deleted while no controller ran).
+        """
         live = set(self.ctx.cache(NAMESPACES).keys())
-        for row in self.ctx.nb.owned(NAMESPACE_ADDRESS_SET):
-            ns = row.external_ids.get("k8s.ovn.org/name", "")
-            if ns not in live:
-                plan.stale(row, reason=f"namespace {ns} no longer exists")
         wanted: dict[str, set[str]] = {}
         for pod in self.ctx.cache(PODS).list():
             if not common.pod_wants_network(pod):
@@ -348,35 +437,47 @@ class NamespaceController:
                 continue
             for iface in network.ip_addresses:
                 wanted.setdefault(f"{pod['metadata']['namespace']}/v{iface.ip.version}", set()).add(str(iface.ip))
-        with self.ctx.nb.transaction(reason="namespace address sets at start", owner="Namespace") as txn:
-            for ns in live:
-                for family in self.families:
-                    as_name, as_ids = namespace_address_set(self.controller, ns, family)
-                    txn.ensure("Address_Set", name=as_name, ids=as_ids,
-                               columns={"addresses": sorted(wanted.get(f"{ns}/v{family}", set()))})
+        for row in self.ctx.nb.owned(NAMESPACE_ADDRESS_SET, columns=("addresses",)):
+            ns = row.external_ids.get("k8s.ovn.org/name", "")
+            if ns not in live:
+                plan.stale(row, reason=f"namespace {ns} no longer exists")
+                continue
+            family = row.external_ids.get("ip-family", "")
+            desired = sorted(wanted.get(f"{ns}/{family}", set()))
+            if sorted(row["addresses"] or ()) != desired:
+                plan.converge(row, columns={"addresses": desired}, reason=f"pods of namespace {ns} changed")
 
 
-class PodsRuntime:
-    def __init__(self, ctx: ControllerContext) -> None:
+class PodsPlugin:
+    """The runtime half of this plugin (registered by ``ovnk_configure``): controllers and their state."""
+
+    def __init__(self) -> None:
+        self.pods: PodController | None = None
+        self.namespaces: NamespaceAddressSetController | None = None
+
+    @hookimpl
+    def ovnk_controllers(self, ctx: ControllerContext) -> list[ControllerSpec]:
         self.pods = PodController(ctx)
-        self.namespaces = NamespaceController(ctx)
+        self.namespaces = NamespaceAddressSetController(ctx)
+        return [
+            ControllerSpec(name="namespaces", watches=(Watch(NAMESPACES),), reconcile=self.namespaces.reconcile),
+            # Pods also come back when their node's facts change: the nodes controller queues them.
+            ControllerSpec(name=PODS_CONTROLLER, watches=(Watch(PODS, needs_update=pod_needs_update),),
+                           reconcile=self.pods.reconcile),
+        ]
+
+    @hookimpl
+    def ovnk_restore(self, ctx: ControllerContext) -> None:
+        assert self.pods is not None
+        self.pods.restore_allocations()
 
     @hookimpl
     def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
+        assert self.pods is not None and self.namespaces is not None
         self.pods.plan_stale(plan)
         self.namespaces.repair(plan)
 
 
 @hookimpl
-def ovnk_controllers(ctx: ControllerContext) -> list[ControllerSpec]:
-    runtime = PodsRuntime(ctx)
-    common.register_runtime(ctx.pm, "core.pods.runtime", runtime)
-    return [
-        ControllerSpec(name="namespaces", watches=(Watch(NAMESPACES),), reconcile=runtime.namespaces.reconcile),
-        ControllerSpec(name="pods", watches=(
-            Watch(PODS, needs_update=pod_needs_update),
-            # A node that appears or changes brings its pods back (they wait for its switch).
-            Watch(NODES, keys=lambda node: ctx.cache(PODS).index_keys("node", node["metadata"]["name"]),
-                  needs_update=node_topology_changed),
-        ), reconcile=runtime.pods.reconcile),
-    ]
+def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
+    pluginmanager.register_runtime("core.pods", PodsPlugin())

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ovnk.core.kube.resources import Resource
+from ovnk.core.kube.selectors import LabelSelector
+from ovnk.core.kube.selectors import index_by_labels
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ JsonObject = dict[str, Any]
 JsonObjects = list[dict[str, Any]]
 Keys = list[str]
 Indexer = Callable[[JsonObject], Iterable[str]]
+
+#: Index behind :meth:`Store.select`, added on first use.
+LABEL_INDEX = "labels"
 Transform = Callable[[JsonObject], JsonObject]
 
 
@@ -167,6 +172,33 @@ class Store:
     def index_keys(self, index: str, value: str) -> Keys:
         with self._lock:
             return sorted(self._index(index).get(value, ()))
+
+    def select(self, selector: LabelSelector, *, namespace: str | None = None) -> JsonObjects:
+        """Objects ``selector`` matches, in ``namespace`` when given, sorted by key.
+
+        Candidates come from the ``labels`` index (every ``key=value`` and
+        ``key`` an object carries; built on first use) intersected over the
+        selector's ``matchLabels``, ``Exists`` and single-value ``In`` terms, and
+        from the ``namespace`` index; only those are tested against the whole
+        selector. An empty selector in a namespace costs that namespace's objects.
+        """
+        with self._lock:
+            if LABEL_INDEX not in self._indexers:
+                self.add_indexer(LABEL_INDEX, index_by_labels)
+            candidates: set[str] | None = None
+            for term in selector.index_terms():
+                labelled = self._indexes[LABEL_INDEX].get(term, set())
+                candidates = set(labelled) if candidates is None else candidates & labelled
+                if not candidates:
+                    return []
+            if namespace is not None:
+                if "namespace" in self._indexes:
+                    in_namespace = self._indexes["namespace"].get(namespace, set())
+                else:
+                    in_namespace = {k for k in self._items if k.startswith(f"{namespace}/")}
+                candidates = set(in_namespace) if candidates is None else candidates & in_namespace
+            found: Iterable[str] = self._items.keys() if candidates is None else candidates
+            return [self._items[k] for k in sorted(found) if selector.matches_object(self._items[k])]
 
     def index_values(self, index: str) -> Keys:
         """Every value ``index`` currently holds objects under."""

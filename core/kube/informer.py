@@ -217,6 +217,11 @@ class Informer:
                     self._call(handler.on_add, "add", object_key(obj), obj)
             self._handlers.append(handler)
 
+    def remove_handler(self, handler: EventHandler) -> None:
+        """Stop delivering events to ``handler`` (a controller stopped at runtime); unknown ones are ignored."""
+        with self._dispatch_lock:
+            self._handlers = [h for h in self._handlers if h is not handler]
+
     def has_synced(self) -> bool:
         """True once the first list has been stored and delivered."""
         return self._synced.is_set()

@@ -242,16 +242,19 @@ class EnsureRow(Command):
     ``columns`` are complete desired values of those columns (other columns are
     left alone). When ``parent`` is given the row is also added to the parent's
     reference column. An existing row that is not owned by ``controller``
-    (its ``k8s.ovn.org/owner-controller`` differs) is never modified.
+    (its ``k8s.ovn.org/owner-controller`` differs) is never modified. With
+    ``create=False`` a missing row stays missing (repair converging a row that
+    may have been deleted meanwhile).
     """
 
     def __init__(self, api: Any, scope: TxnScope, *, match: Match, columns: Mapping[str, Any],
-                 parent: Parent | None = None, controller: str | None = None) -> None:
+                 parent: Parent | None = None, controller: str | None = None, create: bool = True) -> None:
         super().__init__(api, scope)
         self.match = match
         self.columns = dict(columns)
         self.parent = parent
         self.controller = controller
+        self.create = create
 
     def __repr__(self) -> str:
         return f"EnsureRow({self.match.describe()})"
@@ -303,7 +306,7 @@ class EnsureRow(Command):
     def plan(self, idl: ovs_idl.Idl) -> bool:
         row = self._find(idl)
         if row is None:
-            return True
+            return self.create
         self._check_owner(row)
         try:
             if self._column_changes(idl, row):
@@ -316,6 +319,9 @@ class EnsureRow(Command):
         idl = self.idl
         row = self._find(idl)
         table = idl.tables[self.match.table]
+        if row is None and not self.create:
+            self.result = None
+            return
         if row is None:
             row = txn.insert(table)
             for name, value in self.columns.items():

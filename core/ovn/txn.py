@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
 
+from ovnk.core.errors import PluginError
 from ovnk.core.errors import TemporaryError
 from ovnk.core.ovn import ids as ids_mod
 from ovnk.core.ovn.commands import Command
@@ -167,6 +168,13 @@ class NbTxn:
         command = EnsureRow(self.api, self.scope, match=match, columns=cols, parent=parent, controller=self.controller)
         return self.add(command)  # type: ignore[no-any-return]
 
+    def converge(self, table: str, *, uuid: str, columns: Mapping[str, Any]) -> EnsureRow:
+        """Set ``columns`` of an existing row of ours (by uuid) where they differ; no-op if it is gone."""
+        command = EnsureRow(self.api, self.scope, match=Match.of(table, uuid=uuid), columns=dict(columns),
+                            controller=self.controller if self.manager.client.has_column(table, "external_ids")
+                            else None, create=False)
+        return self.add(command)  # type: ignore[no-any-return]
+
     def remove(self, table: str, *, name: str | None = None, primary_id: str | None = None,
                uuid: str | None = None, where: Mapping[str, Any] | None = None,
                parent: Parent | None = None) -> RemoveRow:
@@ -236,6 +244,7 @@ class TxnManager:
         self.controller = controller
         self.timeout = timeout
         self.fence: Callable[[], bool] = fence or (lambda: True)
+        self._read_only: str | None = None
         self._duration: Histogram | None = None
         self._total: Counter | None = None
         if registry is not None:
@@ -246,6 +255,15 @@ class TxnManager:
             self._total = Counter(
                 "ovnk_nb_txn_total", "NB transactions by owner and outcome.", ["owner", "result"], registry=registry
             )
+
+    @contextmanager
+    def read_only(self, phase: str) -> Iterator[None]:
+        """Refuse every commit while the block runs (start-up phases that must only read)."""
+        self._read_only = phase
+        try:
+            yield
+        finally:
+            self._read_only = None
 
     def new(self, *, reason: str, owner: str) -> NbTxn:
         return NbTxn(self, reason=reason, owner=owner)
@@ -273,6 +291,8 @@ class TxnManager:
     def _commit(self, txn: NbTxn) -> str:
         if not txn.commands:
             return EMPTY
+        if self._read_only is not None:
+            raise PluginError(f"NB transaction for {txn.reason} refused: {self._read_only} must not write")
         if not txn.needs_commit():
             self._count(txn.owner, UNCHANGED)
             return UNCHANGED

@@ -5,6 +5,10 @@
 * ``add_after`` schedules a key; ``add_rate_limited`` schedules it after the
   key's backoff (``base * 2**failures``, capped) and counts a failure;
   ``forget`` resets the count.
+* ``schedule`` is ``add_after`` for work planned ahead (a periodic re-check, a
+  DNS answer's TTL): such keys do not make the queue busy (:meth:`WorkQueue.idle`)
+  until they are due, so a controller that always has a next check planned can
+  still be idle.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ class WorkQueue:
         self._dirty: set[str] = set()
         self._processing: set[str] = set()
         self._failures: dict[str, int] = {}
-        self._delayed: list[tuple[float, int, str]] = []
+        # (due, order, key, planned): planned entries come from schedule(), the rest are retries.
+        self._delayed: list[tuple[float, int, str, bool]] = []
+        self._planned = 0
         self._counter = itertools.count()
         self._shutdown = False
 
@@ -51,13 +57,21 @@ class WorkQueue:
             self._cond.notify()
 
     def add_after(self, key: str, delay: float) -> None:
+        self._push_delayed(key, delay, scheduled=False)
+
+    def schedule(self, key: str, delay: float) -> None:
+        """Add ``key`` after ``delay`` seconds as planned work (see the module docstring)."""
+        self._push_delayed(key, delay, scheduled=True)
+
+    def _push_delayed(self, key: str, delay: float, *, scheduled: bool) -> None:
         if delay <= 0:
             self.add(key)
             return
         with self._cond:
             if self._shutdown:
                 return
-            heapq.heappush(self._delayed, (self._clock() + delay, next(self._counter), key))
+            heapq.heappush(self._delayed, (self._clock() + delay, next(self._counter), key, scheduled))
+            self._planned += scheduled
             self._cond.notify()
 
     def backoff(self, key: str) -> float:
@@ -113,7 +127,8 @@ class WorkQueue:
     def _promote_due(self) -> None:
         now = self._clock()
         while self._delayed and self._delayed[0][0] <= now:
-            _, _, key = heapq.heappop(self._delayed)
+            _, _, key, planned = heapq.heappop(self._delayed)
+            self._planned -= planned
             self._add_locked(key)
 
     def done(self, key: str) -> None:
@@ -135,8 +150,10 @@ class WorkQueue:
             return len(self._queue) + len(self._delayed) + len(self._processing)
 
     def idle(self) -> bool:
+        """Nothing queued, processing or waiting for a retry (planned ``schedule`` keys do not count)."""
         with self._cond:
-            return not self._queue and not self._processing and not self._delayed
+            self._promote_due()
+            return not self._queue and not self._processing and len(self._delayed) == self._planned
 
     def shutdown(self) -> None:
         with self._cond:

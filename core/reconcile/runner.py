@@ -34,6 +34,7 @@ from ovnk.core.errors import TemporaryError
 from ovnk.core.reconcile.queue import ShutDown
 from ovnk.core.reconcile.queue import WorkQueue
 from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import PeriodicTask
 from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk.core.reconcile.spec import Watch
 
@@ -159,6 +160,10 @@ class _SpecRunner:
             thread.start()
             self._threads.append(thread)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         self.queue.shutdown()
@@ -249,8 +254,40 @@ def _describe(exc: BaseException) -> str:
     return text if isinstance(exc, (TemporaryError, PermanentError)) else f"{type(exc).__name__}: {text}"
 
 
+class _TaskRunner:
+    """One :class:`PeriodicTask` in a thread: a round at start, then one every interval until stopped."""
+
+    def __init__(self, task: PeriodicTask) -> None:
+        self.task = task
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"task-{self.task.name}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.task.run()
+            except Exception:
+                logger.exception("task %s failed; next round in %.1fs", self.task.name, self.task.interval)
+            self._stop.wait(max(0.0, self.task.interval - (time.monotonic() - started)))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
 class ControllerRunner:
-    """Runs a set of controller specs on shared informers.
+    """Runs controller specs on shared informers, and periodic tasks.
+
+    Controllers are given at construction or added later with :meth:`add`
+    (one per secondary network, say) and removed with :meth:`remove`. Before
+    :meth:`start_workers` events only fill the queues; a controller added
+    afterwards starts its workers once its own watches have synced.
 
     :param specs: the controllers (from ``ovnk_controllers``).
     :param informers: the shared informer factory.
@@ -259,43 +296,139 @@ class ControllerRunner:
     :param max_backoff: cap of the per-key backoff, seconds.
     :param registry: Prometheus registry for controller metrics.
     :param events: where final errors are reported as Warning events.
+    :param tasks: periodic tasks, run only between :meth:`start_workers` and :meth:`stop`.
     """
 
-    def __init__(self, specs: Sequence[ControllerSpec], *, informers: InformerSource, workers: int = 4,
+    def __init__(self, specs: Sequence[ControllerSpec] = (), *, informers: InformerSource, workers: int = 4,
                  max_attempts: int = 15, max_backoff: float = 60.0, registry: CollectorRegistry | None = None,
-                 events: EventSink | None = None) -> None:
-        names = [s.name for s in specs]
-        duplicates = {n for n in names if names.count(n) > 1}
-        if duplicates:
-            raise ValueError(f"controller names must be unique: {', '.join(sorted(duplicates))}")
+                 events: EventSink | None = None, tasks: Sequence[PeriodicTask] = ()) -> None:
         self.informers = informers
-        metrics = _Metrics(registry)
-        self.runners = [
-            _SpecRunner(spec, workers=spec.workers or workers, max_attempts=spec.max_attempts or max_attempts,
-                        max_backoff=max_backoff, metrics=metrics, events=events)
-            for spec in specs
-        ]
+        self.workers = workers
+        self.max_attempts = max_attempts
+        self.max_backoff = max_backoff
+        self.events = events
+        self._metrics = _Metrics(registry)
+        self._lock = threading.RLock()
+        self.runners: list[_SpecRunner] = []
+        self._handlers: dict[str, list[tuple[Any, _Handler]]] = {}
         self._all_informers: list[Any] = []
+        self._tasks: list[_TaskRunner] = []
+        self._watching = False
         self._workers_started = False
+        self._stopped = False
+        for spec in specs:
+            self._add_runner(spec)
+        for task in tasks:
+            self.add_task(task)
+
+    # -- controllers -----------------------------------------------------------------
+
+    def _add_runner(self, spec: ControllerSpec) -> _SpecRunner:
+        with self._lock:
+            if any(r.spec.name == spec.name for r in self.runners):
+                raise ValueError(f"controller names must be unique: {spec.name} is already running")
+            runner = _SpecRunner(spec, workers=spec.workers or self.workers,
+                                 max_attempts=spec.max_attempts or self.max_attempts,
+                                 max_backoff=self.max_backoff, metrics=self._metrics, events=self.events)
+            self.runners.append(runner)
+            return runner
+
+    def _register_watches(self, runner: _SpecRunner) -> None:
+        handlers = []
+        for index, watch in enumerate(runner.spec.watches):
+            informer = self.informers.informer(
+                watch.resource, namespace=watch.namespace, label_selector=watch.label_selector,
+                field_selector=watch.field_selector,
+            )
+            handler = _Handler(runner, watch, primary=index == 0)
+            informer.add_handler(handler)
+            handlers.append((informer, handler))
+            runner.informers.append(informer)
+            if index == 0:
+                runner.primary_informer = informer
+            if informer not in self._all_informers:
+                self._all_informers.append(informer)
+        self._handlers[runner.spec.name] = handlers
+
+    def add(self, spec: ControllerSpec, *, sync_timeout: float = 120.0) -> None:
+        """Run one more controller (its watches start now; its workers once they have synced)."""
+        runner = self._add_runner(spec)
+        with self._lock:
+            if not self._watching:
+                return  # start_watches registers it with the others
+            self._register_watches(runner)
+            start_now = self._workers_started
+        if start_now:
+            def start_when_synced() -> None:
+                deadline = time.monotonic() + sync_timeout
+                while not all(i.has_synced() for i in runner.informers):
+                    if time.monotonic() > deadline or runner.stopping:
+                        logger.error("controller %s: watches not synced within %.0fs; not started", spec.name,
+                                     sync_timeout)
+                        return
+                    time.sleep(0.02)
+                with self._lock:
+                    if runner in self.runners and not self._stopped:
+                        runner.start()
+                        logger.info("started controller %s (%d workers)", spec.name, runner.workers)
+
+            threading.Thread(target=start_when_synced, name=f"start-{spec.name}", daemon=True).start()
+
+    def remove(self, name: str) -> bool:
+        """Stop controller ``name`` (its queued keys are dropped); ``False`` if it does not run."""
+        with self._lock:
+            runner = next((r for r in self.runners if r.spec.name == name), None)
+            if runner is None:
+                return False
+            self.runners.remove(runner)
+            for informer, handler in self._handlers.pop(name, []):
+                informer.remove_handler(handler)
+        runner.stop()
+        logger.info("stopped controller %s", name)
+        return True
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return [r.spec.name for r in self.runners]
+
+    def enqueue(self, name: str, key: str, *, after: float = 0.0) -> None:
+        """Queue ``key`` for controller ``name``, now or in ``after`` seconds (planned work: it does
+        not keep :meth:`idle` false while it waits).
+
+        :raises KeyError: no controller of that name runs.
+        """
+        runner = self.runner(name)
+        if after > 0:
+            runner.queue.schedule(key, after)
+        else:
+            runner.queue.add(key)
+
+    # -- tasks -------------------------------------------------------------------------
+
+    def add_task(self, task: PeriodicTask) -> None:
+        with self._lock:
+            if any(t.task.name == task.name for t in self._tasks):
+                raise ValueError(f"task names must be unique: {task.name} is already registered")
+            runner = _TaskRunner(task)
+            self._tasks.append(runner)
+            if self._workers_started and not self._stopped:
+                runner.start()
+
+    # -- lifecycle -----------------------------------------------------------------------
 
     def start_watches(self) -> None:
         """Register every watch's handler on its shared informer and start the informers."""
-        for runner in self.runners:
-            for index, watch in enumerate(runner.spec.watches):
-                informer = self.informers.informer(
-                    watch.resource, namespace=watch.namespace, label_selector=watch.label_selector,
-                    field_selector=watch.field_selector,
-                )
-                informer.add_handler(_Handler(runner, watch, primary=index == 0))
-                runner.informers.append(informer)
-                if index == 0:
-                    runner.primary_informer = informer
-                if informer not in self._all_informers:
-                    self._all_informers.append(informer)
+        with self._lock:
+            self._watching = True
+            for runner in self.runners:
+                if runner.spec.name not in self._handlers:
+                    self._register_watches(runner)
         self.informers.start()
 
     def unsynced(self) -> list[str]:
-        return [str(getattr(i, "name", i)) for i in self._all_informers if not i.has_synced()]
+        with self._lock:
+            informers = list(self._all_informers)
+        return [str(getattr(i, "name", i)) for i in informers if not i.has_synced()]
 
     def wait_for_sync(self, timeout: float) -> bool:
         """Wait until every informer listed once; False on timeout."""
@@ -307,20 +440,35 @@ class ControllerRunner:
         return True
 
     def start_workers(self) -> None:
-        if self._workers_started:
-            return
-        self._workers_started = True
-        for runner in self.runners:
+        """Start every controller's workers and the periodic tasks (once)."""
+        with self._lock:
+            if self._workers_started:
+                return
+            self._workers_started = True
+            runners = list(self.runners)
+            tasks = list(self._tasks)
+        for runner in runners:
             runner.start()
-        logger.info("started %d controllers: %s", len(self.runners),
-                    ", ".join(f"{r.spec.name}({r.workers})" for r in self.runners))
+        for task in tasks:
+            task.start()
+        logger.info("started %d controllers: %s%s", len(runners),
+                    ", ".join(f"{r.spec.name}({r.workers})" for r in runners),
+                    f"; tasks: {', '.join(t.task.name for t in tasks)}" if tasks else "")
 
     def stop(self) -> None:
-        for runner in self.runners:
+        with self._lock:
+            self._stopped = True
+            runners = list(self.runners)
+            tasks = list(self._tasks)
+        for task in tasks:
+            task.stop()
+        for runner in runners:
             runner.stop()
 
     def idle(self) -> bool:
-        return all(r.idle() for r in self.runners)
+        with self._lock:
+            runners = list(self.runners)
+        return all(r.idle() for r in runners)
 
     def wait_idle(self, timeout: float, *, settle: float = 0.1) -> bool:
         """Wait until every queue is empty and no worker is busy for ``settle`` seconds (tests, benchmarks)."""
@@ -337,7 +485,8 @@ class ControllerRunner:
         return False
 
     def runner(self, name: str) -> _SpecRunner:
-        for runner in self.runners:
-            if runner.spec.name == name:
-                return runner
-        raise KeyError(name)
+        with self._lock:
+            for runner in self.runners:
+                if runner.spec.name == name:
+                    return runner
+        raise KeyError(f"no controller named {name!r} runs (running: {', '.join(self.names()) or 'none'})")

@@ -97,3 +97,28 @@ class ControllerSpec:
     def __post_init__(self) -> None:
         if not self.watches and self.initial_keys is None:
             raise ValueError(f"controller {self.name!r} needs at least one watch or initial keys")
+
+
+@dataclass(frozen=True)
+class PeriodicTask:
+    """Work that runs on a timer rather than per key, contributed through ``ovnk_controller_tasks``.
+
+    Core calls ``run()`` once when the task starts and then every ``interval``
+    seconds, in a thread of its own, only while this controller leads: the task
+    stops when leadership is lost or the process stops (EgressIP's node health
+    checks, for example). ``run`` should do one bounded round of work and return;
+    what it finds is usually acted on with ``ctx.enqueue(controller, key)``. An
+    exception is logged (with the task's name) and the next round runs as planned.
+
+    :param name: short unique name, used in logs and the thread name.
+    :param interval: seconds between the starts of two rounds.
+    :param run: one round.
+    """
+
+    name: str
+    interval: float
+    run: Callable[[], None]
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0:
+            raise ValueError(f"task {self.name!r}: interval must be positive, not {self.interval}")

@@ -234,6 +234,33 @@ def pod_network(pod: Mapping[str, Any], key: str = DEFAULT) -> PodNetwork | None
     return PodNetwork.from_json(doc) if doc else None
 
 
+def pod_ips(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+    """The pod's default-network IPs from ``k8s.ovn.org/pod-networks`` (none if absent or malformed).
+
+    Cheap to call for many pods per event: results are cached by annotation text.
+    """
+    raw = annotations_of(pod).get(POD_NETWORKS)
+    if not raw:
+        return ()
+    cached = _IP_CACHE.get(raw)
+    if cached is None:
+        try:
+            network = pod_network(pod)
+        except AnnotationError:
+            network = None
+        cached = tuple(i.ip for i in network.ip_addresses) if network is not None else ()
+        if len(_IP_CACHE) >= _IP_CACHE_SIZE:
+            _IP_CACHE.clear()
+        _IP_CACHE[raw] = cached
+    return cached
+
+
+# Parsed IPs by annotation text: every reconcile reads the IPs of many pods, and parsing the
+# JSON and the addresses is most of its cost. Annotation text determines the result.
+_IP_CACHE: dict[str, tuple[IPAddress, ...]] = {}
+_IP_CACHE_SIZE = 100_000
+
+
 def format_pod_networks(networks: Mapping[str, Any]) -> str:
     return json.dumps(
         {k: (v.to_json() if isinstance(v, PodNetwork) else v) for k, v in networks.items()},

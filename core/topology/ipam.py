@@ -224,3 +224,44 @@ class SubnetIpPool:
     def in_use(self) -> dict[IPAddress, str]:
         with self._lock:
             return dict(self._holder)
+
+
+class MacRegistry:
+    """Which pod instance holds which MAC address, cluster-wide.
+
+    MACs are derived from IPs, so they are unique as long as every pod's
+    annotation is ovnk's own; a hand-written ``k8s.ovn.org/pod-networks`` (or a
+    static MAC request) could still claim another pod's MAC, which would break
+    both pods' traffic. Reserving every MAC a pod uses makes that a refusal.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holder: dict[str, str] = {}
+
+    @staticmethod
+    def normalize(mac: str) -> str:
+        return mac.strip().lower()
+
+    def reserve(self, mac: str, holder: str) -> None:
+        """Mark ``mac`` as held by ``holder``; another holder's MAC raises :class:`AllocationError`."""
+        key = self.normalize(mac)
+        with self._lock:
+            owner = self._holder.get(key)
+            if owner is not None and owner != holder:
+                raise AllocationError(f"MAC {key} is already in use by {owner}")
+            self._holder[key] = holder
+
+    def release(self, mac: str, holder: str | None = None) -> bool:
+        """Free ``mac`` (only if ``holder`` holds it, when given)."""
+        key = self.normalize(mac)
+        with self._lock:
+            owner = self._holder.get(key)
+            if owner is None or (holder is not None and owner != holder):
+                return False
+            del self._holder[key]
+            return True
+
+    def holder(self, mac: str) -> str | None:
+        with self._lock:
+            return self._holder.get(self.normalize(mac))

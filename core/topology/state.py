@@ -16,6 +16,7 @@ from ovnk.core.config import Config
 from ovnk.core.ovn.ids import OwnerType
 from ovnk.core.topology import naming as n
 from ovnk.core.topology.annotations import GatewayConfig
+from ovnk.core.topology.ipam import MacRegistry
 from ovnk.core.topology.ipam import NodeIdAllocator
 from ovnk.core.topology.ipam import SubnetAllocator
 from ovnk.core.topology.ipam import SubnetIpPool
@@ -51,12 +52,13 @@ class NodeFacts:
 
 
 class TopologyState:
-    """Allocators (node subnets, node ids, pod IPs per node subnet) and node facts."""
+    """Allocators (node subnets, node ids, pod IPs per node subnet, pod MACs) and node facts."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.subnets = SubnetAllocator(config.default.cluster_subnets)
         self.node_ids = NodeIdAllocator()
+        self.macs = MacRegistry()
         self._lock = threading.Lock()
         self._pools: dict[str, list[SubnetIpPool]] = {}
         self._facts: dict[str, NodeFacts] = {}

@@ -131,3 +131,30 @@ def test_every_core_setting_is_documented() -> None:
         assert f"### [{name}]" in doc, f"section [{name}] missing from docs/configuration.md"
         for key, _value, _help in describe(cls()):
             assert f"| `{key}` |" in doc, f"[{name}] {key} missing from docs/configuration.md"
+
+
+def test_the_public_sdk_resolves_and_every_name_is_documented() -> None:
+    """``ovnk`` exports the SDK lazily; each name resolves and has an entry in docs/hooks.md's SDK table."""
+    import ovnk
+    import ovnk.annotations
+    import ovnk.names
+
+    doc = (REPO / "docs" / "hooks.md").read_text()
+    sdk = doc[doc.index("## The SDK"):]
+    documented = set(re.findall(r"^\| `(\w+)`", sdk, re.MULTILINE))
+    exported = set(ovnk.__all__) - {"__version__"}
+    assert exported == set(ovnk._EXPORTS)
+    for name in sorted(exported):
+        assert getattr(ovnk, name) is not None, name
+    assert exported - documented == set(), "SDK names missing from the SDK table of docs/hooks.md"
+    assert documented - exported - {"names", "annotations"} == set(), "docs/hooks.md documents SDK names that do not exist"
+    for module in (ovnk.names, ovnk.annotations):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+
+
+def test_the_third_party_example_uses_only_the_public_sdk() -> None:
+    example = REPO / "tests" / "thirdparty" / "ovnk-hello"
+    for path in example.rglob("*.py"):
+        text = path.read_text()
+        assert "ovnk.core" not in text and "ovnk.cni" not in text, f"{path} reaches into a private module"

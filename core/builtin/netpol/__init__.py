@@ -19,7 +19,6 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ovnk.core.builtin import common
 from ovnk.core.builtin.netpol import controller as ctl
 from ovnk.core.builtin.netpol import nb
 from ovnk.core.builtin.netpol import selection as sel
@@ -31,10 +30,9 @@ from ovnk.core.kube.resources import NETWORKPOLICIES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.ovn.sync import RepairPlan
 from ovnk.core.ovn.txn import NbTxn
+from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
 from ovnk.core.reconcile.spec import Watch
-
-RUNTIME_NAME = "core.netpol.runtime"
 
 
 @hookimpl
@@ -44,8 +42,8 @@ def ovnk_claims(claims: Claims) -> None:
         claims.owner_type(owner)
 
 
-class NetpolRuntime:
-    """The controllers' shared state; registered as a plugin object so repair can reach it."""
+class NetpolControllers:
+    """The controllers and the selection state they share."""
 
     def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
@@ -54,12 +52,8 @@ class NetpolRuntime:
         lock = threading.Lock()
         self.policies = ctl.PolicyController(ctx, self.selection, lock)
         self.address_sets = ctl.AddressSetController(ctx, self.selection, lock)
-        self.namespaces = ctl.NamespaceController(ctx, self.selection)
+        self.namespaces = ctl.NetpolNamespaceController(ctx, self.selection)
         self.cluster = ctl.ClusterController(ctx, self.selection)
-
-    @hookimpl
-    def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
-        ctl.plan_stale(ctx, self.selection, plan)
 
     def specs(self) -> list[ControllerSpec]:
         s = self.selection
@@ -86,11 +80,26 @@ class NetpolRuntime:
         ]
 
 
+class NetpolPlugin:
+    """The runtime half of this plugin (registered by ``ovnk_configure``)."""
+
+    def __init__(self) -> None:
+        self.controllers: NetpolControllers | None = None
+
+    @hookimpl
+    def ovnk_controllers(self, ctx: ControllerContext) -> list[ControllerSpec]:
+        self.controllers = NetpolControllers(ctx)
+        return self.controllers.specs()
+
+    @hookimpl
+    def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
+        assert self.controllers is not None
+        ctl.plan_stale(ctx, self.controllers.selection, plan)
+
+
 @hookimpl
-def ovnk_controllers(ctx: ControllerContext) -> list[ControllerSpec]:
-    runtime = NetpolRuntime(ctx)
-    common.register_runtime(ctx.pm, RUNTIME_NAME, runtime)
-    return runtime.specs()
+def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
+    pluginmanager.register_runtime("core.netpol", NetpolPlugin())
 
 
 @hookimpl

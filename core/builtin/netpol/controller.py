@@ -217,7 +217,7 @@ class PolicyController(_Base):
         return targets
 
 
-class NamespaceController(_Base):
+class NetpolNamespaceController(_Base):
     """Default-deny port groups and ACLs of one namespace (key: namespace name)."""
 
     def __init__(self, ctx: ControllerContext, selection: Selection) -> None:

@@ -30,13 +30,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ovnk.core.kube import selectors
+from ovnk.core.kube.selectors import LabelSelector
 from ovnk.core.topology.naming import IPNetwork
 
 INGRESS = "Ingress"
 EGRESS = "Egress"
 DIRECTIONS = (INGRESS, EGRESS)
 PROTOCOLS = ("TCP", "UDP", "SCTP")
-OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 SEVERITIES = ("alert", "warning", "notice", "info", "debug")
 
 # IANA service name, as Kubernetes validates named ports.
@@ -51,79 +52,16 @@ class PolicyError(ValueError):
 # label selectors
 
 
-@dataclass(frozen=True)
-class Requirement:
-    """One ``matchExpressions`` entry."""
-
-    key: str
-    operator: str
-    values: tuple[str, ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.operator == "In":
-            return self.key in labels and labels[self.key] in self.values
-        if self.operator == "NotIn":
-            return self.key not in labels or labels[self.key] not in self.values
-        if self.operator == "Exists":
-            return self.key in labels
-        return self.key not in labels  # DoesNotExist
-
-    def canonical(self) -> str:
-        return f"LSR{{Key:{self.key},Operator:{self.operator},Values:[{' '.join(sorted(self.values))}],}}"
-
-
-@dataclass(frozen=True)
-class LabelSelector:
-    """A ``metav1.LabelSelector``; the empty selector matches everything."""
-
-    match_labels: tuple[tuple[str, str], ...] = ()
-    match_expressions: tuple[Requirement, ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.match_labels) and all(
-            r.matches(labels) for r in self.match_expressions)
-
-    @property
-    def empty(self) -> bool:
-        return not self.match_labels and not self.match_expressions
-
-    def canonical(self) -> str:
-        text = "LS{"
-        if self.match_labels:
-            text += "ML:{" + "".join(f"{k}: {v}," for k, v in sorted(self.match_labels)) + "},"
-        if self.match_expressions:
-            text += "ME:{" + ",".join(sorted(r.canonical() for r in self.match_expressions)) + "},"
-        return text + "}"
+def parse_selector(raw: Any, *, field: str) -> LabelSelector:
+    """:func:`ovnk.core.kube.selectors.parse_selector` raising :class:`PolicyError`."""
+    try:
+        return selectors.parse_selector(raw, field=field)
+    except selectors.SelectorError as exc:
+        raise PolicyError(str(exc)) from exc
 
 
 def selector_key(selector: LabelSelector | None) -> str:
     return "nil" if selector is None else selector.canonical()
-
-
-def parse_selector(raw: Any, *, field: str) -> LabelSelector:
-    if raw is None:
-        return LabelSelector()
-    if not isinstance(raw, Mapping):
-        raise PolicyError(f"{field} must be an object, not {raw!r}")
-    labels = raw.get("matchLabels") or {}
-    if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
-        raise PolicyError(f"{field}.matchLabels must map label keys to strings")
-    requirements = []
-    for index, expr in enumerate(raw.get("matchExpressions") or []):
-        where = f"{field}.matchExpressions[{index}]"
-        if not isinstance(expr, Mapping) or not isinstance(expr.get("key"), str) or not expr.get("key"):
-            raise PolicyError(f"{where} needs a key")
-        operator = expr.get("operator")
-        if operator not in OPERATORS:
-            raise PolicyError(f"{where}.operator {operator!r} is not one of {', '.join(OPERATORS)}")
-        values = tuple(str(v) for v in expr.get("values") or [])
-        if operator in ("In", "NotIn") and not values:
-            raise PolicyError(f"{where}: operator {operator} needs values")
-        if operator in ("Exists", "DoesNotExist") and values:
-            raise PolicyError(f"{where}: operator {operator} takes no values")
-        requirements.append(Requirement(key=str(expr["key"]), operator=operator, values=values))
-    return LabelSelector(match_labels=tuple(sorted((str(k), v) for k, v in labels.items())),
-                         match_expressions=tuple(requirements))
 
 
 # ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ovnk.core.kube.resources import PODS
 from ovnk.core.kube.resources import object_key
 from ovnk.core.topology import annotations as ann
 from ovnk.core.topology import naming as n
+from ovnk.core.topology.annotations import pod_ips
 from ovnk.core.topology.naming import IPAddress
 
 logger = logging.getLogger(__name__)
@@ -53,30 +54,6 @@ def index_egress_named_ports(obj: Mapping[str, Any]) -> Iterable[str]:
 
 def labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
-
-
-def pod_ips(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
-    """The pod's default-network IPs from ``k8s.ovn.org/pod-networks`` (none if absent or malformed)."""
-    raw = ann.annotations_of(pod).get(ann.POD_NETWORKS)
-    if not raw:
-        return ()
-    cached = _IP_CACHE.get(raw)
-    if cached is None:
-        try:
-            network = ann.pod_network(pod)
-        except ann.AnnotationError:
-            network = None
-        cached = tuple(i.ip for i in network.ip_addresses) if network is not None else ()
-        if len(_IP_CACHE) >= _IP_CACHE_SIZE:
-            _IP_CACHE.clear()
-        _IP_CACHE[raw] = cached
-    return cached
-
-
-# Parsed IPs by annotation text: every reconcile reads the IPs of many pods, and parsing the
-# JSON and the addresses is most of its cost. Annotation text determines the result.
-_IP_CACHE: dict[str, tuple[IPAddress, ...]] = {}
-_IP_CACHE_SIZE = 100_000
 
 
 def lsp_name(pod: Mapping[str, Any]) -> str:

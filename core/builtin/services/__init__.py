@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-from ovnk.core.builtin import common
 from ovnk.core.builtin.services.controller import LB_OWNER
 from ovnk.core.builtin.services.controller import ServicesController
 from ovnk.core.builtin.services.nodeport import NodePortSteering
@@ -26,9 +25,10 @@ from ovnk.core.hookspecs import hookimpl
 from ovnk.core.node.context import NodeContext
 from ovnk.core.node.context import NodeManager
 from ovnk.core.ovn.sync import RepairPlan
+from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
 
-__all__ = ["LB_OWNER", "NodePortSteering", "ServicesController", "ServicesRuntime"]
+__all__ = ["LB_OWNER", "NodePortSteering", "ServicesController", "ServicesPlugin"]
 
 
 @hookimpl
@@ -36,22 +36,26 @@ def ovnk_claims(claims: Claims) -> None:
     claims.owner_type(LB_OWNER)
 
 
-class ServicesRuntime:
-    """Runtime half of the plugin (registered by ``ovnk_controllers``): repair needs the controller."""
+class ServicesPlugin:
+    """The runtime half of this plugin (registered by ``ovnk_configure``): the controller and its repair."""
 
-    def __init__(self, ctx: ControllerContext) -> None:
+    def __init__(self) -> None:
+        self.controller: ServicesController | None = None
+
+    @hookimpl
+    def ovnk_controllers(self, ctx: ControllerContext) -> list[ControllerSpec]:
         self.controller = ServicesController(ctx)
+        return [self.controller.spec()]
 
     @hookimpl
     def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
+        assert self.controller is not None
         self.controller.plan_stale(plan)
 
 
 @hookimpl
-def ovnk_controllers(ctx: ControllerContext) -> list[ControllerSpec]:
-    runtime = ServicesRuntime(ctx)
-    common.register_runtime(ctx.pm, "core.services.runtime", runtime)
-    return [runtime.controller.spec()]
+def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
+    pluginmanager.register_runtime("core.services", ServicesPlugin())
 
 
 def _steers(ctx: NodeContext) -> bool:

@@ -194,7 +194,7 @@ class NetpolCluster:
     def runtime(self) -> Any:
         process = self.env.process
         assert process is not None and process.ctx is not None
-        return process.ctx.pm.get_plugin("core.netpol.runtime")
+        return process.ctx.pm.runtime_of("core.netpol").controllers
 
     def rtos_mac(self, node: str) -> str:
         for row in self.env.nb_rows("Logical_Router_Port"):

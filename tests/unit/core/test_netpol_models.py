@@ -11,12 +11,12 @@ from ovnk.core.builtin.netpol import nb
 from ovnk.core.builtin.netpol.models import AclLogging
 from ovnk.core.builtin.netpol.models import LabelSelector
 from ovnk.core.builtin.netpol.models import PolicyError
-from ovnk.core.builtin.netpol.models import Requirement
 from ovnk.core.builtin.netpol.models import parse_acl_logging
 from ovnk.core.builtin.netpol.models import parse_policy
 from ovnk.core.builtin.netpol.models import parse_scope
 from ovnk.core.builtin.netpol.models import parse_selector
 from ovnk.core.builtin.netpol.models import peer_selectors_lenient
+from ovnk.core.kube.selectors import Requirement
 
 HAIRPIN = ipaddress.ip_address("169.254.0.5")
 

@@ -157,3 +157,51 @@ def test_plugins_only_ovnk_prefixed_attributes_are_hooks(pm) -> None:
 
     pm.register(Plugin(), name="odd")
     assert pm.hooks_of("odd") == []
+
+
+STATEFUL = """
+from ovnk import hookimpl, OwnerType
+
+class Runtime:
+    def __init__(self, level):
+        self.level = level
+
+    @hookimpl
+    def ovnk_claims(self, claims):
+        claims.owner_type(OwnerType(name="StatefulThing", table="ACL"))
+
+    @hookimpl
+    def ovnk_restore(self, ctx):
+        raise RuntimeError("restore exploded")
+
+@hookimpl
+def ovnk_configure(config, pluginmanager):
+    pluginmanager.register_runtime("stateful", Runtime(1))
+
+@hookimpl
+def ovnk_unconfigure(config):
+    pass
+"""
+
+
+def test_hook_configure_registers_a_runtime_object_attributed_to_its_plugin(fake_dists) -> None:
+    fake_dists.add("ovnk-stateful", plugins={"stateful": "stateful_plugin"}, modules={"stateful_plugin": STATEFUL})
+    rt = bootstrap_mod.bootstrap(ConfigInputs(env={"OVNK_PLUGINS": "stateful"}), defaults=())
+    pm = rt.pm
+    runtime = pm.runtime_of("stateful")
+    assert runtime is not None and runtime.level == 1
+    assert pm.get_name(runtime) == "stateful:runtime"
+    assert pm.owner_plugin("stateful:runtime") == "stateful"
+    assert "ovnk_restore" in pm.hooks_of("stateful") and "ovnk_configure" in pm.hooks_of("stateful")
+    # Claims made by the runtime object belong to the plugin.
+    from ovnk.core.bootstrap import collect_claims
+
+    assert collect_claims(pm).owners.plugin_of(collect_claims(pm).owners.get("ACL", "StatefulThing")) == "stateful"
+    with pytest.raises(PluginError, match="plugin 'stateful' failed in ovnk_restore: RuntimeError: restore exploded"):
+        pm.call_each("ovnk_restore", ctx=None)
+    with pytest.raises(PluginError, match="registered its runtime object twice"):
+        pm.register_runtime("stateful", object())
+    with pytest.raises(PluginError, match="no such plugin is registered"):
+        pm.register_runtime("ghost", object())
+    rt.shutdown()
+    assert pm.runtime_of("stateful") is None

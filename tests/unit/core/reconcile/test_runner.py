@@ -16,6 +16,7 @@ from ovnk.core.errors import TemporaryError
 from ovnk.core.kube.resources import PODS
 from ovnk.core.reconcile.runner import ControllerRunner
 from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import PeriodicTask
 from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk.core.reconcile.spec import Watch
 
@@ -39,6 +40,9 @@ class MemoryInformer:
 
     def add_handler(self, handler: Any) -> None:
         self.handlers.append(handler)
+
+    def remove_handler(self, handler: Any) -> None:
+        self.handlers = [h for h in self.handlers if h is not handler]
 
     def has_synced(self) -> bool:
         return self.synced
@@ -202,3 +206,90 @@ def test_runner_secondary_watch_maps_objects_to_other_keys() -> None:
     assert runner.wait_idle(5)
     runner.stop()
     assert keys == ["ns"]
+
+
+def _pod(name: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": "1"}}
+
+
+def test_enqueue_runs_a_key_of_any_controller_now_or_later() -> None:
+    factory = MemoryFactory()
+    seen: list[tuple[str, float]] = []
+    started = time.monotonic()
+    spec = ControllerSpec(name="c", watches=(Watch(PODS),),
+                          reconcile=lambda req: seen.append((req.key, time.monotonic() - started)))
+    runner = ControllerRunner([spec], informers=factory, workers=1)
+    runner.start_watches()
+    runner.start_workers()
+    runner.enqueue("c", "ns/now")
+    runner.enqueue("c", "ns/later", after=0.3)
+    assert runner.wait_idle(5), "planned work must not keep the runner busy"
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [key for key, _ in seen] == ["ns/now", "ns/later"]
+    assert seen[1][1] >= 0.3
+    try:
+        runner.enqueue("nope", "x")
+    except KeyError as exc:
+        assert "no controller named 'nope'" in str(exc)
+    else:
+        raise AssertionError("enqueue to an unknown controller must raise")
+    runner.stop()
+
+
+def test_controllers_added_and_removed_at_runtime() -> None:
+    factory = MemoryFactory()
+    seen: list[str] = []
+    runner = ControllerRunner([], informers=factory, workers=1)
+    runner.start_watches()
+    runner.start_workers()
+    factory.informer(PODS).add(_pod("before"))
+    runner.add(ControllerSpec(name="late", watches=(Watch(PODS),), reconcile=lambda req: seen.append(req.key)))
+    factory.start()  # the informer (re)lists: the late controller's workers start once it has synced
+    factory.informer(PODS).add(_pod("after"))
+    assert runner.wait_idle(5)
+    deadline = time.monotonic() + 5
+    while "ns/after" not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "ns/after" in seen
+    assert runner.names() == ["late"]
+    assert runner.remove("late") is True
+    assert runner.remove("late") is False
+    seen.clear()
+    factory.informer(PODS).add(_pod("gone"))
+    time.sleep(0.1)
+    assert seen == [] and factory.informer(PODS).handlers == []
+    try:
+        runner.add(ControllerSpec(name="late", watches=(Watch(PODS),), reconcile=lambda req: None))
+        runner.add(ControllerSpec(name="late", watches=(Watch(PODS),), reconcile=lambda req: None))
+    except ValueError as exc:
+        assert "already running" in str(exc)
+    else:
+        raise AssertionError("two controllers of one name must be refused")
+    runner.stop()
+
+
+def test_periodic_tasks_run_only_between_start_workers_and_stop() -> None:
+    rounds: list[float] = []
+    failures = {"n": 0}
+
+    def tick() -> None:
+        rounds.append(time.monotonic())
+        if len(rounds) == 2:
+            failures["n"] += 1
+            raise RuntimeError("one bad round")
+
+    runner = ControllerRunner([], informers=MemoryFactory(), tasks=[PeriodicTask(name="t", interval=0.05, run=tick)])
+    runner.start_watches()
+    time.sleep(0.15)
+    assert rounds == [], "tasks wait for the workers (leadership)"
+    runner.start_workers()
+    deadline = time.monotonic() + 5
+    while len(rounds) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(rounds) >= 4 and failures["n"] == 1, "a failing round does not stop the task"
+    runner.stop()
+    count = len(rounds)
+    time.sleep(0.15)
+    assert len(rounds) == count

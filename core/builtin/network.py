@@ -1,4 +1,4 @@
-"""Core plugin: the cluster-wide rows and each node's topology (and the cluster-manager role).
+"""Core plugin: the default network's topology, cluster-wide and per node (and the cluster-manager role).
 
 Controllers:
 
@@ -9,8 +9,10 @@ Controllers:
   one transaction with what plugins add, deletes rows it no longer intends,
   and on node deletion removes every row of the node and frees subnet and id.
 
-Repair (before workers): allocators are rebuilt from the node and pod
-annotations, then rows of nodes that no longer exist are planned for deletion.
+Restore (always, before repair and workers): the subnet and node-id
+allocators are rebuilt from the node annotations, and pod IPs and MACs from
+what ovnk itself committed (see :meth:`TopologyController.restore_allocations`).
+Repair: rows of nodes that no longer exist are planned for deletion.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ovnk.core.builtin import common
+from ovnk.core.builtin.pods import PODS_CONTROLLER
 from ovnk.core.claims import Claims
 from ovnk.core.context import ControllerContext
 from ovnk.core.errors import PermanentError
@@ -30,6 +33,7 @@ from ovnk.core.kube.resources import PODS
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Ref
 from ovnk.core.ovn.sync import RepairPlan
+from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
 from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk.core.reconcile.spec import Watch
@@ -137,8 +141,15 @@ class TopologyController:
                 txn.add_to(Match.of("Port_Group", name=builder.port_group_name(controller, n.CLUSTER_PORT_GROUP)),
                            "ports", [Ref(Match.of("Logical_Switch_Port", name=n.mgmt_port(name)))])
             self.ctx.pm.hook.ovnk_node_txn(ctx=self.ctx, txn=txn, node=node, deleted=False)
-        self.state.set_node(NodeFacts(name=name, node_id=node_id, subnets=subnets, chassis_id=topo.chassis_id,
-                                      gateway=topo.gateway, reserved_ips=tuple(topo.reserved_ips)))
+        facts = NodeFacts(name=name, node_id=node_id, subnets=subnets, chassis_id=topo.chassis_id,
+                          gateway=topo.gateway, reserved_ips=tuple(topo.reserved_ips))
+        if self.state.node(name) != facts:
+            self.state.set_node(facts)
+            # Pods read these facts (switch, chassis, gateway): re-run every pod of the node, or
+            # a pod reconciled just before would keep the old requested-chassis for good.
+            if PODS_CONTROLLER in self.ctx.controllers.names():
+                for key in self.ctx.cache(PODS).index_keys("node", name):
+                    self.ctx.enqueue(PODS_CONTROLLER, key)
 
     def _publish_allocations(self, node: Mapping[str, Any], subnets: tuple[Any, ...], node_id: int) -> None:
         current = ann.annotations_of(node)
@@ -178,7 +189,7 @@ class TopologyController:
     # -- repair ----------------------------------------------------------------
 
     def restore_allocations(self) -> None:
-        """Rebuild subnet, node-id and pod-IP allocations from annotations (before any new allocation)."""
+        """Rebuild subnet and node-id allocations from the node annotations (pods restore their own IPs)."""
         nodes = self.ctx.cache(NODES).list()
         for node in nodes:
             name = node["metadata"]["name"]
@@ -192,28 +203,7 @@ class TopologyController:
             except (ann.AnnotationError, AllocationError) as exc:
                 logger.error("node %s: cannot restore its allocation: %s", name, exc)
                 self.ctx.events.event(node, type="Warning", reason="ErrorRestoringAllocation", message=str(exc))
-        restored = 0
-        for pod in self.ctx.cache(PODS).list():
-            if not common.pod_wants_network(pod):
-                continue
-            node_name = pod["spec"]["nodeName"]
-            subnets = self.state.subnets.subnets_of(node_name)
-            try:
-                network = ann.pod_network(pod)
-            except ann.AnnotationError:
-                continue
-            if network is None or not subnets:
-                continue
-            pools = self.state.pools_for(node_name, subnets)
-            for iface in network.ip_addresses:
-                for pool in pools:
-                    if iface.ip in pool.subnet:
-                        try:
-                            pool.reserve(iface.ip, common.ip_holder(pod))
-                            restored += 1
-                        except AllocationError as exc:
-                            logger.error("pod %s: cannot restore IP %s: %s", common.pod_key(pod), iface.ip, exc)
-        logger.info("restored allocations: %d nodes, %d pod IPs", len(nodes), restored)
+        logger.info("restored allocations of %d nodes", len(nodes))
 
     def plan_stale(self, plan: RepairPlan) -> None:
         live = set(self.ctx.cache(NODES).keys())
@@ -224,26 +214,33 @@ class TopologyController:
                     plan.stale(row, reason=f"node {node} no longer exists")
 
 
-class TopologyRuntime:
-    """Runtime half of this plugin (registered by ``ovnk_controllers``): repair needs the controller's state."""
+class NetworkPlugin:
+    """The runtime half of this plugin (registered by ``ovnk_configure``): controllers and their state."""
 
-    def __init__(self, ctx: ControllerContext) -> None:
-        self.controller = TopologyController(ctx)
+    def __init__(self) -> None:
+        self.controller: TopologyController | None = None
+
+    @hookimpl
+    def ovnk_controllers(self, ctx: ControllerContext) -> list[ControllerSpec]:
+        controller = self.controller = TopologyController(ctx)
+        return [
+            ControllerSpec(name="cluster", watches=(), reconcile=controller.reconcile_cluster,
+                           initial_keys=lambda: [CLUSTER_KEY], workers=1),
+            ControllerSpec(name="nodes", watches=(Watch(NODES, needs_update=node_needs_update),),
+                           reconcile=controller.reconcile_node),
+        ]
 
     @hookimpl(tryfirst=True)
-    def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
+    def ovnk_restore(self, ctx: ControllerContext) -> None:
+        assert self.controller is not None
         self.controller.restore_allocations()
+
+    @hookimpl
+    def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
+        assert self.controller is not None
         self.controller.plan_stale(plan)
 
 
 @hookimpl
-def ovnk_controllers(ctx: ControllerContext) -> list[ControllerSpec]:
-    runtime = TopologyRuntime(ctx)
-    common.register_runtime(ctx.pm, "core.topology.runtime", runtime)
-    controller = runtime.controller
-    return [
-        ControllerSpec(name="cluster", watches=(), reconcile=controller.reconcile_cluster,
-                       initial_keys=lambda: [CLUSTER_KEY], workers=1),
-        ControllerSpec(name="nodes", watches=(Watch(NODES, needs_update=node_needs_update),),
-                       reconcile=controller.reconcile_node),
-    ]
+def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
+    pluginmanager.register_runtime("core.network", NetworkPlugin())
