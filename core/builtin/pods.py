@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 POD_PORT = OwnerType(name="Pod", table="Logical_Switch_Port", keys=("name",))
 #: The pod controller's name: ``ctx.enqueue(PODS_CONTROLLER, "<ns>/<pod>")`` re-runs a pod.
 PODS_CONTROLLER = "pods"
+# How many IPs a new pod may skip because a hand-written annotation took their derived MAC.
+MAC_CONFLICT_RETRIES = 8
 NAMESPACE_ADDRESS_SET = OwnerType(name="Namespace", table="Address_Set", keys=("name", "ip-family"))
 
 
@@ -173,20 +175,33 @@ class PodController:
                 self._event(pod, "ErrorAllocatingIP", str(exc))
                 raise PermanentError(f"annotated IP conflicts: {exc}") from exc
             return existing
-        ips = self._allocate(pod, node_name, holder)
         try:
             request = ann.default_network_request(pod)
         except ann.AnnotationError:
             request = None
-        mac = request.mac if request is not None and request.mac else n.mac_from_ip(ips[0].ip)
-        try:
-            self.state.macs.reserve(mac, holder)
-        except AllocationError as exc:
-            self._release(node_name, [i.ip for i in ips], holder)
-            self._event(pod, "ErrorAllocatingIP", str(exc))
-            if request is not None and request.mac:
-                raise PermanentError(f"bad static MAC request: {exc}") from exc
-            raise TemporaryError(f"cannot use MAC {mac}: {exc}", delay=5) from exc
+        for _attempt in range(MAC_CONFLICT_RETRIES):
+            ips = self._allocate(pod, node_name, holder)
+            mac = request.mac if request is not None and request.mac else n.mac_from_ip(ips[0].ip)
+            try:
+                self.state.macs.reserve(mac, holder)
+                break
+            except AllocationError as exc:
+                self._release(node_name, [i.ip for i in ips], holder)
+                if request is not None and request.mac:
+                    self._event(pod, "ErrorAllocatingIP", str(exc))
+                    raise PermanentError(f"bad static MAC request: {exc}") from exc
+                # Another pod claims this IP's MAC (a hand-written annotation): that IP is unusable
+                # while it lives, so it is held in that pod's name and released with it.
+                other = self.state.macs.holder(mac)
+                pool = self.state.pool_for_ip(node_name, ips[0].ip)
+                if other is not None and pool is not None:
+                    pool.reserve(ips[0].ip, other)
+                logger.warning("pod %s: skipping IP %s, whose MAC %s is in use by %s", common.pod_key(pod),
+                               ips[0].ip, mac, other)
+        else:
+            message = f"no IP whose MAC is free after {MAC_CONFLICT_RETRIES} tries"
+            self._event(pod, "ErrorAllocatingIP", message)
+            raise TemporaryError(message, delay=5)
         network = self._network(ips, mac)
         networks: dict[str, Any] = ann.pod_networks_raw(pod)
         networks[ann.DEFAULT] = network.to_json()
@@ -288,8 +303,8 @@ class PodController:
             self.ctx.pm.hook.ovnk_pod_txn(ctx=self.ctx, txn=txn, pod=pod, lsp=None, deleted=True)
         if node_name:
             self._release(node_name, [ip for ip in ips if ip not in in_use], holder)
-        if network is not None:
-            self.state.macs.release(network.mac_address, holder)
+        # By holder, not by the annotation: the last state we saw may predate it (see above).
+        self.state.macs.release_holder(holder)
 
     def _ips_used_by_others(self, pod: Mapping[str, Any], ips: list[IPAddress]) -> set[IPAddress]:
         """IPs of ``pod`` that another live pod also has in its annotation (never release those)."""
@@ -425,9 +440,11 @@ class NamespaceAddressSetController:
         compared with the pod cache (IPs of pods deleted while no controller ran).
         """
         live = set(self.ctx.cache(NAMESPACES).keys())
+        nodes = self.ctx.cache(NODES)
         wanted: dict[str, set[str]] = {}
         for pod in self.ctx.cache(PODS).list():
-            if not common.pod_wants_network(pod):
+            # A pod of a node that does not exist gets no port, so its IPs join no set either.
+            if not common.pod_wants_network(pod) or pod["spec"]["nodeName"] not in nodes:
                 continue
             try:
                 network = ann.pod_network(pod)

@@ -262,6 +262,14 @@ class MacRegistry:
             del self._holder[key]
             return True
 
+    def release_holder(self, holder: str) -> list[str]:
+        """Free every MAC ``holder`` holds (a pod gone before its annotation reached the cache)."""
+        with self._lock:
+            macs = [mac for mac, owner in self._holder.items() if owner == holder]
+            for mac in macs:
+                del self._holder[mac]
+            return macs
+
     def holder(self, mac: str) -> str | None:
         with self._lock:
             return self._holder.get(self.normalize(mac))
