@@ -70,14 +70,24 @@ class Claims:
         self.owners = OwnerRegistry()
         self.annotations: dict[str, str] = {}
         self.labels: dict[str, str] = {}
+        # claim key -> every plugin sharing it
+        self._shared: dict[str, set[str]] = {}
 
-    def _claim(self, key: str, what: str) -> None:
+    def _claim(self, key: str, what: str, *, shared: bool = False) -> None:
         prior = self._claims.get(key)
         if prior is not None and prior[0] != self.current:
+            if shared and key in self._shared:
+                self._shared[key].add(self.current)
+                return
             raise PluginError(
                 f"plugin {self.current!r} claims {what}, which plugin {prior[0]!r} already claims"
+                + (" (a shared claim must be shared by every claimant)" if shared or key in self._shared else "")
             )
+        if prior is not None and (key in self._shared) != shared:
+            raise PluginError(f"plugin {self.current!r} claims {what} both shared and exclusively")
         self._claims[key] = (self.current, what)
+        if shared:
+            self._shared.setdefault(key, set()).add(self.current)
 
     def crd(self, path: str | Path) -> CrdClaim:
         """Claim the CRD defined in the YAML file at ``path`` (usually ``<plugin>/crds/<name>.yaml``)."""
@@ -89,12 +99,32 @@ class Claims:
         self.crds[crd.name] = (crd, self.current)
         return crd
 
-    def owner_type(self, owner: OwnerType) -> OwnerType:
-        """Claim an OVN owner type (one table, one ``k8s.ovn.org/owner-type`` value)."""
-        self._claim(f"owner:{owner.table}:{owner.name}", f"owner type {owner.name} ({owner.table})")
+    def owner_type(self, owner: OwnerType, *, shared: bool = False) -> OwnerType:
+        """Claim an OVN owner type (one table, one ``k8s.ovn.org/owner-type`` value).
+
+        ``shared=True`` lets several plugins claim the identical owner type, each
+        saying so: rows that more than one feature needs and writes identically
+        (the egress features' default no-reroute policies). Such rows stay while
+        any claimant is enabled and are removed by repair when none is.
+        """
+        key = f"owner:{owner.table}:{owner.name}"
+        if shared and key in self._shared:
+            existing = self.owners.get(owner.table, owner.name)
+            if existing is not None and existing != owner:
+                raise PluginError(f"plugin {self.current!r} shares owner type {owner.name} ({owner.table}) "
+                                  f"with other keys ({owner.keys}) than its other claimants ({existing.keys})")
+        self._claim(key, f"owner type {owner.name} ({owner.table})" + (" (shared)" if shared else ""), shared=shared)
         if owner not in self.owners:
             self.owners.add(owner, plugin=self.current)
         return owner
+
+    def sharers(self, owner: OwnerType) -> set[str]:
+        """Every plugin claiming ``owner`` (one, unless it is shared)."""
+        key = f"owner:{owner.table}:{owner.name}"
+        if key in self._shared:
+            return set(self._shared[key])
+        prior = self._claims.get(key)
+        return {prior[0]} if prior else set()
 
     def annotation(self, key: str) -> None:
         """Claim an annotation key this plugin writes."""
@@ -108,7 +138,8 @@ class Claims:
 
     def by_plugin(self, plugin: str) -> list[str]:
         """Human-readable claims of one plugin (for ``ovnk plugins list``)."""
-        return sorted(what for owner, what in self._claims.values() if owner == plugin)
+        return sorted(what for key, (owner, what) in self._claims.items()
+                      if owner == plugin or plugin in self._shared.get(key, ()))
 
     def crds_of(self, plugin: str) -> list[CrdClaim]:
         return [crd for crd, owner in self.crds.values() if owner == plugin]

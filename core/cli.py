@@ -59,6 +59,12 @@ def command_settings(plugin: str) -> Any:
     return config.plugin_settings(plugin)
 
 
+def command_config() -> Any:
+    """The configuration of the current ``ovnk`` invocation (config file, environment, flags), for a
+    plugin's command: ``command_config().kubernetes`` gives ``KubeClient.from_settings`` what it needs."""
+    return get_state(click.get_current_context()).runtime(configure=False).config
+
+
 def fail(message: str) -> None:
     """Exit with status 1 and ``ovnk: error: <message>`` on stderr."""
     click.echo(f"ovnk: error: {message}", err=True)

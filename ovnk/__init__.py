@@ -29,6 +29,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Config": ("ovnk.core.config", "Config"),
     "Claims": ("ovnk.core.claims", "Claims"),
     "command_settings": ("ovnk.core.cli", "command_settings"),
+    "command_config": ("ovnk.core.cli", "command_config"),
     # -- errors -------------------------------------------------------------------
     "OvnkError": ("ovnk.core.errors", "OvnkError"),
     "ConfigError": ("ovnk.core.errors", "ConfigError"),
@@ -154,6 +155,7 @@ __all__ = [
     "TopologyState",
     "Watch",
     "__version__",
+    "command_config",
     "command_settings",
     "hashed_name",
     "hookimpl",
@@ -169,6 +171,7 @@ if TYPE_CHECKING:
     from ovnk.cni.types import CniRequest as CniRequest
     from ovnk.cni.types import CniResult as CniResult
     from ovnk.core.claims import Claims as Claims
+    from ovnk.core.cli import command_config as command_config
     from ovnk.core.cli import command_settings as command_settings
     from ovnk.core.config import Config as Config
     from ovnk.core.context import ControllerContext as ControllerContext
@@ -233,6 +236,11 @@ if TYPE_CHECKING:
     from ovnk.core.topology.intents import RowIntent as RowIntent
     from ovnk.core.topology.state import NodeFacts as NodeFacts
     from ovnk.core.topology.state import TopologyState as TopologyState
+
+
+# ``from __future__ import annotations`` binds the name ``annotations`` here, which would shadow the
+# public submodule ovnk.annotations (``from ovnk import annotations`` must give the module).
+del annotations
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,42 @@
+"""EgressIP's NB rows (pure builders)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ovnk.plugins.egressip import nb
+
+CTL = "default-network-controller"
+
+
+def test_rows_of_an_object_reroute_with_ecmp_and_snat_on_each_egress_node() -> None:
+    pod = nb.ServedPod("team-a", "web-1", (ipaddress.ip_address("10.244.1.5"),))
+    hops = [nb.EgressHop("n1", ipaddress.ip_address("172.30.0.100"), ipaddress.ip_address("100.64.0.2")),
+            nb.EgressHop("n2", ipaddress.ip_address("172.30.0.101"), ipaddress.ip_address("100.64.0.3"))]
+    rows = nb.object_rows(controller=CTL, eip="eip1", pods=[pod], hops=hops)
+    (policy,) = [r for r in rows if r.table == "Logical_Router_Policy"]
+    assert policy.router == "ovn_cluster_router"
+    assert policy.columns == {"priority": 100, "action": "reroute", "match": "ip4.src == 10.244.1.5",
+                              "nexthops": ["100.64.0.2", "100.64.0.3"]}
+    ids = policy.ids.external_ids()
+    assert ids["k8s.ovn.org/owner-type"] == "EgressIP" and ids["k8s.ovn.org/name"] == "eip1_team-a/web-1"
+    assert ids["priority"] == "100" and ids["ip-family"] == "ip4" and ids["network"] == "default"
+    nats = sorted((r.router, r.columns["external_ip"]) for r in rows if r.table == "NAT")
+    assert nats == [("GR_n1", "172.30.0.100"), ("GR_n2", "172.30.0.101")]
+    nat = next(r for r in rows if r.table == "NAT")
+    assert nat.columns["type"] == "snat" and nat.columns["logical_ip"] == "10.244.1.5"
+    assert nat.columns["logical_port"] == ["k8s-n1"]
+
+
+def test_no_hop_of_the_pods_family_gives_no_rows() -> None:
+    pod = nb.ServedPod("a", "p", (ipaddress.ip_address("fd00:10:244::5"),))
+    hops = [nb.EgressHop("n1", ipaddress.ip_address("172.30.0.100"), ipaddress.ip_address("100.64.0.2"))]
+    assert nb.object_rows(controller=CTL, eip="e", pods=[pod], hops=hops) == []
+
+
+def test_pod_to_node_policy_names_this_features_set_and_node_ips() -> None:
+    row = nb.pod_to_node_policy(CTL, 4)
+    served, _ = nb.served_pods_set(CTL, 4)
+    assert row.columns["match"].startswith(f"ip4.src == ${served} && ip4.dst == $a")
+    assert row.columns["options"] == {"pkt_mark": "1008"} and row.columns["priority"] == 102
+    assert nb.egressip_of("eip1_team-a/web-1") == "eip1"
