@@ -146,7 +146,7 @@ def test_crd_schema_rejects_what_it_can(env: ClusterEnv, crd: None) -> None:
     ]
     for index, spec in enumerate(bad):
         doc = {"apiVersion": "k8s.ovn.org/v1", "kind": "EgressIP", "metadata": {"name": f"bad-{index}"}, "spec": spec}
-        with pytest.raises(Exception, match="(?i)invalid|Unsupported|Duplicate|Required"):
+        with pytest.raises(Exception, match=r"(?i)invalid|Unsupported|Duplicate|Required"):
             env.kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
     good = {"apiVersion": "k8s.ovn.org/v1", "kind": "EgressIP", "metadata": {"name": "good"},
             "spec": {"egressIPs": ["172.30.0.100", "fd00::100"], "namespaceSelector": {"matchLabels": {"a": "b"}}}}
