@@ -88,6 +88,10 @@ class NbFacade:
         """Optional columns (e.g. ACL ``tier``) exist only on newer OVN schemas."""
         return self.client.has_column(table, column)
 
+    def allows_key(self, table: str, column: str, key: str) -> bool:
+        """Whether a map column's enum admits ``key`` (QoS ``action`` gained ``mark`` after OVN 23.03)."""
+        return self.client.allows_key(table, column, key)
+
 
 @dataclass(frozen=True)
 class ControllerContext:

@@ -149,6 +149,7 @@ class OvsdbClient:
         self._connection: ovsdbapp_connection.Connection | None = None
         self._idl: _Idl | None = None
         self._schema_columns: dict[str, set[str]] = {}
+        self._schema_json: dict[str, Any] = {}
         self._metrics_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._reconnects_seen = 0
@@ -204,6 +205,7 @@ class OvsdbClient:
         self._schema_columns = {
             table: set(spec.get("columns", {})) for table, spec in helper.schema_json["tables"].items()
         }
+        self._schema_json = helper.schema_json
         self._idl = _Idl(self.remote, helper, leader_only=self.leader_only, probe_interval=self.inactivity_probe_ms,
                          listeners=self._row_listeners)
         self._create_indexes(self._idl)
@@ -304,6 +306,22 @@ class OvsdbClient:
 
     def has_table(self, table: str) -> bool:
         return table in self._schema_columns
+
+    def allows_key(self, table: str, column: str, key: str) -> bool:
+        """Whether the schema lets map or set column ``table.column`` hold ``key`` (its enum, if any).
+
+        Newer OVN schemas widen some enums (QoS ``action`` gained ``mark``); ``False``
+        when the column does not exist.
+        """
+        spec = self._schema_json.get("tables", {}).get(table, {}).get("columns", {}).get(column)
+        if spec is None:
+            return False
+        key_type = spec.get("type", {}).get("key") if isinstance(spec.get("type"), dict) else None
+        enum = key_type.get("enum") if isinstance(key_type, dict) else None
+        if enum is None:
+            return True
+        values = enum[1] if isinstance(enum, list) and len(enum) == 2 and enum[0] == "set" else [enum]
+        return key in values
 
 
 def rows_by_name(idl: ovs_idl.Idl, table: str, name: str) -> list[Any]:

@@ -372,6 +372,14 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     # -- pods -----------------------------------------------------------------------------
 
+    def ovs_ofctl(self, *args: str) -> str:
+        """``ovs-ofctl`` against one of the node's bridges (``dump-flows breth0``), through its management socket."""
+        if self.ovs_db_sock is None:
+            raise StartupError(f"node {self.name} runs no Open vSwitch")
+        command, bridge, *rest = args
+        target = f"unix:{self.ovs_db_sock.parent / (bridge + '.mgmt')}"
+        return run([paths.system_bin("ovs-ofctl"), "-O", "OpenFlow14", command, target, *rest]).stdout
+
     def pod_sandbox_pid(self, namespace: str, pod: str, *, uid: str | None = None) -> int:
         """PID of the running pause process of pod ``namespace/pod`` on this node."""
         filters = [f'labels."io.kubernetes.pod.namespace"=={namespace}',

@@ -38,13 +38,16 @@ REROUTE_POLICY = OwnerType(name="EgressIP", table="Logical_Router_Policy",
                            keys=("name", "priority", "ip-family", "network"))
 SNAT = OwnerType(name="EgressIP", table="NAT", keys=("name", "ip-family"))
 SERVED_PODS_SET = OwnerType(name="EgressIP", table="Address_Set", keys=("name", "network", "ip-family"))
+REPLY_MARK_QOS = OwnerType(name="EgressIP", table="QoS", keys=("name", "priority", "ip-family", "network"))
 
-OWNER_TYPES = (REROUTE_POLICY, SNAT, SERVED_PODS_SET)
+OWNER_TYPES = (REROUTE_POLICY, SNAT, SERVED_PODS_SET, REPLY_MARK_QOS)
 
 SERVED_PODS = "egressip-served-pods"
 POD_TO_NODE = "EIP-No-Reroute-Pod-To-Node"
 #: ``pkt_mark`` of pod to node traffic (upstream's breth0 flows SNAT it to the node IP).
 POD_TO_NODE_MARK = 1008
+REPLY_MARK = "EgressIP-Mark-Reply-Traffic"
+REPLY_MARK_PRIORITY = 103
 
 
 @dataclass(frozen=True)
@@ -154,3 +157,15 @@ def pod_to_node_policy(controller: str, version: int) -> Row:
         "match": f"{fam}.src == ${served} && {fam}.dst == ${node_ips}",
         "options": {"pkt_mark": str(POD_TO_NODE_MARK)},
     })
+
+
+def reply_mark_qos(controller: str, version: int) -> tuple[DbObjectIds, dict[str, object]]:
+    """(ids, columns) of the QoS rule marking replies of served pods (``pkt.mark == 42`` is not
+    rerouted): one row per family, referenced by every node switch."""
+    fam = egress.family_name(version)
+    served, _ = served_pods_set(controller, version)
+    ids = REPLY_MARK_QOS.ids(controller, name=REPLY_MARK, priority=REPLY_MARK_PRIORITY, ip_family=fam,
+                             network=names.DEFAULT_NETWORK)
+    return ids, {"priority": REPLY_MARK_PRIORITY, "direction": "from-lport",
+                 "match": f"{fam}.src == ${served} && ct.trk && ct.rpl",
+                 "action": {"mark": egress.REPLY_TRAFFIC_MARK}}

@@ -7,8 +7,10 @@ The module-level hooks run in every process; ``ovnk_configure`` registers
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 
 from ovnk import hookimpl
 from ovnk.plugins.egressip import nb
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from ovnk import Config
     from ovnk import ControllerContext
     from ovnk import ControllerSpec
+    from ovnk import NbTxn
     from ovnk import NodeContext
     from ovnk import NodeManager
     from ovnk import PeriodicTask
@@ -97,6 +100,20 @@ class EgressIPPlugin:
         assert self.controllers is not None
         self.controllers.plan_repair(plan)
 
+    @hookimpl
+    def ovnk_node_txn(self, ctx: ControllerContext, txn: NbTxn, node: Mapping[str, Any], deleted: bool) -> None:
+        """Every node switch marks the replies of served pods (where OVN's QoS can ``mark``)."""
+        if deleted or not ctx.nb.allows_key("QoS", "action", "mark"):
+            return
+        from ovnk import Match
+        from ovnk import Parent
+        from ovnk import names
+
+        switch = Parent(Match.of("Logical_Switch", name=names.node_switch(node["metadata"]["name"])), "qos_rules")
+        for version in sorted({s.network.version for s in ctx.config.default.cluster_subnets}):
+            ids, columns = nb.reply_mark_qos(ctx.controller_name, version)
+            txn.ensure("QoS", ids=ids, columns=columns, parent=switch)
+
     # -- node agent ----------------------------------------------------------------------
 
     @hookimpl
@@ -104,3 +121,9 @@ class EgressIPPlugin:
         from ovnk.plugins.egressip.node import health_service
 
         return [health_service(ctx, self.settings)]
+
+    @hookimpl
+    def ovnk_node_controllers(self, ctx: NodeContext) -> list[ControllerSpec]:
+        from ovnk.plugins.egressip.node import ArpResponder
+
+        return [ArpResponder(ctx).spec()] if ctx.gateway_bridge else []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -69,6 +70,10 @@ class Cluster:
         self.kubeconfig = str(sandbox.kubeconfig)
         self.kubectl_bin = paths.tool_bin("kubectl")
         self.nodes = [n.name for n in sandbox.cluster.nodes]
+
+    def sandbox_ovnk(self) -> list[str]:
+        """The ``ovnk`` command line pointed at this cluster (for plugin commands)."""
+        return [sys.executable, "-m", "ovnk", "--kubeconfig", self.kubeconfig]
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
         res = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args], input=input,
