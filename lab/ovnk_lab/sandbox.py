@@ -395,9 +395,12 @@ class Sandbox:
         for node in self.cluster.nodes:
             self.restart_agent(node.name, sig=signal.SIGTERM)
         for node in self.cluster.nodes:
-            log = node.log_dir / "ovnk-node.log"
-            wait_for(f"ovnk agent of {node.name} ready with plugins {list(plugins)}",
-                     lambda log=log, mark=marks[node.name]: _logged_since(log, mark, " ready in "), timeout=timeout,
+            log, mark = node.log_dir / "ovnk-node.log", marks[node.name]
+
+            def ready(log: Path = log, mark: int = mark) -> bool:
+                return _logged_since(log, mark, " ready in ")
+
+            wait_for(f"ovnk agent of {node.name} ready with plugins {list(plugins)}", ready, timeout=timeout,
                      interval=0.2)
         wait_for("a leading controller", lambda: self.leader_controller() is not None, timeout=timeout, interval=0.2)
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from ovnk import ControllerSpec
 from ovnk import NodeContext
@@ -84,7 +86,7 @@ class ArpResponder:
         self.bridge = ctx.gateway_bridge
 
     def spec(self) -> ControllerSpec:
-        def status_changed(old: dict[str, object], new: dict[str, object]) -> bool:
+        def status_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
             return json.dumps(old.get("status"), sort_keys=True) != json.dumps(new.get("status"), sort_keys=True)
 
         # The patch port appears after the agent starts (ovn-controller creates it): OVS changes re-run.
