@@ -335,6 +335,25 @@ def ovnk_namespace_txn(
 
 
 @hookspec
+def ovnk_namespace_port_groups(ctx: ControllerContext) -> bool | None:
+    """Ask core to keep a port group per namespace holding the namespace's pods.
+
+    Features that attach ACLs to "every pod of a namespace" (multicast, egress
+    firewall) answer ``True``; core then creates the port group
+    (``ovnk.names.namespace_port_group(controller, namespace)``, owner type
+    ``Namespace``, as upstream) with each namespace, adds every pod's port to
+    it in the pod's own transaction, and removes it with the namespace. When no
+    enabled plugin answers ``True`` there are none, and repair removes those
+    left from a run that had them.
+
+    :param ctx: the controller context.
+    :return: ``True`` to need them; ``None`` (or ``False``) for no need.
+
+    Honoured in: controller, once when the controllers are built.
+    """
+
+
+@hookspec
 def ovnk_pod_networks(
     ctx: ControllerContext, pod: Mapping[str, Any], networks: MutableMapping[str, Any]
 ) -> None:

@@ -9,6 +9,7 @@ change of scheme in core reaches every plugin. See ovn-kubernetes.md §1.
 from __future__ import annotations
 
 from ovnk.core.builtin.pods import namespace_address_set
+from ovnk.core.builtin.pods import namespace_port_group
 from ovnk.core.topology.builder import port_group_name
 from ovnk.core.topology.naming import CLUSTER_LB_GROUP
 from ovnk.core.topology.naming import CLUSTER_PORT_GROUP
@@ -75,6 +76,7 @@ __all__ = [
     "mgmt_ip",
     "mgmt_port",
     "namespace_address_set",
+    "namespace_port_group",
     "node_switch",
     "pod_port",
     "port_group_name",

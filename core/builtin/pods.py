@@ -59,12 +59,15 @@ PODS_CONTROLLER = "pods"
 # How many IPs a new pod may skip because a hand-written annotation took their derived MAC.
 MAC_CONFLICT_RETRIES = 8
 NAMESPACE_ADDRESS_SET = OwnerType(name="Namespace", table="Address_Set", keys=("name", "ip-family"))
+#: Port groups of every pod of a namespace, kept only while a plugin needs them (ovnk_namespace_port_groups).
+NAMESPACE_PORT_GROUP = OwnerType(name="Namespace", table="Port_Group", keys=("name",))
 
 
 @hookimpl
 def ovnk_claims(claims: Claims) -> None:
     claims.owner_type(POD_PORT)
     claims.owner_type(NAMESPACE_ADDRESS_SET)
+    claims.owner_type(NAMESPACE_PORT_GROUP)
     claims.annotation(ann.POD_NETWORKS)
 
 
@@ -74,14 +77,21 @@ def namespace_address_set(controller: str, namespace: str, family: int) -> tuple
     return hashed_name(oids.primary_id), oids
 
 
+def namespace_port_group(controller: str, namespace: str) -> tuple[str, Any]:
+    """(name, ids) of a namespace's port group (all its pods' ports)."""
+    oids = NAMESPACE_PORT_GROUP.ids(controller, name=namespace)
+    return hashed_name(oids.primary_id), oids
+
+
 def pod_needs_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return common.changed(old, new, ("metadata.annotations", "metadata.labels", "metadata.uid", "spec.nodeName",
                                      "spec.hostNetwork", "status.phase"))
 
 
 class PodController:
-    def __init__(self, ctx: ControllerContext) -> None:
+    def __init__(self, ctx: ControllerContext, *, namespace_port_groups: bool = False) -> None:
         self.ctx = ctx
+        self.namespace_port_groups = namespace_port_groups
         self.cfg = ctx.config
         self.state = ctx.topology
         self.controller = ctx.config.controller.name
@@ -270,7 +280,9 @@ class PodController:
             addresses=[address], port_security=[address],
             options={"iface-id-ver": meta.get("uid", ""), "requested-chassis": chassis},
             external_ids={"namespace": meta["namespace"], "pod": "true"},
-            port_groups=[builder.port_group_name(self.controller, n.CLUSTER_PORT_GROUP)],
+            port_groups=[builder.port_group_name(self.controller, n.CLUSTER_PORT_GROUP),
+                         *([namespace_port_group(self.controller, meta["namespace"])[0]]
+                           if self.namespace_port_groups else [])],
         )
 
     # -- cleanup ---------------------------------------------------------------
@@ -413,10 +425,12 @@ class PodController:
 
 
 class NamespaceAddressSetController:
-    """Namespace address sets: created with the namespace, deleted with it, content fixed by repair."""
+    """Namespace address sets (and port groups, when a plugin needs them): created with the namespace,
+    deleted with it, content fixed by repair."""
 
-    def __init__(self, ctx: ControllerContext) -> None:
+    def __init__(self, ctx: ControllerContext, *, namespace_port_groups: bool = False) -> None:
         self.ctx = ctx
+        self.namespace_port_groups = namespace_port_groups
         self.controller = ctx.config.controller.name
         self.families = sorted({s.network.version for s in ctx.config.default.cluster_subnets})
 
@@ -431,6 +445,12 @@ class NamespaceAddressSetController:
                     txn.remove("Address_Set", name=as_name)
                 else:
                     txn.ensure("Address_Set", name=as_name, ids=as_ids)
+            if self.namespace_port_groups:
+                pg_name, pg_ids = namespace_port_group(self.controller, req.key)
+                if deleted:
+                    txn.remove("Port_Group", name=pg_name)
+                else:
+                    txn.ensure("Port_Group", name=pg_name, ids=pg_ids)
             self.ctx.pm.hook.ovnk_namespace_txn(ctx=self.ctx, txn=txn, namespace=obj, deleted=deleted)
 
     def repair(self, plan: RepairPlan) -> None:
@@ -454,6 +474,12 @@ class NamespaceAddressSetController:
                 continue
             for iface in network.ip_addresses:
                 wanted.setdefault(f"{pod['metadata']['namespace']}/v{iface.ip.version}", set()).add(str(iface.ip))
+        for row in self.ctx.nb.owned(NAMESPACE_PORT_GROUP):
+            ns = row.external_ids.get("k8s.ovn.org/name", "")
+            if not self.namespace_port_groups:
+                plan.stale(row, reason="no enabled plugin needs namespace port groups")
+            elif ns not in live:
+                plan.stale(row, reason=f"namespace {ns} no longer exists")
         for row in self.ctx.nb.owned(NAMESPACE_ADDRESS_SET, columns=("addresses",)):
             ns = row.external_ids.get("k8s.ovn.org/name", "")
             if ns not in live:
@@ -474,8 +500,9 @@ class PodsPlugin:
 
     @hookimpl
     def ovnk_controllers(self, ctx: ControllerContext) -> list[ControllerSpec]:
-        self.pods = PodController(ctx)
-        self.namespaces = NamespaceAddressSetController(ctx)
+        wanted = any(ctx.pm.hook.ovnk_namespace_port_groups(ctx=ctx))
+        self.pods = PodController(ctx, namespace_port_groups=wanted)
+        self.namespaces = NamespaceAddressSetController(ctx, namespace_port_groups=wanted)
         return [
             ControllerSpec(name="namespaces", watches=(Watch(NAMESPACES),), reconcile=self.namespaces.reconcile),
             # Pods also come back when their node's facts change: the nodes controller queues them.
