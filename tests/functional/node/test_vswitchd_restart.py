@@ -14,7 +14,7 @@ import subprocess
 import time
 
 from ovnk.core.errors import StartupError
-from ovnk.core.node.gateway import RESYNC_INTERVAL
+from ovnk.core.node.flows import RESYNC_INTERVAL
 from ovnk_lab import paths
 from ovnk_lab.ovsnode import NodeLab
 from ovnk_lab.ovsnode import OvsNode

@@ -13,7 +13,7 @@ import pytest
 
 from ovnk.cni.types import CniRequest
 from ovnk.core.bootstrap import bootstrap
-from ovnk.core.builtin.node import default_network
+from ovnk.core.builtin.cni import default_network
 from ovnk.core.claims import Claims
 from ovnk.core.config import ConfigInputs
 from ovnk.core.hookspecs import hookimpl
