@@ -87,6 +87,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "OvsFacade": ("ovnk.core.node.ovs", "OvsFacade"),
     "FlowManager": ("ovnk.core.node.flows", "FlowManager"),
     "NetFacade": ("ovnk.core.node.net", "NetFacade"),
+    "IpRule": ("ovnk.core.node.routing", "IpRule"),
+    "TableRoute": ("ovnk.core.node.routing", "TableRoute"),
+    "NftFacade": ("ovnk.core.node.nft", "NftFacade"),
+    "NftTable": ("ovnk.core.node.nft", "NftTable"),
+    "NftChain": ("ovnk.core.node.nft", "NftChain"),
+    "NftRule": ("ovnk.core.node.nft", "NftRule"),
+    "NftSet": ("ovnk.core.node.nft", "NftSet"),
+    "NftMap": ("ovnk.core.node.nft", "NftMap"),
     "CniNetwork": ("ovnk.core.node.wiring", "CniNetwork"),
     "InterfaceDriver": ("ovnk.core.node.wiring", "InterfaceDriver"),
     "CniRequest": ("ovnk.cni.types", "CniRequest"),
@@ -120,12 +128,19 @@ __all__ = [
     "FlowManager",
     "GatewayConfig",
     "InterfaceDriver",
+    "IpRule",
     "KubeClient",
     "LabelSelector",
     "Match",
     "NbFacade",
     "NbTxn",
     "NetFacade",
+    "NftChain",
+    "NftFacade",
+    "NftMap",
+    "NftRule",
+    "NftSet",
+    "NftTable",
     "NodeContext",
     "NodeFacts",
     "NodeManager",
@@ -150,6 +165,7 @@ __all__ = [
     "SettingsRegistry",
     "StartupError",
     "Store",
+    "TableRoute",
     "TemporaryError",
     "TopologyState",
     "Watch",
@@ -206,7 +222,15 @@ if TYPE_CHECKING:
     from ovnk.core.node.context import NodeManager as NodeManager
     from ovnk.core.node.flows import FlowManager as FlowManager
     from ovnk.core.node.net import NetFacade as NetFacade
+    from ovnk.core.node.nft import NftChain as NftChain
+    from ovnk.core.node.nft import NftFacade as NftFacade
+    from ovnk.core.node.nft import NftMap as NftMap
+    from ovnk.core.node.nft import NftRule as NftRule
+    from ovnk.core.node.nft import NftSet as NftSet
+    from ovnk.core.node.nft import NftTable as NftTable
     from ovnk.core.node.ovs import OvsFacade as OvsFacade
+    from ovnk.core.node.routing import IpRule as IpRule
+    from ovnk.core.node.routing import TableRoute as TableRoute
     from ovnk.core.node.wiring import CniNetwork as CniNetwork
     from ovnk.core.node.wiring import InterfaceDriver as InterfaceDriver
     from ovnk.core.ovn.commands import Match as Match

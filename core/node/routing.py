@@ -38,6 +38,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 FR_ACT_TO_TBL = 1
 RT_TABLE_COMPAT = 252
 RTN_UNICAST = 1
+RT_SCOPE_LINK = 253
+RT_SCOPE_NOWHERE = 255
 ALL_BITS = 0xFFFFFFFF
 
 
@@ -257,6 +259,7 @@ def converge_rules(ipr: IPRoute, *, wanted: Iterable[IpRule], previous: Iterable
             except NetlinkError as exc:
                 if exc.code not in (errno.ENOENT, errno.ESRCH):
                     raise
+                continue
             log(f"deleted ip rule {rule}")
     return owned
 
@@ -313,6 +316,8 @@ def converge_routes(ipr: IPRoute, *, wanted: Iterable[TableRoute], previous: Ite
             spec["oif"] = indexes[route.dev]
         if route.gateway is not None:
             spec["gateway"] = str(route.gateway)
+        else:
+            spec["scope"] = RT_SCOPE_LINK  # as `ip route add <dst> dev <dev>` does: on the link
         writes.append((route, spec))
     for route, spec in writes:
         ipr.route("replace", **spec)
@@ -323,9 +328,12 @@ def converge_routes(ipr: IPRoute, *, wanted: Iterable[TableRoute], previous: Ite
         if slot in wanted_by_slot or slot not in present:
             continue
         try:
-            ipr.route("del", family=route.family, dst=str(route.dst), table=route.table)
+            # Scope "nowhere" matches a route of any scope, as `ip route del` does (the default,
+            # universe, would miss a link-scope route).
+            ipr.route("del", family=route.family, dst=str(route.dst), table=route.table, scope=RT_SCOPE_NOWHERE)
         except NetlinkError as exc:
             if exc.code not in (errno.ENOENT, errno.ESRCH):
                 raise
+            continue
         log(f"deleted route {route}")
     return owned

@@ -9,6 +9,8 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from ovnk.core.node.nft import NftTable
 from ovnk.core.node.owners import MemoryLedger
 from ovnk.core.node.owners import Owners
 from ovnk.core.node.owners import OwnershipError
+from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk_lab import paths
 
 pytestmark = pytest.mark.node
@@ -167,3 +170,36 @@ def test_nft_refused_table_changes_nothing_and_owners_are_checked(netns: str) ->
     assert facade.release(OWNER) is True
     assert kernel_table(netns, family="ip") is None
     assert ledger.owned("nft") == {}
+
+
+def documented_example() -> str:
+    """The code block of docs/hooks.md's ``ovnk_node_controllers`` section."""
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "hooks.md").read_text()
+    section = doc[doc.index("### ovnk_node_controllers("):]
+    return section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+
+
+def test_the_documented_node_controller_converges_its_table(netns: str) -> None:
+    """docs/hooks.md's example, run as written against the kernel (its pods from a stand-in cache)."""
+    namespace: dict[str, Any] = {}
+    exec(compile(documented_example(), "docs/hooks.md", "exec"), namespace)
+    pods = [{"metadata": {"name": f"p{i}", "namespace": "ns", "annotations": {"k8s.ovn.org/pod-networks": json.dumps(
+        {"default": {"ip_addresses": [f"10.244.1.{i}/24"], "mac_address": f"0a:58:0a:f4:01:0{i}"}})}}}
+        for i in (5, 6)]
+    selectors: list[str | None] = []
+
+    def cache(resource: Any, *, field_selector: str | None = None) -> Any:
+        selectors.append(field_selector)
+        return SimpleNamespace(list=lambda: pods)
+
+    ctx = SimpleNamespace(node_name="node-1", cache=cache,
+                          nft=NftFacade(netns=f"/run/netns/{netns}", ledger=MemoryLedger(Owners(["egressservice"]))))
+    [spec] = namespace["EgressServiceNode"]().ovnk_node_controllers(ctx)
+    assert spec.watches[0].field_selector == "spec.nodeName=node-1"
+    assert list(spec.watches[0].keys(pods[0])) == ["table"]
+    spec.reconcile(ReconcileRequest(key="table"))
+    assert selectors == ["spec.nodeName=node-1"]
+    items = kernel_table(netns, name="ovnk-egressservice")
+    assert items is not None
+    assert kinds(items, "set")[0]["elem"] == ["10.244.1.5", "10.244.1.6"]
+    assert kinds(items, "chain")[0]["hook"] == "postrouting"
