@@ -8,7 +8,7 @@ its ip rules and routes, its ``Open_vSwitch`` keys, its flows (by cookie, on
 every bridge it had flows on) and the annotations it published on the Node;
 then its ledger entries. nftables tables named ``ovnk-<owner>`` of such owners
 go too when the ledger does not know them (an OVS database that was
-recreated). This is how "switching a plugin off removes what it created"
+recreated; skipped on a node without ``nft``). This is how "switching a plugin off removes what it created"
 holds on the node.
 """
 
@@ -48,7 +48,8 @@ def release_disabled_owners(*, ovs: OvsFacade, net: NetFacade, nft: NftFacade, f
 
     for owner in gone(NFT_TABLES):
         nft.release(owner)
-    for owner, family in sorted(nft.tables().items()):
+    kernel_tables = nft.tables() if nft.available() else {}
+    for owner, family in sorted(kernel_tables.items()):
         if not allowed(owner):
             nft.release(owner, family=family)
             released.setdefault(NFT_TABLES, []).append(owner)

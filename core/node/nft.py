@@ -248,6 +248,10 @@ class NftFacade:
         self.timeout = timeout
         self._lock = threading.Lock()
 
+    def available(self) -> bool:
+        """Whether the ``nft`` binary exists (a node without nftables has no tables of ours either)."""
+        return shutil.which(self.nft, path=_SEARCH_PATH) is not None
+
     @staticmethod
     def table_name(owner: str) -> str:
         """The kernel name of ``owner``'s table: ``ovnk-<owner>``."""
