@@ -33,7 +33,6 @@ import ctypes
 import errno
 import fcntl
 import ipaddress
-import json
 import logging
 import os
 import socket
@@ -114,12 +113,6 @@ class Route:
     @property
     def is_default(self) -> bool:
         return self.dst.prefixlen == 0
-
-
-def _ledger_items(values: Iterable[IpRule | TableRoute]) -> list[dict[str, Any]]:
-    """Ledger items of rules or routes: unique, in a stable order."""
-    unique = {json.dumps(v.to_json(), sort_keys=True): v.to_json() for v in values}
-    return [unique[k] for k in sorted(unique)]
 
 
 def setns(fd: int) -> None:
@@ -566,40 +559,32 @@ class NetFacade:
         return self._converge_routes(owner, []) or rules
 
     def _converge_rules(self, owner: str, wanted: list[IpRule]) -> bool:
-        changes: list[str] = []
-        added: list[IpRule] = []
-        with self._routing_lock:
-            previous = self.rules_of(owner)
-            try:
-                owned = self._run(f"ip rules of {owner}", lambda ipr: routing.converge_rules(
-                    ipr, wanted=wanted, previous=previous, log=changes.append, added=added))
-            except BaseException:
-                # Whatever was added before the failure is the owner's too: never lose track of it.
-                self.ledger.record(IP_RULES, owner, _ledger_items([*previous, *added]))
-                raise
-            finally:
-                for change in changes:
-                    logger.info("%s: %s", owner, change)
-            self.ledger.record(IP_RULES, owner, _ledger_items(owned))
-        return bool(changes)
+        return self._converge(IP_RULES, owner, wanted=wanted, previous=self.rules_of(owner),
+                              converge=routing.converge_rules)
 
     def _converge_routes(self, owner: str, wanted: list[TableRoute]) -> bool:
+        return self._converge(IP_ROUTES, owner, wanted=wanted, previous=self.routes_of(owner),
+                              converge=routing.converge_routes)
+
+    def _converge(self, kind: str, owner: str, *, wanted: list[Any], previous: list[Any],
+                  converge: Callable[..., list[Any]]) -> bool:
+        """Run one of :mod:`~ovnk.core.node.routing`'s converge functions and record what the owner owns."""
         changes: list[str] = []
-        added: list[TableRoute] = []
+        added: list[Any] = []
         with self._routing_lock:
-            previous = self.routes_of(owner)
             try:
-                owned = self._run(f"routes of {owner}", lambda ipr: routing.converge_routes(
+                owned = self._run(f"{kind} of {owner}", lambda ipr: converge(
                     ipr, wanted=wanted, previous=previous, log=changes.append, added=added))
             except routing.RouteConflict as exc:
-                raise NetError(f"routes of {owner}: {exc}", code=errno.EEXIST) from None
+                raise NetError(f"{kind} of {owner}: {exc}", code=errno.EEXIST) from None
             except BaseException:
-                self.ledger.record(IP_ROUTES, owner, _ledger_items([*previous, *added]))
+                # Whatever was added before the failure is the owner's too: never lose track of it.
+                self.ledger.record(kind, owner, routing.ledger_items([*previous, *added]))
                 raise
             finally:
                 for change in changes:
                     logger.info("%s: %s", owner, change)
-            self.ledger.record(IP_ROUTES, owner, _ledger_items(owned))
+            self.ledger.record(kind, owner, routing.ledger_items(owned))
         return bool(changes)
 
     # -- offload, sysctl -------------------------------------------------------------

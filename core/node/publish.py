@@ -118,7 +118,8 @@ class NodeAnnotator:
     # -- what to publish ---------------------------------------------------------------
 
     def plugin_annotations(self, *, strict: bool = False) -> tuple[dict[str, str | None], dict[str, list[str]]]:
-        """What the plugins want published, and per plugin the keys it gives a value (for the ledger).
+        """What the plugins want published, and per plugin that answered the keys it gives a value
+        (for the ledger; a plugin whose hook failed is not in it, so its record stays).
 
         :param strict: a plugin whose hook raises stops the publish (start-up).
         :raises PluginError: with ``strict``, naming the plugin.
@@ -140,6 +141,7 @@ class NodeAnnotator:
                                  plugin)
                 failed.add(plugin)
                 continue
+            given.setdefault(plugin, [])
             for key, value in contributed.items():
                 owner = self.claims.annotations.get(key)
                 if owner != plugin:
@@ -152,14 +154,17 @@ class NodeAnnotator:
                     continue
                 wanted[key] = value
                 if value is not None:
-                    given.setdefault(plugin, []).append(key)
-        # Keys a plugin published before and gives no more go, unless someone else claims them now.
+                    given[plugin].append(key)
+        # Keys an enabled plugin published before and gives no more go (also when it stopped
+        # implementing the hook), unless someone else claims them now.
         for plugin, keys in self.ledger.owned(ANNOTATIONS).items():
             if plugin in failed or not self.ledger.owners.allows(plugin):
                 continue
+            given.setdefault(plugin, [])
             for key in keys:
                 if key not in wanted and self.claims.annotations.get(key) in (plugin, None):
                     wanted[key] = None
+        given.pop("core", None)
         return wanted, given
 
     def desired(self, *, strict: bool = False) -> dict[str, str | None]:
@@ -216,12 +221,9 @@ class NodeAnnotator:
     def _record(self, given: Mapping[str, list[str]]) -> None:
         """The ledger holds, per plugin, the keys it gives a value now (written only on change)."""
         recorded = self.ledger.owned(ANNOTATIONS)
-        for plugin in set(recorded) | set(given):
-            if not self.ledger.owners.allows(plugin):
-                continue  # a switched-off plugin's entry stays until release() removed its keys
-            keys = sorted(set(given.get(plugin, [])))
-            if keys != sorted(recorded.get(plugin, [])):
-                self.ledger.record(ANNOTATIONS, plugin, keys)
+        for plugin, keys in given.items():
+            if sorted(set(keys)) != sorted(recorded.get(plugin, [])):
+                self.ledger.record(ANNOTATIONS, plugin, sorted(set(keys)))
 
     def release(self, owner: str) -> list[str]:
         """Remove from the Node the annotations ``owner`` published (start-up, for a plugin switched off),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import socket
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -198,6 +199,12 @@ class TableRoute:
         via = f" via {self.gateway}" if self.gateway is not None else ""
         dev = f" dev {self.dev}" if self.dev is not None else ""
         return f"{self.dst}{via}{dev} table {self.table}"
+
+
+def ledger_items(values: Iterable[IpRule | TableRoute]) -> list[dict[str, Any]]:
+    """Ledger items of rules or routes: unique, in a stable order."""
+    unique = {json.dumps(v.to_json(), sort_keys=True): v.to_json() for v in values}
+    return [unique[k] for k in sorted(unique)]
 
 
 # ---------------------------------------------------------------------------
