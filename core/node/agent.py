@@ -13,7 +13,8 @@ that says why (ovn-kubernetes.md §3.3, shared-gateway mode):
    ``Open_vSwitch external_ids``: ``system-id`` (kept when present, so the
    chassis survives restarts), ``hostname``, ``ovn-remote``,
    ``ovn-encap-type``/``-ip``, ``ovn-bridge-datapath-type``,
-   ``ovn-bridge-mappings`` (``physnet:<bridge>``, other mappings kept),
+   ``ovn-bridge-mappings`` (core's ``physnet:<bridge>``, other owners' and
+   unowned mappings kept),
    ``ovn-monitor-all``, ``ovn-remote-probe-interval``;
 4. publish chassis id, primary address, gateway config, host CIDRs and encap
    IPs on its Node; start the CNI server: it answers STATUS with 50 and ADD
@@ -143,15 +144,6 @@ def write_cni_config(settings: CniSettings) -> bool:
         raise
     logger.info("wrote CNI config %s", path)
     return True
-
-
-def parse_bridge_mappings(text: str) -> dict[str, str]:
-    mappings: dict[str, str] = {}
-    for item in text.split(","):
-        network, sep, bridge = item.strip().partition(":")
-        if sep and network:
-            mappings[network] = bridge
-    return mappings
 
 
 class NodeAgent:
@@ -352,8 +344,7 @@ class NodeAgent:
         primary = info.primary_ipv4
         assert primary is not None
         encap_ip = cfg.node.encap_ip or str(primary.ip)
-        mappings = parse_bridge_mappings(current.get("ovn-bridge-mappings", ""))
-        mappings[n.PHYSNET] = info.bridge
+        changed = self.ovs.set_bridge_mappings(CORE_OWNER, {n.PHYSNET: info.bridge})
         if self.ovs.set_owned_keys(CORE_OWNER, "external_ids", {
             "system-id": system_id,
             "hostname": self.node_name,
@@ -361,10 +352,9 @@ class NodeAgent:
             "ovn-encap-type": cfg.default.encap_type,
             "ovn-encap-ip": encap_ip,
             "ovn-bridge-datapath-type": cfg.ovs.datapath_type,
-            "ovn-bridge-mappings": ",".join(f"{k}:{v}" for k, v in sorted(mappings.items())),
             "ovn-monitor-all": "true",
             "ovn-remote-probe-interval": str(cfg.default.inactivity_probe),
-        }):
+        }) or changed:
             logger.info("configured Open_vSwitch external_ids: system-id %s, encap %s %s, remote %s", system_id,
                         cfg.default.encap_type, encap_ip, cfg.ovnsouth.address)
         return system_id, encap_ip

@@ -4,7 +4,7 @@ Runs once per agent start, after the plugins are loaded and before
 ``ovnk_node_setup`` (:meth:`~ovnk.core.node.agent.NodeAgent.start`). For each
 owner the ownership ledger (:mod:`~ovnk.core.node.owners`) lists that is
 neither core nor an enabled plugin, what it created goes: its nftables table,
-its ip rules and routes, its ``Open_vSwitch`` keys, its flows (by cookie, on
+its ip rules and routes, its ``Open_vSwitch`` keys and bridge mappings, its flows (by cookie, on
 every bridge it had flows on) and the annotations it published on the Node;
 then its ledger entries. nftables tables named ``ovnk-<owner>`` of such owners
 go too when the ledger does not know them (an OVS database that was
@@ -21,6 +21,7 @@ from ovnk.core.node.net import NetFacade
 from ovnk.core.node.nft import NftFacade
 from ovnk.core.node.ovs import OvsFacade
 from ovnk.core.node.owners import ANNOTATIONS
+from ovnk.core.node.owners import BRIDGE_MAPPINGS
 from ovnk.core.node.owners import FLOWS
 from ovnk.core.node.owners import IP_ROUTES
 from ovnk.core.node.owners import IP_RULES
@@ -57,6 +58,8 @@ def release_disabled_owners(*, ovs: OvsFacade, net: NetFacade, nft: NftFacade, f
         net.release_routing(owner)
     for owner in gone(OVS_KEYS):
         ovs.release_owned_keys(owner)
+    for owner in gone(BRIDGE_MAPPINGS):
+        ovs.release_bridge_mappings(owner)
     if flow_owners := gone(FLOWS):
         bridges = ovs.bridges()
         for owner in flow_owners:

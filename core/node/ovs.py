@@ -42,6 +42,7 @@ from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovnk.core.errors import OvnkError
 from ovnk.core.node.changes import ChangeSignal
 from ovnk.core.node.changes import WaitStopped
+from ovnk.core.node.ovs_owned import SetBridgeMappings
 from ovnk.core.node.ovs_owned import SetOwnedKeys
 from ovnk.core.node.ovs_owned import decode_items
 from ovnk.core.node.ovs_owned import encode_items
@@ -450,6 +451,29 @@ class OvsFacade:
         """
         results = self._commit([SetOwnedKeys(self.client.api, owner=owner, column=None, values={})],
                                what=f"release {owner}'s Open_vSwitch keys", wait_vswitchd=False)
+        return bool(results and results[0])
+
+    def set_bridge_mappings(self, owner: str, mappings: Mapping[str, str]) -> bool:
+        """Converge ``owner``'s entries of ``external_ids:ovn-bridge-mappings`` (physical network -> bridge).
+
+        The key is shared: core maps ``physnet`` to the gateway bridge, a plugin maps its own
+        networks (secondary networks' localnet ``ctx.ovs.set_bridge_mappings("secondary_networks",
+        {"blue": "br-blue"})``). Networks the owner mapped before and does not give now are removed;
+        other owners' and unowned ones are kept. Recorded in the ledger, so switching the plugin off
+        removes its mappings at the next start.
+
+        :returns: whether anything changed.
+        :raises OwnershipError: another owner maps one of the networks, or ``owner`` is not enabled.
+        """
+        self.owners.check(owner)
+        results = self._commit([SetBridgeMappings(self.client.api, owner=owner, mappings=mappings)],
+                               what=f"set {owner}'s bridge mappings", wait_vswitchd=False)
+        return bool(results and results[0])
+
+    def release_bridge_mappings(self, owner: str) -> bool:
+        """Remove every bridge mapping ``owner`` holds (start-up clean-up; no owner check)."""
+        results = self._commit([SetBridgeMappings(self.client.api, owner=owner, mappings=None)],
+                               what=f"release {owner}'s bridge mappings", wait_vswitchd=False)
         return bool(results and results[0])
 
     # -- the ownership ledger (ovnk.core.node.owners.Ledger) ------------------------

@@ -117,6 +117,27 @@ def test_ovs_owned_keys_converge_and_refuse_other_owners(bed: Bed) -> None:
     assert "by-hand" not in bed.ovs_map("other_config") and "other-id" not in bed.ovs_map("external_ids")
 
 
+def test_bridge_mappings_are_shared_by_owner(bed: Bed) -> None:
+    ovs = OvsFacade(bed.client, owners=Owners(["secondary_networks", "other"]))
+    bed.node.vsctl("set", "Open_vSwitch", ".", "external_ids:ovn-bridge-mappings=byhand:br-hand")
+    assert ovs.set_bridge_mappings("core", {"physnet": "breth0"})
+    assert ovs.set_bridge_mappings("secondary_networks", {"blue": "br-blue", "red": "br-red"})
+    assert bed.ovs_map("external_ids")["ovn-bridge-mappings"] == \
+        "blue:br-blue,byhand:br-hand,physnet:breth0,red:br-red"
+    assert ovs.set_bridge_mappings("secondary_networks", {"blue": "br-blue", "red": "br-red"}) is False
+    assert ovs.set_bridge_mappings("secondary_networks", {"blue": "br-blue2"})
+    assert bed.ovs_map("external_ids")["ovn-bridge-mappings"] == "blue:br-blue2,byhand:br-hand,physnet:breth0"
+    with pytest.raises(OwnershipError, match="'physnet' of ovn-bridge-mappings belongs to 'core'"):
+        ovs.set_bridge_mappings("other", {"physnet": "br-other"})
+    with pytest.raises(OwnershipError, match=r"shared; use OvsFacade\.set_bridge_mappings"):
+        ovs.set_owned_keys("other", "external_ids", {"ovn-bridge-mappings": "x:y"})
+    assert ovs.release_bridge_mappings("secondary_networks")
+    assert bed.ovs_map("external_ids")["ovn-bridge-mappings"] == "byhand:br-hand,physnet:breth0"
+    assert ovs.release_bridge_mappings("core")
+    assert bed.ovs_map("external_ids")["ovn-bridge-mappings"] == "byhand:br-hand"
+    bed.node.vsctl("remove", "Open_vSwitch", ".", "external_ids", "ovn-bridge-mappings")
+
+
 def nft_tables(bed: Bed) -> set[str]:
     out = bed.node.exec([paths.system_bin("nft"), "-j", "list", "tables"]).stdout
     return {t["table"]["name"] for t in json.loads(out)["nftables"] if "table" in t}
@@ -143,6 +164,7 @@ def create_state(bed: Bed, ovs: OvsFacade, net: NetFacade, nft: NftFacade, flows
     net.set_rules(owner, [IpRule(priority=priority, src=ipaddress.ip_network(dst), table=200)])
     net.set_routes(owner, [TableRoute(dst=ipaddress.ip_network(dst), table=200, dev="own0")])
     ovs.set_owned_keys(owner, "other_config", {f"{owner}-key": "1"})
+    ovs.set_bridge_mappings(owner, {f"{owner}-net": f"br-{owner}"})
     flows.manage(BRIDGE)
     flows.set_flows(BRIDGE, owner, [f"table=0,priority={priority},ip,nw_dst={dst} actions=drop"])
     flows.sync(BRIDGE)
@@ -159,7 +181,8 @@ def test_state_of_owners_no_longer_enabled_is_released_at_start(bed: Bed) -> Non
     assert {7000, 7001} <= rule_priorities(bed)
     assert {FlowManager.cookie("gone"), FlowManager.cookie("kept")} <= cookies(bed)
     ledger = {k for k in bed.ovs_map("external_ids") if k.startswith("ovnk-owned-") and k.endswith(":gone")}
-    assert ledger == {f"ovnk-owned-{kind}:gone" for kind in ("nft", "ip-rules", "ip-routes", "ovs-keys", "flows")}
+    kinds = ("nft", "ip-rules", "ip-routes", "ovs-keys", "bridge-mappings", "flows")
+    assert ledger == {f"ovnk-owned-{kind}:gone" for kind in kinds}
 
     # The next agent run has only "kept" enabled: "gone"'s state goes, all of it, "kept"'s stays.
     ovs, net, nft, flows = bed.facades("kept")
@@ -169,12 +192,13 @@ def test_state_of_owners_no_longer_enabled_is_released_at_start(bed: Bed) -> Non
         released = release_disabled_owners(ovs=ovs, net=net, nft=nft, flows=flows, annotator=annotator)
     finally:
         net.close()
-    assert released == {kind: ["gone"] for kind in ("nft", "ip-rules", "ip-routes", "ovs-keys", "flows")}
+    assert released == {kind: ["gone"] for kind in kinds}
     assert "ovnk-gone" not in nft_tables(bed) and "ovnk-kept" in nft_tables(bed)
     assert 7000 not in rule_priorities(bed) and 7001 in rule_priorities(bed)
     assert table_routes(bed) == {"10.71.0.0/16"}
     config = bed.ovs_map("other_config")
     assert "gone-key" not in config and config["kept-key"] == "1"
+    assert bed.ovs_map("external_ids")["ovn-bridge-mappings"] == "kept-net:br-kept"
     assert FlowManager.cookie("gone") not in cookies(bed) and FlowManager.cookie("kept") in cookies(bed)
     assert not [k for k in bed.ovs_map("external_ids") if k.endswith(":gone")]
     # Nothing left to do the next time.

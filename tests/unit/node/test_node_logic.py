@@ -19,12 +19,12 @@ from ovnk.core.config import ConfigInputs
 from ovnk.core.errors import PluginError
 from ovnk.core.hookspecs import hookimpl
 from ovnk.core.node.agent import cni_config
-from ovnk.core.node.agent import parse_bridge_mappings
 from ovnk.core.node.agent import write_cni_config
 from ovnk.core.node.flows import FlowManager
 from ovnk.core.node.gateway import GatewayInfo
 from ovnk.core.node.gateway import gateway_flows
 from ovnk.core.node.mgmtport import wanted_routes
+from ovnk.core.node.ovs_owned import parse_bridge_mappings
 from ovnk.core.node.owners import MemoryLedger
 from ovnk.core.node.owners import Owners
 from ovnk.core.node.publish import NodeAnnotator
