@@ -162,10 +162,11 @@ class NodePortSteering:
     def sync(self) -> bool:
         """Set and write this owner's flows; ``True`` when the bridge was written.
 
-        Skipped when neither the Services, nor the ports, nor the node's IPs changed since the last
-        successful sync (most OVS changes are pod ports).
+        Skipped when neither the Services nor the ports changed since the last successful sync (most
+        OVS changes are pod ports). The node's IPs change without an event: the resync maps every
+        Service through the watch again, which counts as a change, so they are read anew then.
         """
-        inputs = (self._services_seen, self.ports(), tuple(self.node_ips()))
+        inputs = (self._services_seen, self.ports())
         if inputs == self._inputs:
             return False
         flows = self.desired_flows()
