@@ -36,6 +36,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "StartupError": ("ovnk.core.errors", "StartupError"),
     "TemporaryError": ("ovnk.core.errors", "TemporaryError"),
     "PermanentError": ("ovnk.core.errors", "PermanentError"),
+    "OwnershipError": ("ovnk.core.node.owners", "OwnershipError"),
     # -- Kubernetes -----------------------------------------------------------------
     "Resource": ("ovnk.core.kube.resources", "Resource"),
     "object_key": ("ovnk.core.kube.resources", "object_key"),
@@ -148,6 +149,7 @@ __all__ = [
     "OvnkError",
     "OvsFacade",
     "OwnerType",
+    "OwnershipError",
     "Parent",
     "PeriodicTask",
     "PermanentError",
@@ -229,6 +231,7 @@ if TYPE_CHECKING:
     from ovnk.core.node.nft import NftSet as NftSet
     from ovnk.core.node.nft import NftTable as NftTable
     from ovnk.core.node.ovs import OvsFacade as OvsFacade
+    from ovnk.core.node.owners import OwnershipError as OwnershipError
     from ovnk.core.node.routing import IpRule as IpRule
     from ovnk.core.node.routing import TableRoute as TableRoute
     from ovnk.core.node.wiring import CniNetwork as CniNetwork
