@@ -5,7 +5,7 @@ Runs once per agent start, after the plugins are loaded and before
 owner the ownership ledger (:mod:`~ovnk.core.node.owners`) lists that is
 neither core nor an enabled plugin, what it created goes: its nftables table,
 its ip rules and routes, its ``Open_vSwitch`` keys and bridge mappings, its flows (by cookie, on
-every bridge it had flows on) and the annotations it published on the Node;
+every bridge it had flows on), the annotations it published on the Node and the bridges it created;
 then its ledger entries. nftables tables named ``ovnk-<owner>`` of such owners
 go too when the ledger does not know them (an OVS database that was
 recreated; skipped on a node without ``nft``). This is how "switching a plugin off removes what it created"
@@ -22,6 +22,7 @@ from ovnk.core.node.nft import NftFacade
 from ovnk.core.node.ovs import OvsFacade
 from ovnk.core.node.owners import ANNOTATIONS
 from ovnk.core.node.owners import BRIDGE_MAPPINGS
+from ovnk.core.node.owners import BRIDGES
 from ovnk.core.node.owners import FLOWS
 from ovnk.core.node.owners import IP_ROUTES
 from ovnk.core.node.owners import IP_RULES
@@ -66,6 +67,8 @@ def release_disabled_owners(*, ovs: OvsFacade, net: NetFacade, nft: NftFacade, f
             flows.release(owner, bridges=bridges)
     for owner in gone(ANNOTATIONS):
         annotator.release(owner)
+    for owner in gone(BRIDGES):
+        ovs.release_bridges(owner)
     for kind, owners in sorted(released.items()):
         logger.info("removed the %s state of owners that are not enabled: %s", kind, ", ".join(sorted(set(owners))))
     return released

@@ -46,6 +46,7 @@ from ovnk.core.node.ovs_owned import SetBridgeMappings
 from ovnk.core.node.ovs_owned import SetOwnedKeys
 from ovnk.core.node.ovs_owned import decode_items
 from ovnk.core.node.ovs_owned import encode_items
+from ovnk.core.node.owners import BRIDGES
 from ovnk.core.node.owners import Owners
 from ovnk.core.node.owners import OwnershipError
 from ovnk.core.node.owners import ledger_key
@@ -517,8 +518,19 @@ class OvsFacade:
             return str(found[0].datapath_type) if found else None
 
     def ensure_bridge(self, name: str, *, datapath_type: str, hwaddr: str | None = None,
-                      fail_mode: str | None = None, external_ids: Mapping[str, str] | None = None) -> bool:
-        """Create ``name`` (with its internal port) or fix its columns; waits for vswitchd; ``True`` if created."""
+                      fail_mode: str | None = None, external_ids: Mapping[str, str] | None = None,
+                      owner: str | None = None) -> bool:
+        """Create ``name`` (with its internal port) or fix its columns; waits for vswitchd; ``True`` if created.
+
+        :param owner: a plugin's bridge (``br-ext`` of the hybrid overlay): recorded in the ledger,
+            so the agent deletes it when the plugin is switched off. Core's bridges pass none.
+        :raises OwnershipError: ``owner`` is not enabled here.
+        """
+        if owner is not None:
+            self.owners.check(owner)
+            owned = self.owned(BRIDGES).get(owner, [])
+            if name not in owned:
+                self.record(BRIDGES, owner, sorted({*owned, name}))
         columns: dict[str, Any] = {}
         if fail_mode is not None:
             columns["fail_mode"] = [fail_mode]
@@ -534,6 +546,22 @@ class OvsFacade:
                            other_config=other)],
             what=f"ensure bridge {name}", wait_vswitchd=True)
         return bool(results and results[0])
+
+    def delete_bridge(self, name: str) -> bool:
+        """Delete bridge ``name`` with its ports (no-op when it does not exist); ``True`` if it existed."""
+        if not self.bridge_exists(name):
+            return False
+        self._commit([self.client.api.del_br(name, if_exists=True)], what=f"delete bridge {name}",
+                     wait_vswitchd=True)
+        return True
+
+    def release_bridges(self, owner: str) -> list[str]:
+        """Delete every bridge ``owner`` created and its ledger entry (start-up clean-up; no owner check)."""
+        names = [str(n) for n in self.owned(BRIDGES).get(owner, [])]
+        for name in names:
+            self.delete_bridge(name)
+        self.record(BRIDGES, owner, [])
+        return names
 
     def ensure_port(
         self,

@@ -78,7 +78,7 @@ def ovnk_claims(claims):
 def ovnk_node_setup(ctx):
     ctx.flows.set_flows(ctx.gateway_bridge, PLUGIN, ["table=0,priority=500,udp,tp_dst=9999 actions=drop"])
     # A bridge of its own, managed: core restores its flows after an ovs-vswitchd restart.
-    ctx.ovs.ensure_bridge(BRIDGE, datapath_type=ctx.config.ovs.datapath_type, fail_mode="secure")
+    ctx.ovs.ensure_bridge(BRIDGE, datapath_type=ctx.config.ovs.datapath_type, fail_mode="secure", owner=PLUGIN)
     ctx.flows.manage(BRIDGE)
     ctx.flows.set_flows(BRIDGE, PLUGIN, ["table=0,priority=20,arp actions=drop", "table=0,priority=10 actions=drop"])
     ctx.ovs.set_owned_keys(PLUGIN, "external_ids", {"testhooks-setup": ctx.node_name})
@@ -316,20 +316,20 @@ def test_hook_ovnk_cni_del_is_notified(lab: NodeLab, hooked: OvsNode, ns: str) -
 
 
 def test_hook_plugin_switched_off_leaves_nothing_behind_on_the_node(lab: NodeLab, hooked: OvsNode) -> None:
-    """Restarted without the plugin: its flows (breth0 and its own bridge), nft table, ip rule, route,
-    OVS keys, annotations and ledger entries are gone; its bridge itself is left (not core's to delete)."""
+    """Restarted without the plugin: its flows, its own bridge, nft table, ip rule, route, OVS keys,
+    annotations and ledger entries are gone."""
     assert ANNOTATION in node_annotations(lab, "node-2")
     assert nft_set(hooked) is not None
     restart_agent(lab, hooked)
     cookie = f"{FlowManager.cookie(PLUGIN):#x}"
     assert dump_flows(hooked, "breth0", f"cookie={cookie}/-1") == []
-    assert hooked.vsctl("br-exists", BRIDGE) == ""
-    assert dump_flows(hooked, BRIDGE, f"cookie={cookie}/-1") == []
+    assert BRIDGE not in hooked.vsctl("list-br").split(), "the plugin's own bridge is deleted"
     assert nft_set(hooked) is None
     assert ip_rule_5000(hooked) == [] and table_99(hooked) == ""
     assert ovs_id(hooked, "testhooks-setup") is None and ovs_id(hooked, "testhooks-pods") is None
     assert ovs_id(hooked, "testhooks-other", "other_config") is None
-    assert [k for k in ovs_map(hooked) if k.startswith("ovnk-owned-")] == ["ovnk-owned-ovs-keys:core"]
+    assert [k for k in ovs_map(hooked) if k.startswith("ovnk-owned-")] == [
+        "ovnk-owned-bridge-mappings:core", "ovnk-owned-ovs-keys:core"], "only core's ledger entries remain"
     assert ANNOTATION not in node_annotations(lab, "node-2")
     assert ovs_id(hooked, "testhooks-manager") is None  # the manager cleaned up on stop, and is not back
     time.sleep(0.5)

@@ -1,1 +1,1 @@
-"""A minimal third-party ovnk plugin (test fixture)."""
+"""ovnk-hello: a third-party ovnk plugin in miniature (see plugin.py), for authors to copy."""
