@@ -113,6 +113,8 @@ class Sandbox:
         self._progress = progress
         self.central: OvnCentral | None = None
         self.controller_daemons: list[Daemon] = []
+        #: Environment added to every ovnk process this object starts (set_plugins(env=...)).
+        self.extra_env: dict[str, str] = {}
 
     # -- facts ---------------------------------------------------------------------
 
@@ -312,7 +314,7 @@ class Sandbox:
 
     def _start_controller(self, index: int) -> None:
         self._report(f"starting ovnk controller {index}")
-        env = {**os.environ, "OVNK_CONFIG": ""}
+        env = {**os.environ, "OVNK_CONFIG": "", **self.extra_env}
         log = self.workdir / "log" / f"ovnk-controller-{index}.log"
         daemon = Daemon(f"ovnk-controller-{index}", [*ovnk_argv(), "--config", str(self.controller_config(index)),
                                                      "controller"], log_path=log, env=env).start()
@@ -321,7 +323,7 @@ class Sandbox:
 
     def _start_agent(self, node: SandboxNode) -> None:
         self._report(f"starting ovnk node agent on {node.name}")
-        env = {**os.environ, "OVNK_CONFIG": ""}
+        env = {**os.environ, "OVNK_CONFIG": "", **self.extra_env}
         node.start_process("ovnk-node", [*ovnk_argv(), "--config", str(self.node_config(node.name)), "node"], env=env)
 
     # -- failure injection (tests) ------------------------------------------------------
@@ -368,14 +370,17 @@ class Sandbox:
         wait_for(f"containerd of {node}", target.containerd_ready, timeout=60, interval=0.05)
 
     def set_plugins(self, plugins: Sequence[str], *, settings: Mapping[str, Mapping[str, str]] | None = None,
-                    timeout: float = 120.0) -> None:
+                    env: Mapping[str, str] | None = None, timeout: float = 120.0) -> None:
         """Switch the enabled plugins (and their settings sections) and restart every ovnk process.
 
         Controllers and agents stop with SIGTERM (an orderly stop, as on an upgrade) and start
         with the new configuration; returns when every agent logged that it is ready again and a
         controller leads. Pods keep running throughout. How a plugin is switched on or off in a
-        running cluster, without a new sandbox.
+        running cluster, without a new sandbox. ``env`` replaces the extra environment of ovnk
+        processes (``PYTHONPATH`` of a third-party plugin installed with ``pip --target``).
         """
+        if env is not None:
+            self.extra_env = dict(env)
         paths_ = [self.controller_config(i) for i in range(self.controller_count())]
         paths_ += [self.node_config(n.name) for n in self.cluster.nodes]
         for path in paths_:
