@@ -415,14 +415,45 @@ def ovnk_node_setup(ctx: NodeContext) -> None:
     """One-time node setup before the CNI server opens.
 
     Create bridges, ports, OpenFlow flows and sysctls the feature needs,
-    through ``ctx.ovs``, ``ctx.flows`` and ``ctx.net`` (core's facades; plugins
-    never call pyroute2 or ovs-vsctl themselves). Must be idempotent: it runs on
-    every agent start, with state from the previous run still present.
+    through ``ctx.ovs``, ``ctx.flows``, ``ctx.net`` and ``ctx.nft`` (core's
+    facades; plugins never call pyroute2, nft or ovs-vsctl themselves). Must be
+    idempotent: it runs on every agent start, with state from the previous run
+    still present. State that must follow the cluster belongs in a node
+    controller (``ovnk_node_controllers``); a bridge created here and declared
+    with ``ctx.flows.manage(bridge)`` gets its flows restored by core after an
+    ovs-vswitchd restart.
+
+    A setup that raises stops start-up with a message naming the plugin and
+    the hook (the agent exits non-zero and records a Warning event on its Node).
 
     :param ctx: the node context.
 
-    Honoured in: node agent, at start.
+    Honoured in: node agent, at start, after the gateway bridge and the management port.
     """
+
+
+@hookspec
+def ovnk_node_controllers(ctx: NodeContext) -> list[ControllerSpec]:
+    """Return the node controllers this plugin contributes: level-driven reconcilers of node state.
+
+    The same :class:`ovnk.ControllerSpec` and :class:`ovnk.Watch` as
+    ``ovnk_controllers``, run by the node agent's own runner on its shared
+    informers (no leader election: every agent runs its controllers). A node
+    controller typically watches with a field or label selector (the pods of
+    this node: ``Watch(PODS, field_selector=f"spec.nodeName={ctx.node_name}")``),
+    keys on what it converges (a bridge, an nft table), converges it through
+    ``ctx.nft``, ``ctx.net``, ``ctx.ovs`` and ``ctx.flows``, and sets
+    ``resync_period`` to repair kernel and OVS state that drifts without an
+    event. Triggers that are not Kubernetes events go through
+    ``ctx.enqueue(controller, key)`` (``ctx.ovs.subscribe`` for OVS changes).
+    A failing reconcile is retried with backoff.
+
+    :param ctx: the node context.
+    :return: a list of controller specs (may be empty).
+
+    Honoured in: node agent, after ``ovnk_node_setup`` and the first flow sync, before it reports ready.
+    """
+    raise NotImplementedError
 
 
 @hookspec
@@ -430,23 +461,34 @@ def ovnk_node_annotations(ctx: NodeContext, annotations: MutableMapping[str, str
     """Contribute annotations the node agent publishes on its own Node.
 
     Values are strings (JSON where ovn-kubernetes uses JSON); ``None`` removes
-    the annotation. Only annotations claimed by the plugin may be written.
+    the annotation. Only annotations claimed by the plugin may be written. A
+    key the plugin published before and no longer gives is removed, and the
+    keys of a plugin that is switched off are removed at the next agent start.
+
+    An implementation that raises during start-up stops it with a message
+    naming the plugin; later, the failure is logged naming the plugin, its
+    annotations stay as they are and the others are published.
 
     :param ctx: the node context.
     :param annotations: the annotations to publish, mutable.
 
-    Honoured in: node agent, at start and whenever its facts change.
+    Honoured in: node agent, at start, when the Node's annotations change and every minute.
     """
 
 
 @hookspec
 def ovnk_node_managers(ctx: NodeContext) -> list[NodeManager]:
-    """Return long-running node-side managers (desired kernel/OVS state, resynced on a timer).
+    """Return long-running node-side services that are not state to converge.
+
+    egressip's health-check server is one: something that serves until the
+    agent stops. Node state (flows, nftables, rules, routes, OVS keys) belongs
+    in a node controller (``ovnk_node_controllers``), which core resyncs.
 
     :param ctx: the node context.
-    :return: managers whose ``run(stop_event)`` core runs in a thread each.
+    :return: managers whose ``run(stop_event)`` core runs in a thread each
+        (restarted after an exception).
 
-    Honoured in: node agent.
+    Honoured in: node agent, after the node controllers started.
     """
     raise NotImplementedError
 

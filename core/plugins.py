@@ -38,7 +38,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "ovnk.core.builtin.commit",
     "ovnk.core.builtin.network",
     "ovnk.core.builtin.pods",
-    "ovnk.core.builtin.node",
+    "ovnk.core.builtin.cni",
     "ovnk.core.builtin.netpol",
     "ovnk.core.builtin.services",
 )

@@ -36,6 +36,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "StartupError": ("ovnk.core.errors", "StartupError"),
     "TemporaryError": ("ovnk.core.errors", "TemporaryError"),
     "PermanentError": ("ovnk.core.errors", "PermanentError"),
+    "OwnershipError": ("ovnk.core.node.owners", "OwnershipError"),
     # -- Kubernetes -----------------------------------------------------------------
     "Resource": ("ovnk.core.kube.resources", "Resource"),
     "object_key": ("ovnk.core.kube.resources", "object_key"),
@@ -87,6 +88,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "OvsFacade": ("ovnk.core.node.ovs", "OvsFacade"),
     "FlowManager": ("ovnk.core.node.flows", "FlowManager"),
     "NetFacade": ("ovnk.core.node.net", "NetFacade"),
+    "IpRule": ("ovnk.core.node.routing", "IpRule"),
+    "TableRoute": ("ovnk.core.node.routing", "TableRoute"),
+    "NftFacade": ("ovnk.core.node.nft", "NftFacade"),
+    "NftTable": ("ovnk.core.node.nft", "NftTable"),
+    "NftChain": ("ovnk.core.node.nft", "NftChain"),
+    "NftRule": ("ovnk.core.node.nft", "NftRule"),
+    "NftSet": ("ovnk.core.node.nft", "NftSet"),
+    "NftMap": ("ovnk.core.node.nft", "NftMap"),
     "CniNetwork": ("ovnk.core.node.wiring", "CniNetwork"),
     "InterfaceDriver": ("ovnk.core.node.wiring", "InterfaceDriver"),
     "CniRequest": ("ovnk.cni.types", "CniRequest"),
@@ -120,12 +129,19 @@ __all__ = [
     "FlowManager",
     "GatewayConfig",
     "InterfaceDriver",
+    "IpRule",
     "KubeClient",
     "LabelSelector",
     "Match",
     "NbFacade",
     "NbTxn",
     "NetFacade",
+    "NftChain",
+    "NftFacade",
+    "NftMap",
+    "NftRule",
+    "NftSet",
+    "NftTable",
     "NodeContext",
     "NodeFacts",
     "NodeManager",
@@ -133,6 +149,7 @@ __all__ = [
     "OvnkError",
     "OvsFacade",
     "OwnerType",
+    "OwnershipError",
     "Parent",
     "PeriodicTask",
     "PermanentError",
@@ -150,6 +167,7 @@ __all__ = [
     "SettingsRegistry",
     "StartupError",
     "Store",
+    "TableRoute",
     "TemporaryError",
     "TopologyState",
     "Watch",
@@ -206,7 +224,16 @@ if TYPE_CHECKING:
     from ovnk.core.node.context import NodeManager as NodeManager
     from ovnk.core.node.flows import FlowManager as FlowManager
     from ovnk.core.node.net import NetFacade as NetFacade
+    from ovnk.core.node.nft import NftChain as NftChain
+    from ovnk.core.node.nft import NftFacade as NftFacade
+    from ovnk.core.node.nft import NftMap as NftMap
+    from ovnk.core.node.nft import NftRule as NftRule
+    from ovnk.core.node.nft import NftSet as NftSet
+    from ovnk.core.node.nft import NftTable as NftTable
     from ovnk.core.node.ovs import OvsFacade as OvsFacade
+    from ovnk.core.node.owners import OwnershipError as OwnershipError
+    from ovnk.core.node.routing import IpRule as IpRule
+    from ovnk.core.node.routing import TableRoute as TableRoute
     from ovnk.core.node.wiring import CniNetwork as CniNetwork
     from ovnk.core.node.wiring import InterfaceDriver as InterfaceDriver
     from ovnk.core.ovn.commands import Match as Match

@@ -1,17 +1,21 @@
-"""The node agent process (``ovnk node``): shared gateway, management port, CNI server.
+"""The node agent process (``ovnk node``): shared gateway, management port, CNI server, node controllers.
 
 Start-up, each step logging what it waits for and failing with a message
 that says why (ovn-kubernetes.md §3.3, shared-gateway mode):
 
 1. metrics and health endpoint (``[node] metrics-bind-address``),
    ``ovnk_register_metrics``;
-2. wait for its own Node object;
-3. local Open_vSwitch through ovsdbapp; the shared gateway bridge
-   (:mod:`~ovnk.core.node.gateway`), then ``Open_vSwitch external_ids``:
-   ``system-id`` (kept when present, so the chassis survives restarts),
-   ``hostname``, ``ovn-remote``, ``ovn-encap-type``/``-ip``,
-   ``ovn-bridge-datapath-type``, ``ovn-bridge-mappings`` (``physnet:<bridge>``,
-   other mappings kept), ``ovn-monitor-all``, ``ovn-remote-probe-interval``;
+2. the shared informers start; wait for its own Node object;
+3. local Open_vSwitch through ovsdbapp (also the ownership ledger,
+   :mod:`~ovnk.core.node.owners`); the node state of owners that are no
+   longer enabled is removed (:mod:`~ovnk.core.node.cleanup`); the shared
+   gateway bridge (:mod:`~ovnk.core.node.gateway`), then core's keys of
+   ``Open_vSwitch external_ids``: ``system-id`` (kept when present, so the
+   chassis survives restarts), ``hostname``, ``ovn-remote``,
+   ``ovn-encap-type``/``-ip``, ``ovn-bridge-datapath-type``,
+   ``ovn-bridge-mappings`` (core's ``physnet:<bridge>``, other owners' and
+   unowned mappings kept),
+   ``ovn-monitor-all``, ``ovn-remote-probe-interval``;
 4. publish chassis id, primary address, gateway config, host CIDRs and encap
    IPs on its Node; start the CNI server: it answers STATUS with 50 and ADD
    with 11 (try again later) naming the step still running, until set-up ended
@@ -19,9 +23,18 @@ that says why (ovn-kubernetes.md §3.3, shared-gateway mode):
 5. wait for ``k8s.ovn.org/node-subnets`` (the controller allocates it), set
    up the management port (:mod:`~ovnk.core.node.mgmtport`), publish its MAC;
 6. ``ovnk_node_setup``; the managed bridges' flows are written (all owners at
-   once); ``ovnk_node_annotations`` joins the published set; core's managers
-   (gateway flows, annotations) and ``ovnk_node_managers`` each get a thread;
-7. ready: the CNI config file is written and ``/readyz`` answers 200.
+   once); ``ovnk_node_annotations`` joins the published set;
+7. the node controllers start on the shared informers, core's (``flows`` and
+   ``ovs-vswitchd``: every managed bridge rewritten every 15 s and after an
+   ovs-vswitchd restart; ``gateway``; ``node-annotations``) and those of
+   ``ovnk_node_controllers``; then ``ovnk_node_managers`` get a thread each;
+8. ready: the CNI config file is written and ``/readyz`` answers 200.
+
+A plugin whose ``ovnk_node_setup``, ``ovnk_node_controllers``,
+``ovnk_node_managers`` or first ``ovnk_node_annotations`` raises stops
+start-up with a message naming the plugin and the hook. After start-up a
+failing reconcile is retried with backoff and a failing annotation
+contribution is logged naming the plugin.
 
 A restart repeats all of it without disturbing wired pods: every step
 compares before it writes, and nothing here deletes pod ports.
@@ -56,9 +69,11 @@ from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.events import EventRecorder
 from ovnk.core.kube.informer import CallbackHandler
 from ovnk.core.kube.informer import Informer
-from ovnk.core.kube.informer import InformerMetrics
+from ovnk.core.kube.informer import InformerFactory
 from ovnk.core.kube.resources import NODES
+from ovnk.core.kube.resources import PODS
 from ovnk.core.metrics import new_registry
+from ovnk.core.node.cleanup import release_disabled_owners
 from ovnk.core.node.cni_handler import CniHandler
 from ovnk.core.node.cni_handler import PodCache
 from ovnk.core.node.context import NodeContext
@@ -70,13 +85,20 @@ from ovnk.core.node.gateway import SharedGateway
 from ovnk.core.node.mgmtport import setup_management_port
 from ovnk.core.node.net import NetError
 from ovnk.core.node.net import NetFacade
+from ovnk.core.node.nft import NftError
+from ovnk.core.node.nft import NftFacade
 from ovnk.core.node.ovs import MONITORED_COLUMNS
 from ovnk.core.node.ovs import OvsError
 from ovnk.core.node.ovs import OvsFacade
+from ovnk.core.node.owners import CORE_OWNER
+from ovnk.core.node.owners import Owners
+from ovnk.core.node.owners import OwnershipError
 from ovnk.core.node.publish import NodeAnnotator
 from ovnk.core.node.publish import compact_json
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.process import stop_on_signals
+from ovnk.core.reconcile.runner import ControllerRunner
+from ovnk.core.reconcile.spec import ControllerSpec
 from ovnk.core.topology import annotations as ann
 from ovnk.core.topology import naming as n
 
@@ -88,6 +110,7 @@ CNI_NETWORK_NAME = "ovn-kubernetes"
 OVS_CONNECT_TIMEOUT = 60.0
 WAIT_LOG_INTERVAL = 30.0
 MANAGER_RESTART_DELAY = 5.0
+CACHE_SYNC_TIMEOUT = 60.0
 
 
 def cni_config(settings: CniSettings) -> str:
@@ -123,15 +146,6 @@ def write_cni_config(settings: CniSettings) -> bool:
     return True
 
 
-def parse_bridge_mappings(text: str) -> dict[str, str]:
-    mappings: dict[str, str] = {}
-    for item in text.split(","):
-        network, sep, bridge = item.strip().partition(":")
-        if sep and network:
-            mappings[network] = bridge
-    return mappings
-
-
 class NodeAgent:
     """All parts of one running node agent; :meth:`start` and :meth:`stop` (CLI, tests).
 
@@ -149,11 +163,14 @@ class NodeAgent:
         self.health: HealthServer | None = None
         self.kube: KubeClient | None = None
         self.events: EventRecorder | None = None
+        self.informers: InformerFactory | None = None
+        self.runner: ControllerRunner | None = None
         self.nodes: Informer | None = None
         self.pods: PodCache | None = None
         self.ovs_client: OvsdbClient | None = None
         self.ovs: OvsFacade | None = None
         self.net: NetFacade | None = None
+        self.nft: NftFacade | None = None
         self.gateway: SharedGateway | None = None
         self.annotator: NodeAnnotator | None = None
         self.ctx: NodeContext | None = None
@@ -191,8 +208,6 @@ class NodeAgent:
     def _on_node_event(self, *_objs: Any) -> None:
         with self._node_changed:
             self._node_changed.notify_all()
-        if self.annotator is not None:
-            self.annotator.wake()
 
     def _node(self) -> dict[str, Any] | None:
         assert self.nodes is not None
@@ -205,7 +220,7 @@ class NodeAgent:
         naming the step."""
         try:
             return self._start()
-        except (NetError, OvsError, FlowError) as exc:
+        except (NetError, OvsError, FlowError, NftError, OwnershipError) as exc:
             raise StartupError(f"node {self.node_name}: {self.phase} failed: {exc}") from exc
 
     def _start(self) -> NodeAgent:
@@ -222,12 +237,12 @@ class NodeAgent:
 
         self.kube = KubeClient.from_settings(cfg.kubernetes)
         self.events = events = EventRecorder(self.kube, component="ovnk-node", host=self.node_name)
-        informer_metrics = InformerMetrics(registry)
-        self.nodes = Informer(self.kube, NODES, field_selector=f"metadata.name={self.node_name}",
-                              metrics=informer_metrics)
+        # One set of shared informers for the agent: its Node, its pods, and every node controller's watch.
+        self.informers = informers = InformerFactory(self.kube, registry=registry)
+        informers.start()
+        self.nodes = informers.informer(NODES, field_selector=f"metadata.name={self.node_name}")
         self.nodes.add_handler(CallbackHandler(on_add=self._on_node_event, on_update=self._on_node_event,
                                                on_delete=self._on_node_event))
-        self.nodes.start()
         self._set_phase(f"waiting for the Node object {self.node_name}")
         self._wait(f"Node {self.node_name}", self._node)
 
@@ -236,22 +251,27 @@ class NodeAgent:
                                       columns=MONITORED_COLUMNS,
                                       inactivity_probe_ms=cfg.default.inactivity_probe, timeout=30.0,
                                       registry=registry).start(timeout=OVS_CONNECT_TIMEOUT)
-        self.ovs = ovs = OvsFacade(self.ovs_client)
+        # The OVS database is also the ledger of what each owner created (ovnk.core.node.owners).
+        self.ovs = ovs = OvsFacade(self.ovs_client, owners=Owners(rt.pm.enabled))
         self.state.liveness["ovs"] = lambda: None if ovs.client.connected else "Open_vSwitch DB disconnected"
-        self.net = NetFacade()
-        flows = FlowManager(run_dir=cfg.ovs.run_dir)
-        self.pods = PodCache(self.kube, node_name=self.node_name, metrics=informer_metrics, on_change=ovs.wake)
-        self.pods.start()
+        self.net = NetFacade(ledger=ovs)
+        self.nft = NftFacade(ledger=ovs)
+        flows = FlowManager(run_dir=cfg.ovs.run_dir, ledger=ovs)
+        self.annotator = NodeAnnotator(kube=self.kube, node_name=self.node_name, pm=rt.pm, claims=rt.claims,
+                                       nodes=self.nodes, ledger=ovs)
+        self._set_phase("removing the node state of plugins that are not enabled")
+        release_disabled_owners(ovs=ovs, net=self.net, nft=self.nft, flows=flows, annotator=self.annotator)
+        self.pods = PodCache(informers.informer(PODS, field_selector=f"spec.nodeName={self.node_name}"),
+                             kube=self.kube, on_change=ovs.wake)
 
         self._set_phase("setting up the shared gateway bridge")
         self.gateway = SharedGateway(config=cfg, node_name=self.node_name, ovs=ovs, net=self.net, flows=flows)
         info = self.gateway.setup()
         system_id, encap_ip = self._configure_ovs(info)
+        self.runner = ControllerRunner(informers=informers, workers=1, registry=registry, events=events)
         self.ctx = ctx = NodeContext(config=cfg, pm=rt.pm, kube=self.kube, node_name=self.node_name, ovs=ovs,
-                                     flows=flows, net=self.net, registry=registry, events=events,
-                                     gateway_bridge=info.bridge)
-        self.annotator = NodeAnnotator(kube=self.kube, node_name=self.node_name, pm=rt.pm, claims=rt.claims,
-                                       nodes=self.nodes)
+                                     flows=flows, net=self.net, nft=self.nft, registry=registry, events=events,
+                                     informers=informers, controllers=self.runner, gateway_bridge=info.bridge)
         self.annotator.set_core(self._gateway_annotations(info, system_id, encap_ip))
         self.annotator.add_source(self._host_cidrs)
         self.annotator.publish()
@@ -274,14 +294,26 @@ class NodeAgent:
         self.annotator.publish()
 
         self._set_phase("running ovnk_node_setup")
-        rt.pm.hook.ovnk_node_setup(ctx=ctx)
+        rt.pm.call_each("ovnk_node_setup", ctx=ctx)
         # Every owner has declared its flows now: write each managed bridge whole (this is also
         # where the flows of a plugin switched off since the last run disappear).
+        self._set_phase("writing the flows of the managed bridges")
         self.gateway.sync_all_flows()
+        self._set_phase("publishing the node annotations of the plugins")
         self.annotator.attach(ctx)
-        self.annotator.publish()
-        managers: list[NodeManager] = [self.gateway, self.annotator]
-        managers += [m for found in rt.pm.hook.ovnk_node_managers(ctx=ctx) for m in found]
+        self.annotator.publish(strict=True)
+
+        self._set_phase("starting the node controllers")
+        specs = self._core_controllers(ctx)
+        specs += [spec for found in rt.pm.call_each("ovnk_node_controllers", ctx=ctx) for spec in found]
+        for spec in specs:
+            self.runner.add(spec)
+        self.runner.start_watches()
+        if not self.runner.wait_for_sync(CACHE_SYNC_TIMEOUT):
+            raise StartupError(f"the node controllers' watches did not sync within {CACHE_SYNC_TIMEOUT:.0f}s: "
+                               f"{', '.join(self.runner.unsynced())}")
+        self.runner.start_workers()
+        managers: list[NodeManager] = [m for found in rt.pm.call_each("ovnk_node_managers", ctx=ctx) for m in found]
         for manager in managers:
             self._start_manager(manager)
 
@@ -292,9 +324,17 @@ class NodeAgent:
         self.phase = "ready"
         write_cni_config(cfg.cni)
         self.state.set_ready(True)
-        logger.info("node %s ready in %.1fs: gateway %s, management port %s (%s), %d managers", self.node_name,
-                    time.monotonic() - started, info.bridge, mgmt.name, mgmt.mac, len(managers))
+        logger.info("node %s ready in %.1fs: gateway %s, management port %s (%s), %d node controllers, "
+                    "%d managers", self.node_name, time.monotonic() - started, info.bridge, mgmt.name, mgmt.mac,
+                    len(specs), len(managers))
         return self
+
+    def _core_controllers(self, ctx: NodeContext) -> list[ControllerSpec]:
+        """Core's node controllers: the flow manager's resync and vswitchd watch, the gateway, the annotator."""
+        assert self.gateway is not None and self.annotator is not None and self.ovs is not None
+        gateway = self.gateway.spec()
+        self.ovs.subscribe(lambda: ctx.enqueue(gateway.name, ctx.gateway_bridge))
+        return [*ctx.flows.controllers(enqueue=ctx.enqueue), gateway, self.annotator.spec()]
 
     def _configure_ovs(self, info: GatewayInfo) -> tuple[str, str]:
         assert self.ovs is not None
@@ -304,19 +344,17 @@ class NodeAgent:
         primary = info.primary_ipv4
         assert primary is not None
         encap_ip = cfg.node.encap_ip or str(primary.ip)
-        mappings = parse_bridge_mappings(current.get("ovn-bridge-mappings", ""))
-        mappings[n.PHYSNET] = info.bridge
-        if self.ovs.set_external_ids({
+        changed = self.ovs.set_bridge_mappings(CORE_OWNER, {n.PHYSNET: info.bridge})
+        if self.ovs.set_owned_keys(CORE_OWNER, "external_ids", {
             "system-id": system_id,
             "hostname": self.node_name,
             "ovn-remote": cfg.ovnsouth.address,
             "ovn-encap-type": cfg.default.encap_type,
             "ovn-encap-ip": encap_ip,
             "ovn-bridge-datapath-type": cfg.ovs.datapath_type,
-            "ovn-bridge-mappings": ",".join(f"{k}:{v}" for k, v in sorted(mappings.items())),
             "ovn-monitor-all": "true",
             "ovn-remote-probe-interval": str(cfg.default.inactivity_probe),
-        }):
+        }) or changed:
             logger.info("configured Open_vSwitch external_ids: system-id %s, encap %s %s, remote %s", system_id,
                         cfg.default.encap_type, encap_ip, cfg.ovnsouth.address)
         return system_id, encap_ip
@@ -378,17 +416,16 @@ class NodeAgent:
         if self.cni_server is not None:
             self.cni_server.stop()
             self.cni_server = None
-        if self.annotator is not None:
-            self.annotator.wake()  # its loop sleeps on the wake event, not on stop
+        if self.runner is not None:
+            self.runner.stop()
         for thread in self.threads:
             thread.join(5)
         if self.config.cni.remove_conf_on_exit:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.config.cni.conf_dir, self.config.cni.conf_file))
                 logger.info("removed the CNI config (remove-conf-on-exit)")
-        for informer in (self.pods, self.nodes):
-            if informer is not None:
-                informer.stop()
+        if self.informers is not None:
+            self.informers.stop()
         if self.net is not None:
             self.net.close()
         if self.ovs_client is not None:

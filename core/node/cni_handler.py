@@ -57,7 +57,6 @@ from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.errors import KubeError
 from ovnk.core.kube.informer import CallbackHandler
 from ovnk.core.kube.informer import Informer
-from ovnk.core.kube.informer import InformerMetrics
 from ovnk.core.kube.resources import PODS
 from ovnk.core.node.changes import ChangeSignal
 from ovnk.core.node.context import NodeContext
@@ -85,16 +84,17 @@ class PodGone(Exception):
 
 
 class PodCache:
-    """The pods of this node (informer on ``spec.nodeName``), with change notification for waiters.
+    """The pods of this node (the agent's shared informer on ``spec.nodeName``), with change notification
+    for waiters.
 
+    :param informer: the informer of this node's pods (started by the agent's informer factory).
     :param on_change: also called on every pod event (the agent passes
         ``ovs.wake`` so OVS waits notice pod deletions at once).
     """
 
-    def __init__(self, kube: KubeClient, *, node_name: str, metrics: InformerMetrics | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, informer: Informer, *, kube: KubeClient, on_change: Callable[[], None] | None = None) -> None:
         self.kube = kube
-        self.informer = Informer(kube, PODS, field_selector=f"spec.nodeName={node_name}", metrics=metrics)
+        self.informer = informer
         self._on_change = on_change
         self._changes = ChangeSignal()
         self._deleted_lock = threading.Lock()
@@ -102,12 +102,6 @@ class PodCache:
         self.informer.add_handler(CallbackHandler(on_add=lambda _o: self._bump(),
                                                   on_update=lambda _o, _n: self._bump(),
                                                   on_delete=self._deleted_pod))
-
-    def start(self) -> None:
-        self.informer.start()
-
-    def stop(self) -> None:
-        self.informer.stop()
 
     def wait_for_sync(self, timeout: float) -> bool:
         return self.informer.wait_for_sync(timeout)

@@ -13,13 +13,21 @@ what is missing, changes what differs and deletes what nobody asked for,
 while flows that already match are left alone (their counters and the
 packets using them are undisturbed). A sync of an unchanged table changes
 nothing, so it can run on a timer. Flows of an owner that no longer sets
-any (a plugin switched off) are gone after the next sync. A restarted
-ovs-vswitchd has empty tables; :meth:`FlowManager.vswitchd_instance` tells
-the node agent when that happened.
+any (a plugin switched off) are gone after the next sync.
+
+The flow manager owns the restore of its bridges: two node controllers
+(:meth:`FlowManager.controllers`) rewrite every managed bridge whole every
+:data:`RESYNC_INTERVAL` seconds (repairing flows someone changed) and, within
+a second, when ovs-vswitchd restarted (a new ovs-vswitchd starts every bridge
+with an empty table; :meth:`FlowManager.vswitchd_instance`): the gateway
+bridge and bridges plugins create and :meth:`~FlowManager.manage` alike.
 
 Only bridges the agent owns exclusively are managed (the gateway bridge,
 bridges plugins create in ``ovnk_node_setup``): ``br-int`` belongs to
-ovn-controller and is never synced.
+ovn-controller and is never synced. The ownership ledger
+(:mod:`~ovnk.core.node.owners`) records on which bridges each plugin set
+flows, so that the agent removes them (``ovs-ofctl del-flows`` by cookie)
+when the plugin is switched off, also from a bridge nobody manages any more.
 """
 
 from __future__ import annotations
@@ -30,20 +38,42 @@ import subprocess
 import tempfile
 import threading
 import zlib
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 
+from ovnk.core.errors import OvnkError
+from ovnk.core.errors import TemporaryError
+from ovnk.core.node.owners import CORE_OWNER
+from ovnk.core.node.owners import FLOWS
+from ovnk.core.node.owners import Ledger
+from ovnk.core.node.owners import MemoryLedger
+from ovnk.core.node.owners import is_core
+from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import ReconcileRequest
+
 logger = logging.getLogger(__name__)
 
-CORE_OWNER = "core"
+__all__ = ["CORE_OWNER", "FlowError", "FlowManager"]
+
 # High 32 bits of every cookie we write: "ovnk" in ASCII, so our flows stand out in dumps.
 COOKIE_PREFIX = 0x6F766E6B << 32
 PROTOCOLS = "OpenFlow14"  # bundles need OpenFlow 1.4
 # ovs-vswitchd's pidfile in its run directory (OVS's default name, and the chart's).
 VSWITCHD_PIDFILE = "ovs-vswitchd.pid"
+# How often every managed bridge is rewritten even when nothing changed (repairs tampering;
+# ovn-kubernetes' node syncs its gateway flows every 15 s too).
+RESYNC_INTERVAL = 15.0
+# How often ovs-vswitchd's pidfile is read for a restart (a stat and a small read, no process).
+RESTART_CHECK_INTERVAL = 1.0
+# Node controllers of the flow manager.
+FLOWS_CONTROLLER = "flows"
+VSWITCHD_CONTROLLER = "ovs-vswitchd"
+# Seconds between attempts while ovs-vswitchd is down or still starting.
+VSWITCHD_RETRY = 0.2
 
 
-class FlowError(Exception):
+class FlowError(OvnkError):
     """``ovs-ofctl`` failed; the message has its stderr."""
 
 
@@ -53,17 +83,22 @@ class FlowManager:
     :param run_dir: ovs-vswitchd's run directory (``<bridge>.mgmt`` sockets).
     :param ofctl: the ``ovs-ofctl`` binary.
     :param env: environment of ``ovs-ofctl`` (default: the agent's).
+    :param ledger: records the bridges each plugin set flows on (default: in memory).
     """
 
     def __init__(self, *, run_dir: str, ofctl: str = "ovs-ofctl", env: Mapping[str, str] | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, ledger: Ledger | None = None) -> None:
         self.run_dir = run_dir
         self.ofctl = ofctl
         self.env = dict(env) if env is not None else None
         self.timeout = timeout
+        self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
         self._lock = threading.RLock()
         self._desired: dict[str, dict[str, tuple[str, ...]]] = {}
         self._applied: dict[str, tuple[str, ...]] = {}
+        self._recorded: dict[str, set[str]] | None = None
+        # The ovs-vswitchd whose tables the last full sync wrote (see check_restart).
+        self._vswitchd: tuple[int, int, str] | None = None
 
     # -- owners ------------------------------------------------------------------
 
@@ -78,6 +113,7 @@ class FlowManager:
             self._desired.setdefault(bridge, {})
 
     def managed(self) -> list[str]:
+        """The managed bridges."""
         with self._lock:
             return sorted(self._desired)
 
@@ -86,7 +122,11 @@ class FlowManager:
 
         Flows are in ``ovs-ofctl add-flow`` syntax without a cookie. Returns
         ``True`` when the desired set changed.
+
+        :raises OwnershipError: ``owner`` is not core or an enabled plugin.
+        :raises ValueError: ``bridge`` is not managed, or a flow sets a cookie.
         """
+        self.ledger.owners.check(owner)
         rendered = []
         for flow in flows:
             text = " ".join(flow.split())
@@ -102,9 +142,21 @@ class FlowManager:
             old = self._desired[bridge].get(owner, ())
             if new:
                 self._desired[bridge][owner] = new
+                self._remember(owner, bridge)
             else:
                 self._desired[bridge].pop(owner, None)
             return new != old
+
+    def _remember(self, owner: str, bridge: str) -> None:
+        """Record in the ledger that ``owner`` has flows on ``bridge`` (plugins only: core's never go)."""
+        if is_core(owner):
+            return
+        if self._recorded is None:
+            self._recorded = {o: {str(b) for b in bridges} for o, bridges in self.ledger.owned(FLOWS).items()}
+        bridges = self._recorded.setdefault(owner, set())
+        if bridge not in bridges:
+            bridges.add(bridge)
+            self.ledger.record(FLOWS, owner, sorted(bridges))
 
     def flows_of(self, bridge: str, owner: str) -> list[str]:
         with self._lock:
@@ -149,6 +201,93 @@ class FlowManager:
             self._applied[bridge] = flows
             logger.debug("synced %d flows on %s", len(flows), bridge)
             return True
+
+    def sync_all(self, *, force: bool = True) -> list[str]:
+        """Sync every managed bridge (forced by default); returns those written.
+
+        Also notes which ovs-vswitchd got the tables (:meth:`check_restart`).
+        """
+        instance = self.vswitchd_instance()
+        written = [bridge for bridge in self.managed() if self.sync(bridge, force=force)]
+        if instance is not None:
+            self._vswitchd = instance
+        return written
+
+    def check_restart(self) -> bool:
+        """Whether ovs-vswitchd restarted since the tables were last written whole (then it also notes the new
+        one: the caller rewrites every managed bridge). ``False`` while it is down."""
+        instance = self.vswitchd_instance()
+        if instance is None or instance == self._vswitchd:
+            return False
+        first = self._vswitchd is None
+        self._vswitchd = instance
+        if not first:
+            logger.warning("ovs-vswitchd restarted (pid %s): rewriting the flows of %s", instance[2],
+                           ", ".join(self.managed()) or "no bridge")
+        return True
+
+    def release(self, owner: str, *, bridges: Iterable[str]) -> list[str]:
+        """Delete ``owner``'s flows (by cookie) from the recorded bridges that are among ``bridges`` (those
+        that exist), and its ledger entry; start-up clean-up of owners that are no longer enabled.
+
+        :returns: the bridges flows were deleted from.
+        """
+        existing = set(bridges)
+        recorded = [str(b) for b in self.ledger.owned(FLOWS).get(owner, [])]
+        cleared = []
+        with self._lock:
+            for bridge in recorded:
+                if bridge in existing:
+                    self._ofctl("del-flows", self.target(bridge), f"cookie={self.cookie(owner):#x}/-1")
+                    cleared.append(bridge)
+                if bridge in self._desired:
+                    self._desired[bridge].pop(owner, None)
+            self.ledger.record(FLOWS, owner, [])
+            if self._recorded is not None:
+                self._recorded.pop(owner, None)
+        if cleared:
+            logger.info("deleted the flows of %s from %s", owner, ", ".join(cleared))
+        return cleared
+
+    # -- node controllers -----------------------------------------------------------
+
+    def controllers(self, *, enqueue: Callable[[str, str], None]) -> list[ControllerSpec]:
+        """The node controllers that keep the managed bridges' tables (module docstring).
+
+        ``flows`` (keys: bridge names) rewrites a bridge whole, every
+        :data:`RESYNC_INTERVAL` seconds; ``ovs-vswitchd`` checks the pidfile every
+        :data:`RESTART_CHECK_INTERVAL` seconds and queues every managed bridge for
+        ``flows`` when ovs-vswitchd restarted.
+
+        :param enqueue: ``ctx.enqueue`` of the node agent.
+        """
+
+        def sync_bridge(request: ReconcileRequest) -> None:
+            if request.key not in self.managed():
+                return
+            if self.vswitchd_instance() is None:
+                raise TemporaryError("ovs-vswitchd is not running", delay=VSWITCHD_RETRY)
+            try:
+                self.sync(request.key, force=True)
+            except FlowError as exc:
+                # A vswitchd that is still starting refuses the bundle for a moment.
+                raise TemporaryError(str(exc), delay=VSWITCHD_RETRY) from exc
+
+        def check_vswitchd(_request: ReconcileRequest) -> None:
+            if self.check_restart():
+                for bridge in self.managed():
+                    enqueue(FLOWS_CONTROLLER, bridge)
+
+        # Retries come every VSWITCHD_RETRY seconds while vswitchd is away; the periodic resync
+        # starts over after the last attempt.
+        attempts = int(RESYNC_INTERVAL / VSWITCHD_RETRY)
+        return [
+            ControllerSpec(name=FLOWS_CONTROLLER, watches=(), reconcile=sync_bridge, initial_keys=self.managed,
+                           resync_period=RESYNC_INTERVAL, workers=1, max_attempts=attempts),
+            ControllerSpec(name=VSWITCHD_CONTROLLER, watches=(), reconcile=check_vswitchd,
+                           initial_keys=lambda: [VSWITCHD_CONTROLLER], resync_period=RESTART_CHECK_INTERVAL,
+                           workers=1),
+        ]
 
     def vswitchd_instance(self) -> tuple[int, int, str] | None:
         """Which ovs-vswitchd runs: its pidfile's (inode, mtime, content) in the run directory.

@@ -19,7 +19,12 @@ Set-up (:meth:`SharedGateway.setup`, idempotent; a restart finds it done):
    kernel ignore them, so the host does not get each packet twice.
 5. ovn-controller creates the patch port ``patch-<bridge>_<node>-to-br-int``
    from ``ovn-bridge-mappings=physnet:<bridge>`` once ``GR_<node>`` exists;
-   the flows are rewritten when it appears (:meth:`SharedGateway.run`).
+   the flows are rewritten when it appears: the node controller ``gateway``
+   (:meth:`SharedGateway.spec`, key = the bridge) runs on every change of
+   the local OVS database and writes the bridge when core's flows for the
+   current ofports differ from what it holds. The periodic rewrite and the
+   restore after an ovs-vswitchd restart are the flow manager's
+   (:mod:`ovnk.core.node.flows`), for every managed bridge.
 
 OpenFlow on the bridge (cookie of owner ``core``; U = uplink, P = patch port,
 LOCAL = the host's internal port). Host and GR share the node's IP and MAC, so
@@ -52,7 +57,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
@@ -64,9 +68,9 @@ from ovnk.core.node.net import RTPROT_KERNEL
 from ovnk.core.node.net import IPAddress
 from ovnk.core.node.net import IPInterface
 from ovnk.core.node.net import NetFacade
-from ovnk.core.node.ovs import OvsAborted
 from ovnk.core.node.ovs import OvsFacade
-from ovnk.core.node.ovs import OvsTimeout
+from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk.core.topology import naming as n
 from ovnk.core.topology.annotations import GatewayConfig
 
@@ -75,11 +79,7 @@ logger = logging.getLogger(__name__)
 CT_ZONE = 64000
 OVN_CT_MARK = 0x1
 MAX_IFNAME = 15
-# How often the run loop rewrites the managed bridges' flows even when nothing changed (repairs
-# tampering; ovn-kubernetes' node syncs its gateway flows every 15 s too).
-RESYNC_INTERVAL = 15.0
-# How often the run loop looks at ovs-vswitchd's pidfile for a restart (a file read, no process).
-RESTART_CHECK_INTERVAL = 1.0
+CONTROLLER = "gateway"
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,7 @@ def gateway_flows(*, uplink_ofport: int, patch_ofport: int | None, encap_port: i
 
 
 class SharedGateway:
-    """Sets up the gateway bridge and keeps its flows (also a :class:`~ovnk.core.node.context.NodeManager`)."""
-
-    name = "core.gateway"
+    """Sets up the gateway bridge and keeps core's flows on it (the ``gateway`` node controller)."""
 
     def __init__(self, *, config: Config, node_name: str, ovs: OvsFacade, net: NetFacade, flows: FlowManager) -> None:
         self.config = config
@@ -286,49 +284,20 @@ class SharedGateway:
         return self.flows.sync(self.info.bridge, force=force or changed)
 
     def sync_all_flows(self) -> None:
-        """Rewrite every managed bridge: the gateway's (with core's flows for the current ofports)
-        and those plugins declared (after a restart, or to repair tampering)."""
-        self.sync_flows(force=True)
+        """Start-up: core's flows for the current ofports, then every managed bridge written whole (the
+        gateway's and those plugins declared; also where a switched-off plugin's flows disappear)."""
+        self.sync_flows()
+        self.flows.sync_all(force=True)
+
+    def spec(self) -> ControllerSpec:
+        """The ``gateway`` node controller (key: the bridge); queue it on OVS changes
+        (``ovs.subscribe``), which is how a new patch port or ofport is noticed."""
         assert self.info is not None
-        for bridge in self.flows.managed():
-            if bridge != self.info.bridge:
-                self.flows.sync(bridge, force=True)
+        bridge = self.info.bridge
 
-    def run(self, stop: threading.Event) -> None:
-        """Rewrite the flows of every managed bridge when the uplink or patch port changes, when
-        ovs-vswitchd restarts (its tables start empty: without this the node's own traffic on the
-        gateway bridge would stop until the next resync), and every RESYNC_INTERVAL."""
-        vswitchd = self.flows.vswitchd_instance()
-        next_resync = time.monotonic() + RESYNC_INTERVAL
-        while not stop.is_set():
-            current = self._ports
+        def reconcile(request: ReconcileRequest) -> None:
+            if request.key == bridge:
+                self.sync_flows()
 
-            def changed(seen: tuple[int | None, int | None] | None = current) -> bool | None:
-                return True if self._ofports() != seen else None
-
-            try:
-                self.ovs.wait_for("a gateway port change", changed, timeout=RESTART_CHECK_INTERVAL,
-                                  abort=lambda: "stopping" if stop.is_set() else None)
-                due = True
-            except OvsAborted:
-                return
-            except OvsTimeout:
-                due = time.monotonic() >= next_resync
-            instance = self.flows.vswitchd_instance()
-            restarted = False
-            if instance is not None and instance != vswitchd:
-                restarted = True
-                logger.warning("ovs-vswitchd restarted (pid %s): rewriting the flows of %s", instance[2],
-                               ", ".join(self.flows.managed()))
-            if not (due or restarted):
-                continue
-            try:
-                self.sync_all_flows()
-            except Exception:
-                # A vswitchd that is still starting refuses the bundle: the next tick retries.
-                logger.exception("flow sync failed; retrying")
-                stop.wait(1.0)
-                continue
-            if instance is not None:
-                vswitchd = instance
-            next_resync = time.monotonic() + RESYNC_INTERVAL
+        return ControllerSpec(name=CONTROLLER, watches=(), reconcile=reconcile, initial_keys=lambda: [bridge],
+                              workers=1)

@@ -13,7 +13,15 @@ waits for ``ovn-installed`` anyway, which implies vswitchd has the port).
 
 Waiting (:meth:`OvsFacade.wait_for`) reacts to IDL updates: a row listener on
 the connection bumps a generation counter and wakes waiters, which re-check
-their condition; nothing sleeps and polls the database.
+their condition; nothing sleeps and polls the database. The same listener
+calls the callbacks given to :meth:`OvsFacade.subscribe` (node controllers
+queue a key from there).
+
+The facade is also the node's ownership ledger (:mod:`~ovnk.core.node.owners`):
+ledger entries are keys ``ovnk-owned-<kind>:<owner>`` of ``Open_vSwitch .
+external_ids``, and :meth:`OvsFacade.set_owned_keys` gives ``other_config`` and
+``external_ids`` keys of the ``Open_vSwitch`` row to one owner each, checked
+and written in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,15 +30,26 @@ import logging
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from typing import Literal
 from typing import TypeVar
 
 from ovsdbapp.backend.ovs_idl import command as ovs_command
 from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 
+from ovnk.core.errors import OvnkError
 from ovnk.core.node.changes import ChangeSignal
 from ovnk.core.node.changes import WaitStopped
+from ovnk.core.node.ovs_owned import SetBridgeMappings
+from ovnk.core.node.ovs_owned import SetOwnedKeys
+from ovnk.core.node.ovs_owned import decode_items
+from ovnk.core.node.ovs_owned import encode_items
+from ovnk.core.node.owners import Owners
+from ovnk.core.node.owners import OwnershipError
+from ovnk.core.node.owners import ledger_key
+from ovnk.core.node.owners import parse_ledger_key
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.ovn.connection import rows_by_name
 
@@ -52,7 +71,7 @@ MONITORED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-class OvsError(Exception):
+class OvsError(OvnkError):
     """An Open_vSwitch transaction or wait failed; the message says which and why."""
 
 
@@ -306,18 +325,39 @@ class OvsFacade:
 
     :param client: a started client on the ``Open_vSwitch`` schema.
     :param timeout: seconds one transaction may take.
+    :param owners: the owners that may hold state (:meth:`set_owned_keys`, the
+        other facades' ledger entries); default: any owner.
     """
 
-    def __init__(self, client: OvsdbClient, *, timeout: float = 30.0) -> None:
+    def __init__(self, client: OvsdbClient, *, timeout: float = 30.0, owners: Owners | None = None) -> None:
         self.client = client
         self.timeout = timeout
+        self.owners = owners or Owners()
         self._changes = ChangeSignal()
+        self._subscribers: list[Callable[[], None]] = []
         client.add_row_listener(self._on_row_change)
 
     # -- change notification -------------------------------------------------------
 
     def _on_row_change(self, event: str, row: Any, updates: Any) -> None:
         self.wake()
+        for callback in self._subscribers:
+            try:
+                callback()
+            except Exception:
+                # Never let a subscriber break the IDL thread (a controller not running yet, say).
+                logger.debug("OVS change subscriber %r failed", callback, exc_info=True)
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every change of the monitored tables (bridges, ports, interfaces,
+        the ``Open_vSwitch`` row), also those the agent makes itself.
+
+        It runs on the OVSDB connection thread with the connection lock held, once per changed
+        row: it must be cheap and must not block or read the database. Queue work instead:
+        ``ctx.ovs.subscribe(lambda: ctx.enqueue("mycontroller", "br-ext"))``. An exception is
+        logged at debug level and ignored.
+        """
+        self._subscribers.append(callback)
 
     def wake(self) -> None:
         """Make every :meth:`wait_for` re-check its condition (e.g. after a Kubernetes event)."""
@@ -352,7 +392,7 @@ class OvsFacade:
             txn.add(cmd)
         try:
             result = txn.commit()
-        except OvsError:
+        except (OvsError, OwnershipError):
             raise
         except Exception as exc:
             raise OvsError(f"{what}: {exc}") from exc
@@ -374,6 +414,88 @@ class OvsFacade:
         self._commit([_UpdateMap(self.client.api, table="Open_vSwitch", name=None, column="external_ids",
                                  values=wanted)], what="set Open_vSwitch external_ids", wait_vswitchd=False)
         return True
+
+    def other_config(self) -> dict[str, str]:
+        """``Open_vSwitch . other_config`` of the local database."""
+        with self.client.locked() as idl:
+            rows = list(idl.tables["Open_vSwitch"].rows.values())
+            return dict(rows[0].other_config) if rows else {}
+
+    def set_owned_keys(self, owner: str, column: Literal["other_config", "external_ids"],
+                       values: Mapping[str, str | None]) -> bool:
+        """Converge ``owner``'s keys of ``Open_vSwitch . <column>`` to ``values`` in one transaction.
+
+        Keys in ``values`` are set (``None``: not wanted); keys of this column the owner
+        set before and does not give now are removed; keys of other owners are left
+        alone. A key that exists without an owner (set by hand, or by an older agent) is
+        taken over. The ledger (``external_ids:ovnk-owned-ovs-keys:<owner>``) records
+        the owner's keys, so switching the plugin off removes them at the next start.
+        ``hwoffload`` would call ``ctx.ovs.set_owned_keys("hwoffload", "other_config",
+        {"hw-offload": "true"})``.
+
+        :returns: whether anything changed.
+        :raises OwnershipError: another owner has one of the keys (the message names it),
+            ``owner`` is not enabled here, or a key is a ledger key.
+        """
+        if column not in ("other_config", "external_ids"):
+            raise ValueError(f"column must be other_config or external_ids, not {column!r}")
+        self.owners.check(owner)
+        results = self._commit([SetOwnedKeys(self.client.api, owner=owner, column=column, values=values)],
+                               what=f"set {owner}'s Open_vSwitch {column} keys", wait_vswitchd=False)
+        return bool(results and results[0])
+
+    def release_owned_keys(self, owner: str) -> bool:
+        """Remove every ``Open_vSwitch`` key ``owner`` holds (both columns) and its ledger entry.
+
+        Core calls it at start for owners that are not enabled any more; no owner check.
+        """
+        results = self._commit([SetOwnedKeys(self.client.api, owner=owner, column=None, values={})],
+                               what=f"release {owner}'s Open_vSwitch keys", wait_vswitchd=False)
+        return bool(results and results[0])
+
+    def set_bridge_mappings(self, owner: str, mappings: Mapping[str, str]) -> bool:
+        """Converge ``owner``'s entries of ``external_ids:ovn-bridge-mappings`` (physical network -> bridge).
+
+        The key is shared: core maps ``physnet`` to the gateway bridge, a plugin maps its own
+        networks (secondary networks' localnet ``ctx.ovs.set_bridge_mappings("secondary_networks",
+        {"blue": "br-blue"})``). Networks the owner mapped before and does not give now are removed;
+        other owners' and unowned ones are kept. Recorded in the ledger, so switching the plugin off
+        removes its mappings at the next start.
+
+        :returns: whether anything changed.
+        :raises OwnershipError: another owner maps one of the networks, or ``owner`` is not enabled.
+        """
+        self.owners.check(owner)
+        results = self._commit([SetBridgeMappings(self.client.api, owner=owner, mappings=mappings)],
+                               what=f"set {owner}'s bridge mappings", wait_vswitchd=False)
+        return bool(results and results[0])
+
+    def release_bridge_mappings(self, owner: str) -> bool:
+        """Remove every bridge mapping ``owner`` holds (start-up clean-up; no owner check)."""
+        results = self._commit([SetBridgeMappings(self.client.api, owner=owner, mappings=None)],
+                               what=f"release {owner}'s bridge mappings", wait_vswitchd=False)
+        return bool(results and results[0])
+
+    # -- the ownership ledger (ovnk.core.node.owners.Ledger) ------------------------
+
+    def owned(self, kind: str) -> dict[str, list[Any]]:
+        """Owner -> items of one kind of state in the ledger."""
+        ids = self.external_ids()
+        found: dict[str, list[Any]] = {}
+        for key in ids:
+            parsed = parse_ledger_key(key)
+            if parsed is not None and parsed[0] == kind:
+                found[parsed[1]] = decode_items(ids, key)
+        return found
+
+    def record(self, kind: str, owner: str, items: Sequence[Any]) -> None:
+        """Replace ``owner``'s ledger entry of ``kind`` (an empty list removes it); writes only on change."""
+        key = ledger_key(kind, owner)
+        value = encode_items(items) if items else None
+        if self.external_ids().get(key) == value:
+            return
+        self._commit([_UpdateMap(self.client.api, table="Open_vSwitch", name=None, column="external_ids",
+                                 values={key: value})], what=f"record {kind} of {owner}", wait_vswitchd=False)
 
     # -- bridges and ports ---------------------------------------------------------
 

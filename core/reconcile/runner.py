@@ -173,9 +173,25 @@ class _SpecRunner:
 
     def _resync(self) -> None:
         while not self._stopping.wait(self.spec.resync_period):
-            if self.primary_informer is not None:
-                for key in self.primary_informer.store.keys():
-                    self.queue.add(key)
+            try:
+                keys = self.resync_keys()
+            except Exception:
+                logger.exception("controller %s: computing the resync keys failed", self.spec.name)
+                continue
+            for key in keys:
+                self.queue.add(key)
+
+    def resync_keys(self) -> set[str]:
+        """What a resync queues: the keys of every object in the primary cache (through the primary
+        watch's ``keys``, as its events would) and the initial keys."""
+        keys: set[str] = set()
+        if self.primary_informer is not None:
+            watch = self.spec.watches[0]
+            for obj in self.primary_informer.store.list():
+                keys.update(watch.keys(obj))
+        if self.spec.initial_keys is not None:
+            keys.update(self.spec.initial_keys())
+        return keys
 
     def _work(self) -> None:
         name = self.spec.name

@@ -80,8 +80,10 @@ class ControllerSpec:
         error and records a Warning event on the object when it can).
     :param initial_keys: keys to enqueue once at start even without objects
         (e.g. a cluster-wide singleton key).
-    :param resync_period: re-enqueue every key of the primary cache this often
-        (seconds; 0 = never).
+    :param resync_period: this often (seconds; 0 = never), queue again the keys
+        of every object in the primary cache (mapped by the primary watch's
+        ``keys``) and the initial keys: periodic repair of state that can drift
+        without an event (kernel and OVS state on the node).
     """
 
     name: str

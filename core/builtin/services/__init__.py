@@ -9,9 +9,10 @@
   ``ovnk_services_sync_duration_seconds``.
 * Repair (before workers): LBs of Services that are gone, headless or
   ExternalName, and per-node LBs of nodes that are gone.
-* Node agent: a manager steering NodePort and external-IP traffic from the
-  uplink to the OVN patch port of the gateway bridge (:mod:`.nodeport`); its
-  flows are first declared in ``ovnk_node_setup``.
+* Node agent: the node controller ``nodeport`` steers NodePort and
+  external-IP traffic from the uplink to the OVN patch port of the gateway
+  bridge (:mod:`.nodeport`); its flows are first declared in
+  ``ovnk_node_setup``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from ovnk.core.claims import Claims
 from ovnk.core.context import ControllerContext
 from ovnk.core.hookspecs import hookimpl
 from ovnk.core.node.context import NodeContext
-from ovnk.core.node.context import NodeManager
 from ovnk.core.ovn.sync import RepairPlan
 from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
@@ -37,10 +37,12 @@ def ovnk_claims(claims: Claims) -> None:
 
 
 class ServicesPlugin:
-    """The runtime half of this plugin (registered by ``ovnk_configure``): the controller and its repair."""
+    """The runtime half of this plugin (registered by ``ovnk_configure``): the controller and its repair,
+    and on the node the NodePort steering."""
 
     def __init__(self) -> None:
         self.controller: ServicesController | None = None
+        self.steering: NodePortSteering | None = None
 
     @hookimpl
     def ovnk_controllers(self, ctx: ControllerContext) -> list[ControllerSpec]:
@@ -52,6 +54,19 @@ class ServicesPlugin:
         assert self.controller is not None
         self.controller.plan_stale(plan)
 
+    @hookimpl
+    def ovnk_node_setup(self, ctx: NodeContext) -> None:
+        if _steers(ctx):
+            self.steering = NodePortSteering(ctx)
+            self.steering.declare()
+
+    @hookimpl
+    def ovnk_node_controllers(self, ctx: NodeContext) -> list[ControllerSpec]:
+        if self.steering is None:
+            return []
+        self.steering.subscribe()
+        return [self.steering.spec()]
+
 
 @hookimpl
 def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
@@ -60,14 +75,3 @@ def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
 
 def _steers(ctx: NodeContext) -> bool:
     return bool(ctx.gateway_bridge) and ctx.config.gateway.nodeport
-
-
-@hookimpl
-def ovnk_node_setup(ctx: NodeContext) -> None:
-    if _steers(ctx):
-        NodePortSteering(ctx).declare()
-
-
-@hookimpl
-def ovnk_node_managers(ctx: NodeContext) -> list[NodeManager]:
-    return [NodePortSteering(ctx)] if _steers(ctx) else []

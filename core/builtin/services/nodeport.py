@@ -17,38 +17,42 @@ an OVN connection for core's flows from its first packet on: the GR's replies
 (committed again by core's patch-port flow) and later packets keep their path
 even while these flows are being rewritten. IPv4 only, as the gateway is.
 
-The manager watches Services with its own informer, reads the node's IPs from
-the gateway bridge and its ports from OVS, and rewrites its flows when any of
-them changes (and on a timer). ``ovnk_node_setup`` declares them once from a
-plain list, so the table core rewrites after set-up already holds them.
+It is a node controller (``nodeport``, key = the gateway bridge): a watch of
+the Services in the agent's shared informers, a subscription to OVS changes
+(the patch port appears when ``GR_<node>`` exists; ofports change) and a
+resync every :data:`RESYNC_INTERVAL` seconds (the node's IPs, read from the
+gateway bridge, change without an event). Each reconcile computes the flows
+and writes the bridge only when they differ from what it holds.
+``ovnk_node_setup`` declares them once from the synced cache, so the table
+core writes whole after set-up already holds them.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
 from ovnk.core.builtin.services import model
-from ovnk.core.kube.informer import CallbackHandler
-from ovnk.core.kube.informer import Informer
 from ovnk.core.kube.resources import SERVICES
 from ovnk.core.node.context import NodeContext
 from ovnk.core.node.gateway import CT_ZONE
 from ovnk.core.node.gateway import OVN_CT_MARK
-from ovnk.core.node.ovs import OvsAborted
-from ovnk.core.node.ovs import OvsTimeout
+from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import ReconcileRequest
+from ovnk.core.reconcile.spec import Watch
 from ovnk.core.topology import naming as n
 
 logger = logging.getLogger(__name__)
 
-FLOW_OWNER = "services"
+CONTROLLER = "nodeport"
+FLOW_OWNER = "core.services"
 PRIORITY = 95
 RESYNC_INTERVAL = 30.0
+CACHE_SYNC_TIMEOUT = 60.0
 
 
 def patch_port_name(bridge: str, node: str) -> str:
@@ -92,23 +96,32 @@ def steering_flows(targets: Iterable[tuple[str, str, int]], *, uplink_ofport: in
             f"actions={commit},output:{patch_ofport}" for ip, protocol, port in targets]
 
 
+def _steering_fields(service: Mapping[str, Any]) -> Any:
+    spec = model.spec(service)
+    return (spec.get("type"), spec.get("ports"), spec.get("externalIPs"), spec.get("clusterIP"),
+            (service.get("status") or {}).get("loadBalancer"))
+
+
+def steering_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Watch filter: only what :func:`steering_targets` reads."""
+    return bool(_steering_fields(old) != _steering_fields(new))
+
+
 class NodePortSteering:
-    """The node manager (see the module docstring)."""
+    """The ``nodeport`` node controller (see the module docstring)."""
 
-    name = "core.services.nodeport"
-
-    def __init__(self, ctx: NodeContext, *, resync_interval: float = RESYNC_INTERVAL) -> None:
+    def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.bridge = ctx.gateway_bridge
-        self.resync_interval = resync_interval
-        # Its own informer: the agent has no shared informer factory; counters on a private registry.
-        self.services = Informer(ctx.kube, SERVICES, name="services@node-steering")
-        self._changed = threading.Event()
-        self._ports: tuple[int | None, int | None] = (None, None)
+        # Bumped by every Service event the watch maps (see _service_keys): together with the ports
+        # and IPs it tells a reconcile queued by an unrelated OVS change (a pod port) to do nothing.
+        self._services_seen = 0
+        self._inputs: tuple[Any, ...] | None = None
 
-    def _on_event(self, *_objs: Any) -> None:
-        self._changed.set()
-        self.ctx.ovs.wake()
+    @property
+    def services(self) -> Any:
+        """The shared Services cache of the agent."""
+        return self.ctx.cache(SERVICES)
 
     def ports(self) -> tuple[int | None, int | None]:
         """(uplink, patch) OpenFlow ports of the gateway bridge; ``None`` while a port is missing."""
@@ -128,62 +141,61 @@ class NodePortSteering:
                        if isinstance(a.ip, ipaddress.IPv4Address)})
 
     def desired_flows(self, services: Iterable[Mapping[str, Any]] | None = None) -> list[str]:
-        """The flows for ``services`` (default: the informer's cache) and the current ports and IPs."""
-        uplink, patch = self._ports = self.ports()
+        """The flows for ``services`` (default: the cache) and the current ports and IPs."""
+        uplink, patch = self.ports()
         if uplink is None or patch is None:
             return []  # no GR on this node yet: nothing could take the traffic
-        targets = steering_targets(self.services.store.list() if services is None else services, self.node_ips())
+        targets = steering_targets(self.services.list() if services is None else services, self.node_ips())
         return steering_flows(targets, uplink_ofport=uplink, patch_ofport=patch)
 
     def declare(self) -> None:
-        """Set the flows from one list of the Services, without writing them (``ovnk_node_setup``).
+        """Set the flows from the synced cache, without writing them (``ovnk_node_setup``).
 
         On an agent restart core rewrites the bridge's table right after set-up; declaring the
         flows first keeps new NodePort connections flowing to OVN through the restart.
         """
-        if not self.bridge:
-            return
-        services, _ = self.ctx.kube.list(SERVICES)
-        self.ctx.flows.set_flows(self.bridge, FLOW_OWNER, self.desired_flows(services))
+        informer = self.ctx.informers.informer(SERVICES)
+        if not informer.wait_for_sync(CACHE_SYNC_TIMEOUT):
+            raise TimeoutError(f"the Services could not be listed within {CACHE_SYNC_TIMEOUT:.0f}s")
+        self.ctx.flows.set_flows(self.bridge, FLOW_OWNER, self.desired_flows())
 
     def sync(self) -> bool:
-        """Set and write this owner's flows; ``True`` when the bridge was written."""
-        self._changed.clear()
+        """Set and write this owner's flows; ``True`` when the bridge was written.
+
+        Skipped when neither the Services nor the ports changed since the last successful sync (most
+        OVS changes are pod ports). The node's IPs change without an event: the resync maps every
+        Service through the watch again, which counts as a change, so they are read anew then.
+        """
+        inputs = (self._services_seen, self.ports())
+        if inputs == self._inputs:
+            return False
         flows = self.desired_flows()
         self.ctx.flows.set_flows(self.bridge, FLOW_OWNER, flows)
         # A no-op when the bridge already holds exactly the desired flows of every owner.
         written = self.ctx.flows.sync(self.bridge)
         if written:
             logger.info("gateway %s: %d NodePort/external-IP steering flows", self.bridge, len(flows))
+        self._inputs = inputs
         return written
 
-    def _pending(self) -> bool | None:
-        return True if self._changed.is_set() or self.ports() != self._ports else None
+    def _service_keys(self, _service: Mapping[str, Any]) -> tuple[str]:
+        self._services_seen += 1
+        return (self.bridge,)
 
-    def run(self, stop: threading.Event) -> None:
-        if not self.bridge:
-            logger.info("no gateway bridge: NodePort steering is off")
-            return
-        self.services.add_handler(CallbackHandler(on_add=self._on_event, on_update=self._on_event,
-                                                  on_delete=self._on_event))
-        self.services.start()
-        try:
-            while not stop.is_set():
-                if not self.services.wait_for_sync(1.0):
-                    continue
-                try:
-                    self.sync()
-                except Exception:
-                    logger.exception("NodePort steering flows on %s failed; retrying", self.bridge)
-                    stop.wait(1.0)
-                    continue
-                try:
-                    self.ctx.ovs.wait_for("a service or gateway port change", self._pending,
-                                          timeout=self.resync_interval,
-                                          abort=lambda: "stopping" if stop.is_set() else None)
-                except OvsAborted:
-                    return
-                except OvsTimeout:
-                    pass  # periodic re-check (node IP changes are not signalled)
-        finally:
-            self.services.stop()
+    def spec(self) -> ControllerSpec:
+        """The node controller; the caller also queues it on OVS changes (:meth:`subscribe`)."""
+        bridge = self.bridge
+
+        def reconcile(_request: ReconcileRequest) -> None:
+            self.sync()
+
+        return ControllerSpec(
+            name=CONTROLLER,
+            watches=(Watch(SERVICES, keys=self._service_keys, needs_update=steering_changed),),
+            reconcile=reconcile, initial_keys=lambda: [bridge], resync_period=RESYNC_INTERVAL, workers=1,
+        )
+
+    def subscribe(self) -> None:
+        """Re-check on every change of the local OVS database (the patch port, ofports)."""
+        bridge = self.bridge
+        self.ctx.ovs.subscribe(lambda: self.ctx.enqueue(CONTROLLER, bridge))

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -196,3 +197,14 @@ def shim_status(node: OvsNode) -> subprocess.CompletedProcess[str]:
 
 def wait_gone(what: str, predicate: Any, timeout: float = 30) -> None:
     wait_for(what, predicate, timeout=timeout, interval=0.1)
+
+
+def install_plugin(site: Path, *, name: str, source: str) -> None:
+    """A real plugin distribution in ``site`` (for an agent's ``PYTHONPATH``): METADATA and an ``ovnk.plugins``
+    entry point ``name`` in a dist-info, and the module ``ovnk_<name>`` with ``source``."""
+    module = f"ovnk_{name}"
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: ovnk-{name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[ovnk.plugins]\n{name} = {module}\n")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))

@@ -5,25 +5,49 @@ A new ovs-vswitchd recreates the bridges from its database with empty flow table
 ovn-controller refills br-int by itself; the gateway bridge is the agent's, and without
 its flows the node's own traffic (the kubelet, the API server's calls to it) stops. OVS
 3.1.0's userspace datapath aborts under connection churn (lab.md), so this is not
-hypothetical: the sandbox runs ovs-vswitchd under --monitor, which restarts it.
+hypothetical: the sandbox runs ovs-vswitchd under --monitor, which restarts it. The
+flow manager restores every managed bridge, also one a plugin created: node-1's agent
+runs here with a plugin that has a bridge of its own.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from ovnk.core.errors import StartupError
-from ovnk.core.node.gateway import RESYNC_INTERVAL
+from ovnk.core.node.flows import RESYNC_INTERVAL
 from ovnk_lab import paths
 from ovnk_lab.ovsnode import NodeLab
 from ovnk_lab.ovsnode import OvsNode
 from ovnk_lab.procs import wait_for
 
 from .conftest import dump_flows
+from .conftest import install_plugin
 from .conftest import ping
 from .conftest import pod_ip
+from .conftest import restart_agent
 from .conftest import wired_pod
+
+PLUGIN = "testbridge"
+BRIDGE = "br-plug"
+PLUGIN_SOURCE = f'''
+"""A plugin with a bridge of its own, created and managed in ovnk_node_setup."""
+
+from ovnk import hookimpl
+
+
+@hookimpl
+def ovnk_node_setup(ctx):
+    ctx.ovs.ensure_bridge("{BRIDGE}", datapath_type=ctx.config.ovs.datapath_type, fail_mode="secure")
+    ctx.flows.manage("{BRIDGE}")
+    ctx.flows.set_flows("{BRIDGE}", "{PLUGIN}", ["table=0,priority=30,arp actions=drop",
+                                                 "table=0,priority=20,ip actions=drop"])
+'''
 
 
 def host_ping(address: str) -> bool:
@@ -32,32 +56,49 @@ def host_ping(address: str) -> bool:
                           capture_output=True, check=False).returncode == 0
 
 
-def current_flows(node: OvsNode) -> list[str] | None:
-    """breth0's flows, or None while the new ovs-vswitchd is not answering yet."""
+def current_flows(node: OvsNode, bridge: str = "breth0") -> list[str] | None:
+    """A bridge's flows, or None while the new ovs-vswitchd is not answering yet."""
     try:
-        return sorted(dump_flows(node, "breth0", "--no-stats"))
+        return sorted(dump_flows(node, bridge, "--no-stats"))
     except StartupError:  # the lab's run() raises it when ovs-ofctl fails
         return None
 
 
-def test_gateway_flows_are_rewritten_as_soon_as_vswitchd_restarts(
-    lab: NodeLab, node1: OvsNode, node2: OvsNode, ns: str
+@pytest.fixture
+def bridged(lab: NodeLab, node1: OvsNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvsNode]:
+    """node-1's agent with the plugin that has a bridge of its own."""
+    site = tmp_path_factory.mktemp("testbridge-site")
+    install_plugin(site, name=PLUGIN, source=PLUGIN_SOURCE)
+    restart_agent(lab, node1, plugins=(PLUGIN,), env={"PYTHONPATH": str(site)})
+    try:
+        yield node1
+    finally:
+        restart_agent(lab, node1)
+        shutil.rmtree(site, ignore_errors=True)
+
+
+def test_managed_bridges_are_rewritten_as_soon_as_vswitchd_restarts(
+    lab: NodeLab, bridged: OvsNode, node2: OvsNode, ns: str
 ) -> None:
+    node1 = bridged
     a, _ = wired_pod(lab, node1, ns, "a")
     _, result_b = wired_pod(lab, node2, ns, "b")
     assert ping(a, pod_ip(result_b)).returncode == 0
     assert host_ping(node1.ip)
     flows = sorted(dump_flows(node1, "breth0", "--no-stats"))
     assert flows
+    plugin_flows = current_flows(node1, BRIDGE)
+    assert plugin_flows is not None and len(plugin_flows) == 2
 
     vswitchd = node1.daemons["ovs-vswitchd"]
     vswitchd.kill()
     vswitchd.start()
     restarted = time.monotonic()
     # Faster than the periodic resync: the agent noticed the restart itself.
-    wait_for("breth0's flows rewritten", lambda: current_flows(node1) == flows,
-             timeout=RESYNC_INTERVAL - 5, interval=0.2, daemons=[vswitchd])
-    print(f"\nbreth0 flows back {time.monotonic() - restarted:.1f}s after ovs-vswitchd restarted")
+    wait_for("breth0's and br-plug's flows rewritten",
+             lambda: current_flows(node1) == flows and current_flows(node1, BRIDGE) == plugin_flows,
+             timeout=RESYNC_INTERVAL - 5, interval=0.1, daemons=[vswitchd])
+    print(f"\nbreth0 and br-plug flows back {time.monotonic() - restarted:.1f}s after ovs-vswitchd restarted")
     assert "ovs-vswitchd restarted" in node1.agent_log.read_text()
     wait_for("node-1's own address answering again", lambda: host_ping(node1.ip), timeout=10)
     # br-int is ovn-controller's to refill; the pod network comes back too.

@@ -1,10 +1,9 @@
 """The node side of services against a real ovs-vswitchd (netdev, in its own netns) and a real API server:
-the ``ovnk_node_managers`` manager steers NodePort and external-IP traffic from the uplink to the patch port."""
+the ``nodeport`` node controller steers NodePort and external-IP traffic from the uplink to the patch port."""
 
 from __future__ import annotations
 
 import secrets
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from ovnk.core.bootstrap import bootstrap
 from ovnk.core.config import ConfigInputs
 from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.events import EventRecorder
+from ovnk.core.kube.informer import InformerFactory
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import SERVICES
 from ovnk.core.node.context import NodeContext
@@ -23,8 +23,10 @@ from ovnk.core.node.flows import CORE_OWNER
 from ovnk.core.node.flows import FlowManager
 from ovnk.core.node.gateway import gateway_flows
 from ovnk.core.node.net import NetFacade
+from ovnk.core.node.nft import NftFacade
 from ovnk.core.node.ovs import OvsFacade
 from ovnk.core.ovn.connection import OvsdbClient
+from ovnk.core.reconcile.runner import ControllerRunner
 from ovnk_lab import hostnet
 from ovnk_lab import paths
 from ovnk_lab.kube import KubeControlPlane
@@ -36,6 +38,7 @@ NODE = "np-node"
 BRIDGE = "brnp"
 UPLINK = "npup"
 PATCH = f"patch-{BRIDGE}_{NODE}-to-br-int"
+OWNER = "core.services"
 NODE_IP = "172.31.250.5"
 
 pytestmark = [pytest.mark.kube, pytest.mark.node]
@@ -45,6 +48,7 @@ pytestmark = [pytest.mark.kube, pytest.mark.node]
 class GatewayBed:
     node: OvsNode
     ctx: NodeContext
+    runner: ControllerRunner
     uplink: int
     patch: int
 
@@ -61,6 +65,8 @@ def bed(module_kube: KubeControlPlane, lab_dir: Path) -> Iterator[GatewayBed]:
     node = OvsNode(name=NODE, index=0, ip=NODE_IP, netns=netns, dir=lab_dir / f"np-{secrets.token_hex(3)}")
     client: OvsdbClient | None = None
     net: NetFacade | None = None
+    informers: InformerFactory | None = None
+    runner: ControllerRunner | None = None
     try:
         node.start_ovs()
         node.exec(["ip", "link", "add", UPLINK, "type", "veth", "peer", "name", "npext"])
@@ -89,11 +95,19 @@ def bed(module_kube: KubeControlPlane, lab_dir: Path) -> Iterator[GatewayBed]:
                                          assignments=[f"node.name={NODE}"]))
         kube = KubeClient(kubeconfig=str(module_kube.kubeconfig))
         net = NetFacade(netns=str(hostnet.netns_path(netns)))
+        informers = InformerFactory(kube)
+        informers.start()
+        events = EventRecorder(kube, component="test")
+        runner = ControllerRunner(informers=informers, workers=1, events=events)
         ctx = NodeContext(config=runtime.config, pm=runtime.pm, kube=kube, node_name=NODE, ovs=ovs, flows=flows,
-                          net=net, registry=CollectorRegistry(), events=EventRecorder(kube, component="test"),
-                          gateway_bridge=BRIDGE)
-        yield GatewayBed(node=node, ctx=ctx, uplink=uplink, patch=patch)
+                          net=net, nft=NftFacade(netns=str(hostnet.netns_path(netns))), registry=CollectorRegistry(),
+                          events=events, informers=informers, controllers=runner, gateway_bridge=BRIDGE)
+        yield GatewayBed(node=node, ctx=ctx, runner=runner, uplink=uplink, patch=patch)
     finally:
+        if runner is not None:
+            runner.stop()
+        if informers is not None:
+            informers.stop()
         if net is not None:
             net.close()
         if client is not None:
@@ -102,7 +116,7 @@ def bed(module_kube: KubeControlPlane, lab_dir: Path) -> Iterator[GatewayBed]:
         hostnet.delete_netns(netns)
 
 
-def test_hook_ovnk_node_setup_and_ovnk_node_managers_steer_nodeports_and_external_ips_to_the_patch_port(
+def test_hook_ovnk_node_setup_and_ovnk_node_controllers_steer_nodeports_and_external_ips_to_the_patch_port(
         bed: GatewayBed) -> None:
     kube = bed.ctx.kube
     ns = f"t-np-{secrets.token_hex(3)}"
@@ -114,14 +128,16 @@ def test_hook_ovnk_node_setup_and_ovnk_node_managers_steer_nodeports_and_externa
     tcp_np, udp_np = (int(p["nodePort"]) for p in svc["spec"]["ports"])
     # Set-up declares the flows before core rewrites the table (an agent restart keeps steering).
     bed.ctx.pm.hook.ovnk_node_setup(ctx=bed.ctx)
-    assert len(bed.ctx.flows.flows_of(BRIDGE, "services")) == 4
-    assert not bed.ctx.flows.dump(BRIDGE, "services"), "declared, written by core's next sync"
+    assert len(bed.ctx.flows.flows_of(BRIDGE, OWNER)) == 4
+    assert not bed.ctx.flows.dump(BRIDGE, OWNER), "declared, written by core's next sync"
 
-    managers = [m for found in bed.ctx.pm.hook.ovnk_node_managers(ctx=bed.ctx) for m in found]
-    steering = next(m for m in managers if m.name == "core.services.nodeport")
-    stop = threading.Event()
-    thread = threading.Thread(target=steering.run, args=(stop,), daemon=True)
-    thread.start()
+    specs = [spec for found in bed.ctx.pm.hook.ovnk_node_controllers(ctx=bed.ctx) for spec in found]
+    assert [spec.name for spec in specs] == ["nodeport"]
+    for spec in specs:
+        bed.runner.add(spec)
+    bed.runner.start_watches()
+    assert bed.runner.wait_for_sync(30)
+    bed.runner.start_workers()
     try:
         match = f"in_port={bed.uplink},nw_dst="
         expected = {f"priority=95,tcp,{match}{NODE_IP},tp_dst={tcp_np}",
@@ -130,10 +146,10 @@ def test_hook_ovnk_node_setup_and_ovnk_node_managers_steer_nodeports_and_externa
         action = f"actions=ct(commit,zone=64000,exec(load:0x1->NXM_NX_CT_MARK[])),output:{bed.patch}"
 
         def steered() -> bool:
-            dumped = bed.ctx.flows.dump(BRIDGE, "services")
+            dumped = bed.ctx.flows.dump(BRIDGE, OWNER)
             return {line.split(", ", 1)[1].split(" ")[0] for line in dumped} == expected
         eventually(steered, timeout=30, what="steering flows")
-        assert all(line.endswith(action) for line in bed.ctx.flows.dump(BRIDGE, "services"))
+        assert all(line.endswith(action) for line in bed.ctx.flows.dump(BRIDGE, OWNER))
         assert bed.ctx.flows.dump(BRIDGE, CORE_OWNER), "core's flows are untouched"
 
         # A new connection to <nodeIP>:<nodePort> from the uplink goes to OVN (the GR); others to the host.
@@ -144,11 +160,8 @@ def test_hook_ovnk_node_setup_and_ovnk_node_managers_steer_nodeports_and_externa
 
         # The service goes: so do its flows (core's stay).
         kube.delete(SERVICES, "web", namespace=ns)
-        eventually(lambda: not bed.ctx.flows.dump(BRIDGE, "services"), timeout=30, what="flows removed")
+        eventually(lambda: not bed.ctx.flows.dump(BRIDGE, OWNER), timeout=30, what="flows removed")
         assert bed.ctx.flows.dump(BRIDGE, CORE_OWNER)
     finally:
-        stop.set()
-        bed.ctx.ovs.wake()
-        thread.join(10)
+        bed.runner.stop()
         kube.delete(NAMESPACES, ns)
-    assert not thread.is_alive()

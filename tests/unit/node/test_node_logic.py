@@ -13,17 +13,20 @@ import pytest
 
 from ovnk.cni.types import CniRequest
 from ovnk.core.bootstrap import bootstrap
-from ovnk.core.builtin.node import default_network
+from ovnk.core.builtin.cni import default_network
 from ovnk.core.claims import Claims
 from ovnk.core.config import ConfigInputs
+from ovnk.core.errors import PluginError
 from ovnk.core.hookspecs import hookimpl
 from ovnk.core.node.agent import cni_config
-from ovnk.core.node.agent import parse_bridge_mappings
 from ovnk.core.node.agent import write_cni_config
 from ovnk.core.node.flows import FlowManager
 from ovnk.core.node.gateway import GatewayInfo
 from ovnk.core.node.gateway import gateway_flows
 from ovnk.core.node.mgmtport import wanted_routes
+from ovnk.core.node.ovs_owned import parse_bridge_mappings
+from ovnk.core.node.owners import MemoryLedger
+from ovnk.core.node.owners import Owners
 from ovnk.core.node.publish import NodeAnnotator
 from ovnk.core.node.wiring import CniNetwork
 from ovnk.core.node.wiring import VethDriver
@@ -203,3 +206,51 @@ def test_plugin_annotations_must_be_claimed_by_the_plugin(pm: OvnkPluginManager)
     assert annotator.desired() == {"k8s.ovn.org/node-chassis-id": "chassis-1"}  # plugins only once attached
     annotator.attach(SimpleNamespace())  # type: ignore[arg-type]
     assert annotator.desired() == {"k8s.ovn.org/node-chassis-id": "chassis-1", "k8s.ovn.org/mine": "yes"}
+
+
+class _Changing:
+    """Publishes ``k8s.ovn.org/mine`` while ``give`` holds, raises while ``fail`` does."""
+
+    def __init__(self) -> None:
+        self.give = True
+        self.fail = False
+
+    @hookimpl
+    def ovnk_claims(self, claims: Claims) -> None:
+        claims.annotation("k8s.ovn.org/mine")
+
+    @hookimpl
+    def ovnk_node_annotations(self, ctx: Any, annotations: dict[str, str | None]) -> None:
+        if self.fail:
+            raise RuntimeError("boom")
+        if self.give:
+            annotations["k8s.ovn.org/mine"] = "yes"
+
+
+def test_annotations_a_plugin_no_longer_gives_are_removed_but_not_after_a_failure(pm: OvnkPluginManager) -> None:
+    plugin = _Changing()
+    pm.register(plugin, name="mine")
+    claims = Claims()
+    for name, impl in pm.implementations("ovnk_claims"):
+        claims.current = name
+        pm.call_impl(impl, claims=claims)
+    ledger = MemoryLedger(Owners(["mine"]))
+    annotator = NodeAnnotator(kube=None, node_name="n1", pm=pm, claims=claims, nodes=None,  # type: ignore[arg-type]
+                              ledger=ledger)
+    annotator.attach(SimpleNamespace())  # type: ignore[arg-type]
+    wanted, given = annotator.plugin_annotations()
+    assert wanted == {"k8s.ovn.org/mine": "yes"} and given == {"mine": ["k8s.ovn.org/mine"]}
+    annotator._record(given)
+    assert ledger.owned("annotations") == {"mine": ["k8s.ovn.org/mine"]}
+
+    plugin.fail = True
+    wanted, given = annotator.plugin_annotations()
+    assert wanted == {} and given == {}, "a failing plugin's keys stay, and so does its record"
+    with pytest.raises(PluginError, match="plugin 'mine' failed in ovnk_node_annotations: RuntimeError: boom"):
+        annotator.plugin_annotations(strict=True)
+
+    plugin.fail, plugin.give = False, False
+    wanted, given = annotator.plugin_annotations()
+    assert wanted == {"k8s.ovn.org/mine": None} and given == {"mine": []}
+    annotator._record(given)
+    assert ledger.owned("annotations") == {}

@@ -31,6 +31,9 @@ class MemoryStore:
     def keys(self) -> list[str]:
         return list(self.objects)
 
+    def list(self) -> list[dict[str, Any]]:
+        return list(self.objects.values())
+
 
 class MemoryInformer:
     def __init__(self) -> None:
@@ -293,3 +296,40 @@ def test_periodic_tasks_run_only_between_start_workers_and_stop() -> None:
     count = len(rounds)
     time.sleep(0.15)
     assert len(rounds) == count
+
+
+def test_resync_queues_the_watch_keys_of_cached_objects_and_the_initial_keys() -> None:
+    """A resync maps objects through the primary watch's ``keys`` (a per-bridge node controller keyed by a
+    bridge, not by pod) and also queues the initial keys (a controller without watches, repaired by resync)."""
+    factory = MemoryFactory()
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def record(request: ReconcileRequest) -> None:
+        with lock:
+            seen.append(request.key)
+
+    by_node = ControllerSpec(name="by-node", watches=(Watch(PODS, keys=lambda pod: (pod["spec"]["nodeName"],)),),
+                             reconcile=record, resync_period=0.1)
+    no_watch = ControllerSpec(name="no-watch", watches=(), reconcile=record, initial_keys=lambda: ["bridge"],
+                              resync_period=0.1)
+    runner = ControllerRunner([by_node, no_watch], informers=factory, workers=1)
+    runner.start_watches()
+    informer = factory.informer(PODS)
+    for i in range(3):
+        informer.add({"metadata": {"namespace": "ns", "name": f"p{i}"}, "spec": {"nodeName": "node-a"}})
+    assert runner.runner("by-node").resync_keys() == {"node-a"}
+    assert runner.runner("no-watch").resync_keys() == {"bridge"}
+    runner.start_workers()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with lock:
+                if seen.count("bridge") >= 3 and seen.count("node-a") >= 3:
+                    break
+            time.sleep(0.02)
+        with lock:
+            assert seen.count("bridge") >= 3, seen
+            assert set(seen) == {"node-a", "bridge"}, "never a raw cache key (ns/p0...)"
+    finally:
+        runner.stop()
