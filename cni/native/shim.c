@@ -504,11 +504,18 @@ static int exchange(const char *command, const char *socket_path, const struct b
             "Connection: close\r\nContent-Length: %zu\r\n\r\n",
             body->len);
     buf_add(&request, body->data, body->len);
+    int send_err = 0;
     for (size_t sent = 0; sent < request.len;) {
         ssize_t n = send(fd, request.data + sent, request.len - sent, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
             int err = errno;
+            if (err == EPIPE || err == ECONNRESET) {
+                /* The agent may answer before reading the whole request (one over its size
+                 * limit) and close: its reply is still waiting to be read. */
+                send_err = err;
+                break;
+            }
             close(fd);
             return unreachable(command, socket_path, unreachable_reason(err));
         }
@@ -523,8 +530,10 @@ static int exchange(const char *command, const char *socket_path, const struct b
         if (n < 0) {
             if (errno == EINTR) continue;
             int err = errno;
+            /* The agent closed with our request partly unread: the end of its reply. */
+            if (err == ECONNRESET && raw.len > 0) break;
             close(fd);
-            return unreachable(command, socket_path, unreachable_reason(err));
+            return unreachable(command, socket_path, unreachable_reason(send_err ? send_err : err));
         }
         if (n == 0) break;
         raw.len += (size_t)n;
@@ -534,6 +543,7 @@ static int exchange(const char *command, const char *socket_path, const struct b
         }
     }
     close(fd);
+    if (raw.len == 0 && send_err) return unreachable(command, socket_path, unreachable_reason(send_err));
     if (raw.len == 0) /* the agent took the connection and closed it: restarting, not broken */
         return unreachable(command, socket_path, "the connection closed without a reply");
     buf_add(&raw, "", 0);
