@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -130,3 +132,49 @@ def test_restarts_never_break_existing_pods_and_new_pods_still_come_up(cluster: 
         f"{failed} failed probes during the {component} restart ({restarted[0]}-{restarted[-1]}): {probe.failures()}")
     fresh = cluster.run_pods(ns, [{"name": "after", "node": node1, "kind": "echo"}], timeout=180)["after"]
     assert cluster.probe(ns, "client", "tcp", fresh["status"]["podIP"], ECHO_TCP) == "after"
+
+
+def pod_ports(cluster: Cluster, node: str, iface_id: str) -> list[str]:
+    """Names of the OVS interfaces on ``node`` carrying ``iface_id``."""
+    out = cluster.sandbox.cluster.node(node).ovs_vsctl("--bare", "--columns=name", "find", "Interface",
+                                                       f"external_ids:iface-id={iface_id}")
+    return sorted(out.split())
+
+
+def test_sandbox_recreated_after_containerd_dies_mid_add_takes_over_the_stale_port(cluster: Cluster, ns: str) -> None:
+    """containerd killed while a pod's ADD is in flight (the agent has put the port on br-int and waits
+    for ovn-installed) never recorded that sandbox, so nothing ever DELs it; the kubelet retries with a
+    new sandbox whose ADD finds the old port of the same pod, evicts it and wires the pod (issue 24 D4)."""
+    node1, node2 = cluster.nodes[0], cluster.nodes[1]
+    box = cluster.sandbox
+    peer_ip = cluster.run_pods(ns, [{"name": "peer", "node": node2, "kind": "echo"}])["peer"]["status"]["podIP"]
+    iface_id = f"{ns}_phoenix"
+    ovn_controller = next(pid for name, pid, alive in box.cluster.status().processes
+                          if name == f"{node1}/ovn-controller" and alive)
+    # A paused ovn-controller never marks the port installed: the ADD stays in flight.
+    os.kill(ovn_controller, signal.SIGSTOP)
+    try:
+        cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "phoenix", "namespace": ns},
+                       "spec": {"nodeName": node1, "terminationGracePeriodSeconds": 1,
+                                "containers": [{"name": "c", "image": "busybox", "imagePullPolicy": "Never",
+                                                "command": ["sleep", "100000"]}]}})
+        first: list[str] = []
+
+        def first_port() -> bool:
+            first[:] = pod_ports(cluster, node1, iface_id)
+            return bool(first)
+
+        poll_until("the first sandbox's port on br-int", first_port, timeout=60)
+        box.kill(f"{node1}/containerd", sig=signal.SIGKILL)
+        target = box.cluster.node(node1)
+        target.start_containerd()
+        poll_until(f"containerd of {node1}", target.containerd_ready, timeout=60)
+        # The kubelet's retry: a second sandbox, whose ADD replaces the first one's port.
+        poll_until("a second sandbox's port replacing the first",
+                   lambda: (ports := pod_ports(cluster, node1, iface_id)) != [] and first[0] not in ports, timeout=120)
+    finally:
+        os.kill(ovn_controller, signal.SIGCONT)
+    cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/phoenix", "--timeout=120s", timeout=150)
+    ports = pod_ports(cluster, node1, iface_id)
+    assert len(ports) == 1 and ports[0] != first[0], ports
+    assert cluster.ping(ns, "phoenix", peer_ip)

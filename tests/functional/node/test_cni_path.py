@@ -268,9 +268,9 @@ def test_add_under_a_new_sandbox_evicts_the_stale_port(lab: NodeLab, node1: OvsN
         assert [i for i in ports if iface_map(node1, i, "external_ids").get("iface-id") == f"{ns}_again"] == [new_host]
         assert ping(again, pod_ip(peer_result)).returncode == 0
         assert f"pod {ns}/again: removed stale OVS port {old_host}" in node1.agent_log.read_text()
+        assert old_host not in host_links(node1)  # its veth went with it
         # The runtime's late DEL of the old sandbox succeeds and leaves the new one alone.
         assert lab.cni(pod, "DEL").returncode == 0
-        assert old_host not in host_links(node1)
         assert new_host in ovs_ports(node1)
         assert lab.cni(again, "DEL").returncode == 0
         assert new_host not in ovs_ports(node1)
