@@ -240,6 +240,18 @@ static void put_utf8(struct buf *out, unsigned int cp) {
     }
 }
 
+/* The four hex digits at s[at] as *cp; 0 when they are not all there or not all hex. */
+static int json_hex4(const struct json *j, size_t at, unsigned int *cp) {
+    if (at + 4 > j->n) return 0;
+    *cp = 0;
+    for (size_t k = 0; k < 4; k++) {
+        int h = hex_value(j->s[at + k]);
+        if (h < 0) return 0;
+        *cp = *cp * 16 + (unsigned int)h;
+    }
+    return 1;
+}
+
 /* A string at j->i (on its opening quote); decoded into out when out is not NULL. */
 static enum json_type json_string(struct json *j, struct buf *out) {
     j->i++;
@@ -261,15 +273,21 @@ static enum json_type json_string(struct json *j, struct buf *out) {
                 continue;
             }
             if (e != 'u') return json_fail(j, "invalid escape in a string");
-            if (j->i + 6 > j->n) break;
-            unsigned int cp = 0;
-            for (int k = 2; k < 6; k++) {
-                int h = hex_value(j->s[j->i + (size_t)k]);
-                if (h < 0) return json_fail(j, "invalid \\u escape in a string");
-                cp = cp * 16 + (unsigned int)h;
+            unsigned int cp;
+            if (!json_hex4(j, j->i + 2, &cp)) {
+                if (j->i + 6 > j->n) break;
+                return json_fail(j, "invalid \\u escape in a string");
             }
             j->i += 6;
-            if (out) put_utf8(out, cp); /* a lone surrogate stays as its 3-byte form */
+            /* A high surrogate followed by an escaped low one is one character, as Python's json
+             * decodes it (found by the differential fuzzer); a lone surrogate stays as its 3-byte form. */
+            unsigned int low;
+            if (cp >= 0xd800 && cp <= 0xdbff && j->i + 1 < j->n && j->s[j->i] == '\\' && j->s[j->i + 1] == 'u' &&
+                json_hex4(j, j->i + 2, &low) && low >= 0xdc00 && low <= 0xdfff) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+                j->i += 6;
+            }
+            if (out) put_utf8(out, cp);
             continue;
         }
         size_t len = utf8_sequence((const unsigned char *)j->s + j->i, j->n - j->i);
