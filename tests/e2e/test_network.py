@@ -177,4 +177,5 @@ def test_sandbox_recreated_after_containerd_dies_mid_add_takes_over_the_stale_po
     cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/phoenix", "--timeout=120s", timeout=150)
     ports = pod_ports(cluster, node1, iface_id)
     assert len(ports) == 1 and ports[0] != first[0], ports
+    assert f"removed stale OVS port {first[0]}" in (target.log_dir / "ovnk-node.log").read_text()
     assert cluster.ping(ns, "phoenix", peer_ip)
