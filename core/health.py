@@ -79,7 +79,7 @@ class HealthServer:
         self.state = state
         self.endpoints = endpoints
         handler = self._handler_class()
-        what = " and ".join(sorted(endpoints))
+        what = {ALL_ENDPOINTS: "metrics and health", HEALTH_ENDPOINTS: "health"}.get(endpoints, " and ".join(sorted(endpoints)))
         try:
             self._server = _Server((host.strip("[]") or "0.0.0.0", int(port)), handler)
         except OSError as exc:

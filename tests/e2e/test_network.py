@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 
@@ -141,41 +140,44 @@ def pod_ports(cluster: Cluster, node: str, iface_id: str) -> list[str]:
     return sorted(out.split())
 
 
-def test_sandbox_recreated_after_containerd_dies_mid_add_takes_over_the_stale_port(cluster: Cluster, ns: str) -> None:
-    """containerd killed while a pod's ADD is in flight (the agent has put the port on br-int and waits
-    for ovn-installed) never recorded that sandbox, so nothing ever DELs it; the kubelet retries with a
-    new sandbox whose ADD finds the old port of the same pod, evicts it and wires the pod (issue 24 D4)."""
+def test_sandbox_recreated_after_containerd_lost_the_old_one_takes_over_its_port(cluster: Cluster, ns: str) -> None:
+    """containerd restarted without the record of a pod's running sandbox (its metadata gone): nothing
+    will ever DEL that sandbox, and the kubelet re-creates it under a new container id, whose ADD finds
+    the old port of the same pod on br-int. The agent evicts it, with its veth, and wires the pod
+    (issue 24 D4; before the fix that ADD failed with CNI error 5 on every retry)."""
     node1, node2 = cluster.nodes[0], cluster.nodes[1]
     box = cluster.sandbox
+    target = box.cluster.node(node1)
     peer_ip = cluster.run_pods(ns, [{"name": "peer", "node": node2, "kind": "echo"}])["peer"]["status"]["podIP"]
+    cluster.run_pods(ns, [{"name": "phoenix", "node": node1}])
     iface_id = f"{ns}_phoenix"
-    ovn_controller = next(pid for name, pid, alive in box.cluster.status().processes
-                          if name == f"{node1}/ovn-controller" and alive)
-    # A paused ovn-controller never marks the port installed: the ADD stays in flight.
-    os.kill(ovn_controller, signal.SIGSTOP)
+    (first,) = pod_ports(cluster, node1, iface_id)
+    filters = ",".join([f'labels."io.kubernetes.pod.namespace"=={ns}', 'labels."io.kubernetes.pod.name"==phoenix',
+                        'labels."io.cri-containerd.kind"==sandbox'])
+    (sandbox_id,) = target.ctr("containers", "ls", "-q", filters).split()
+    assert sandbox_id.startswith(first)  # the port is named after the sandbox
+    # The kubelet stays away meanwhile: it would stop the sandbox (and DEL it) once its task is gone.
+    box.kill(f"{node1}/kubelet", sig=signal.SIGTERM)
     try:
-        cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "phoenix", "namespace": ns},
-                       "spec": {"nodeName": node1, "terminationGracePeriodSeconds": 1,
-                                "containers": [{"name": "c", "image": "busybox", "imagePullPolicy": "Never",
-                                                "command": ["sleep", "100000"]}]}})
-        first: list[str] = []
-
-        def first_port() -> bool:
-            first[:] = pod_ports(cluster, node1, iface_id)
-            return bool(first)
-
-        poll_until("the first sandbox's port on br-int", first_port, timeout=60)
+        target.ctr("tasks", "kill", "--signal", "SIGKILL", sandbox_id)
+        poll_until("the sandbox task stopped",
+                   lambda: f"{sandbox_id} " not in target.ctr("tasks", "ls") or "STOPPED" in next(
+                       (line for line in target.ctr("tasks", "ls").splitlines() if line.startswith(sandbox_id)), ""),
+                   timeout=30)
+        target.ctr("tasks", "delete", sandbox_id)
+        target.ctr("containers", "delete", sandbox_id)
         box.kill(f"{node1}/containerd", sig=signal.SIGKILL)
-        target = box.cluster.node(node1)
         target.start_containerd()
         poll_until(f"containerd of {node1}", target.containerd_ready, timeout=60)
-        # The kubelet's retry: a second sandbox, whose ADD replaces the first one's port.
-        poll_until("a second sandbox's port replacing the first",
-                   lambda: (ports := pod_ports(cluster, node1, iface_id)) != [] and first[0] not in ports, timeout=120)
     finally:
-        os.kill(ovn_controller, signal.SIGCONT)
+        assert box.cluster.control_plane is not None
+        target.start_kubelet(box.cluster.control_plane)
+    # The kubelet's new sandbox: its ADD replaces the old port.
+    poll_until("a new sandbox's port replacing the old one",
+               lambda: (ports := pod_ports(cluster, node1, iface_id)) != [] and first not in ports, timeout=180)
     cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/phoenix", "--timeout=120s", timeout=150)
     ports = pod_ports(cluster, node1, iface_id)
-    assert len(ports) == 1 and ports[0] != first[0], ports
-    assert f"removed stale OVS port {first[0]}" in (target.log_dir / "ovnk-node.log").read_text()
+    assert len(ports) == 1 and ports[0] != first, ports
+    assert f"removed stale OVS port {first}" in (target.log_dir / "ovnk-node.log").read_text()
+    assert first not in target.exec(["ip", "-o", "link", "show"]).stdout  # its veth went with it
     assert cluster.ping(ns, "phoenix", peer_ip)
