@@ -154,24 +154,27 @@ def test_sandbox_recreated_after_containerd_lost_the_old_one_takes_over_its_port
     cluster.run_pods(ns, [{"name": "phoenix", "node": node1}])
     iface_id = f"{ns}_phoenix"
     (first,) = pod_ports(cluster, node1, iface_id)
-    filters = ",".join([f'labels."io.kubernetes.pod.namespace"=={ns}', 'labels."io.kubernetes.pod.name"==phoenix',
-                        'labels."io.cri-containerd.kind"==sandbox'])
-    (sandbox_id,) = target.ctr("containers", "ls", "-q", filters).split()
+    pod_filter = f'labels."io.kubernetes.pod.namespace"=={ns},labels."io.kubernetes.pod.name"==phoenix'
+    (sandbox_id,) = target.ctr("containers", "ls", "-q", pod_filter + ',labels."io.cri-containerd.kind"==sandbox').split()
     assert sandbox_id.startswith(first)  # the port is named after the sandbox
-    # The kubelet stays away meanwhile: it would stop the sandbox (and DEL it) once its task is gone.
+    # containerd loses every record of the pod (its app container too: a kubelet meeting a container
+    # of an unknown sandbox refuses to start). The kubelet stays away meanwhile: it would stop the
+    # sandbox (and DEL it) once its task is gone.
     box.kill(f"{node1}/kubelet", sig=signal.SIGTERM)
     try:
-        target.ctr("tasks", "kill", "--signal", "SIGKILL", sandbox_id)
+        ctr = [paths.system_bin("ctr"), "-a", CONTAINERD_SOCK, "-n", "k8s.io"]
+        records = target.ctr("containers", "ls", "-q", pod_filter).split()
+        for record in sorted(records, key=lambda r: r == sandbox_id):  # the sandbox last
+            target.exec([*ctr, "tasks", "kill", "--signal", "SIGKILL", record], check=False)
 
-        def stopped() -> bool:
-            line = next((x for x in target.ctr("tasks", "ls").splitlines() if x.startswith(sandbox_id)), "")
-            return "RUNNING" not in line
+            def stopped(record: str = record) -> bool:
+                line = next((x for x in target.ctr("tasks", "ls").splitlines() if x.startswith(record)), "")
+                return "RUNNING" not in line
 
-        poll_until("the sandbox task stopped", stopped, timeout=30)
-        # containerd's CRI plugin may have deleted the exited task itself already.
-        target.exec([paths.system_bin("ctr"), "-a", CONTAINERD_SOCK, "-n", "k8s.io", "tasks", "delete", sandbox_id],
-                    check=False)
-        target.ctr("containers", "delete", sandbox_id)
+            poll_until(f"task {record[:12]} stopped", stopped, timeout=30)
+            # containerd's CRI plugin may have deleted the exited task itself already.
+            target.exec([*ctr, "tasks", "delete", record], check=False)
+            target.ctr("containers", "delete", record)
         box.kill(f"{node1}/containerd", sig=signal.SIGKILL)
         target.start_containerd()
         poll_until(f"containerd of {node1}", target.containerd_ready, timeout=60)
