@@ -354,6 +354,9 @@ def test_tls_by_default_and_node_certificates_reach_only_the_southbound_as_ovn_c
     wait_until("NB and SB answering", lambda: pod.probe("ovn-nb") and pod.probe("ovn-sb"))
     wait_until("the Southbound's role-restricted listener",
                lambda: 'role="ovn-controller"' in pod.ctl("ovn-sbctl", "sb", "get-connection"))
+    # ovn-northd writes the role's permissions; until then the role allows nothing at all.
+    wait_until("the ovn-controller role's permissions", lambda: {"Chassis", "Encap"} <= set(
+        pod.ctl("ovn-sbctl", "sb", "--bare", "--columns=table", "list", "RBAC_Permission").split()))
     chassis = ensure_chassis_certificate(ca_cert=files["node-ca.crt"], ca_key=files["node-ca.key"],
                                          chassis="chassis-1", directory=str(tmp_path / "chassis"))
     nb = f"ssl:10.89.0.1:{pod.env['OVN_NB_PORT']}"
