@@ -20,6 +20,8 @@ APT_PACKAGES=(
   golang-go golang-github-modern-go-reflect2-dev golang-github-appc-cni-dev
   containerd runc busybox-static containernetworking-plugins
   openssl gcc libc6-dev dpkg-dev shellcheck util-linux procps psmisc socat
+  # libFuzzer (clang's runtime) for the native CNI shim's fuzz test (tests/functional/cni/test_native_fuzz.py)
+  clang-14 libclang-rt-14-dev
 )
 
 missing_packages() {

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
 
+from ovnk_lab import paths
+from ovnk_lab.kubenode import CONTAINERD_SOCK
 from tests.e2e.conftest import ECHO_TCP
 from tests.e2e.conftest import ECHO_UDP
 from tests.e2e.conftest import Cluster
@@ -130,3 +133,60 @@ def test_restarts_never_break_existing_pods_and_new_pods_still_come_up(cluster: 
         f"{failed} failed probes during the {component} restart ({restarted[0]}-{restarted[-1]}): {probe.failures()}")
     fresh = cluster.run_pods(ns, [{"name": "after", "node": node1, "kind": "echo"}], timeout=180)["after"]
     assert cluster.probe(ns, "client", "tcp", fresh["status"]["podIP"], ECHO_TCP) == "after"
+
+
+def pod_ports(cluster: Cluster, node: str, iface_id: str) -> list[str]:
+    """Names of the OVS interfaces on ``node`` carrying ``iface_id``."""
+    out = cluster.sandbox.cluster.node(node).ovs_vsctl("--bare", "--columns=name", "find", "Interface",
+                                                       f"external_ids:iface-id={iface_id}")
+    return sorted(out.split())
+
+
+def test_sandbox_recreated_after_containerd_lost_the_old_one_takes_over_its_port(cluster: Cluster, ns: str) -> None:
+    """containerd restarted without the record of a pod's running sandbox (its metadata gone): nothing
+    will ever DEL that sandbox, and the kubelet re-creates it under a new container id, whose ADD finds
+    the old port of the same pod on br-int. The agent evicts it, with its veth, and wires the pod
+    (issue 24 D4; before the fix that ADD failed with CNI error 5 on every retry)."""
+    node1, node2 = cluster.nodes[0], cluster.nodes[1]
+    box = cluster.sandbox
+    target = box.cluster.node(node1)
+    peer_ip = cluster.run_pods(ns, [{"name": "peer", "node": node2, "kind": "echo"}])["peer"]["status"]["podIP"]
+    cluster.run_pods(ns, [{"name": "phoenix", "node": node1}])
+    iface_id = f"{ns}_phoenix"
+    (first,) = pod_ports(cluster, node1, iface_id)
+    pod_filter = f'labels."io.kubernetes.pod.namespace"=={ns},labels."io.kubernetes.pod.name"==phoenix'
+    (sandbox_id,) = target.ctr("containers", "ls", "-q", pod_filter + ',labels."io.cri-containerd.kind"==sandbox').split()
+    assert sandbox_id.startswith(first)  # the port is named after the sandbox
+    # containerd loses every record of the pod (its app container too: a kubelet meeting a container
+    # of an unknown sandbox refuses to start). The kubelet stays away meanwhile: it would stop the
+    # sandbox (and DEL it) once its task is gone.
+    box.kill(f"{node1}/kubelet", sig=signal.SIGTERM)
+    try:
+        ctr = [paths.system_bin("ctr"), "-a", CONTAINERD_SOCK, "-n", "k8s.io"]
+        records = target.ctr("containers", "ls", "-q", pod_filter).split()
+        for record in sorted(records, key=lambda r: r == sandbox_id):  # the sandbox last
+            target.exec([*ctr, "tasks", "kill", "--signal", "SIGKILL", record], check=False)
+
+            def stopped(record: str = record) -> bool:
+                line = next((x for x in target.ctr("tasks", "ls").splitlines() if x.startswith(record)), "")
+                return "RUNNING" not in line
+
+            poll_until(f"task {record[:12]} stopped", stopped, timeout=30)
+            # containerd's CRI plugin may have deleted the exited task itself already.
+            target.exec([*ctr, "tasks", "delete", record], check=False)
+            target.ctr("containers", "delete", record)
+        box.kill(f"{node1}/containerd", sig=signal.SIGKILL)
+        target.start_containerd()
+        poll_until(f"containerd of {node1}", target.containerd_ready, timeout=60)
+    finally:
+        assert box.cluster.control_plane is not None
+        target.start_kubelet(box.cluster.control_plane)
+    # The kubelet's new sandbox: its ADD replaces the old port.
+    poll_until("a new sandbox's port replacing the old one",
+               lambda: (ports := pod_ports(cluster, node1, iface_id)) != [] and first not in ports, timeout=180)
+    cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/phoenix", "--timeout=120s", timeout=150)
+    ports = pod_ports(cluster, node1, iface_id)
+    assert len(ports) == 1 and ports[0] != first, ports
+    assert f"removed stale OVS port {first}" in (target.log_dir / "ovnk-node.log").read_text()
+    assert first not in target.exec(["ip", "-o", "link", "show"]).stdout  # its veth went with it
+    assert cluster.ping(ns, "phoenix", peer_ip)

@@ -95,8 +95,10 @@ def test_policy_rows_default_deny_shared_sets_and_cluster_acls(cluster: NetpolCl
         ("Ingress", "0", "-1", "tcp"): f"{hairpin_same} && tcp && tcp.dst == 80 && outport == @{pg}",
         ("Ingress", "0", "-1", "tcp-namedPort"): f"{hairpin_same} && ({named}) && outport == @{pg}",
         ("Ingress", "1", "-1", "None"): f"{hairpin_peer} && outport == @{pg}",
-        ("Ingress", "2", "-2", "None"): ("((ip4.src == 10.0.0.0/8 && ip4.src != {10.1.0.0/16}) || "
-                                         f"ip4.src == 192.168.0.0/16) && outport == @{pg}"),
+        # 10.0.0.0/8 without 10.1.0.0/16, and 192.168.0.0/16: positive prefixes only (issue 24 D2).
+        ("Ingress", "2", "-2", "None"): ("ip4.src == {10.0.0.0/16, 10.2.0.0/15, 10.4.0.0/14, 10.8.0.0/13, "
+                                         "10.16.0.0/12, 10.32.0.0/11, 10.64.0.0/10, 10.128.0.0/9, 192.168.0.0/16} "
+                                         f"&& outport == @{pg}"),
         ("Egress", "0", "-1", "udp"): f"ip4 && udp && udp.dst == 53 && inport == @{pg}",
     }
     acls = acls_by_id(cluster, "NetworkPolicy", f"{ns}:web")
