@@ -22,7 +22,7 @@ APT_PACKAGES=(
   golang-go golang-github-modern-go-reflect2-dev golang-github-appc-cni-dev
   containerd runc busybox-static containernetworking-plugins
   openssl gcc libc6-dev dpkg-dev shellcheck util-linux procps psmisc socat
-  python3-venv patchelf
+  python3-venv python3-pip patchelf
 )
 
 missing_packages() {
