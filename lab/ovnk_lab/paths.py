@@ -78,7 +78,8 @@ OVS_FIXED_VERSION = (3, 3)
 OVN_TIERS_VERSION = (23, 6)
 
 
-def _version(text: str) -> tuple[int, ...]:
+def parse_version(text: str) -> tuple[int, ...]:
+    """The first ``major.minor[.patch]`` in ``text`` (``ovs-vswitchd (Open vSwitch) 3.5.0``)."""
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
     if not match:
         raise StartupError(f"no version number in {text!r}")
@@ -153,7 +154,7 @@ def _probe_version(program: Path) -> tuple[int, ...]:
     res = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30, check=False)
     if res.returncode != 0:
         raise StartupError(f"{program} --version failed: {res.stderr.strip() or res.stdout.strip()}")
-    return _version(res.stdout.splitlines()[0] if res.stdout else "")
+    return parse_version(res.stdout.splitlines()[0] if res.stdout else "")
 
 
 def system_install() -> OvnInstall | None:
