@@ -20,32 +20,36 @@
 # Cached under $OVNK_CACHE/trixie: rootfs.tar (the pristine mmdebstrap result) and root/
 # (the working root, with its own /var/cache/ovnk: a rerun skips the Kubernetes build).
 #
-#   hack/trixie-check.sh [--fresh] [--rebuild] [--shell] [pytest args...]
+#   hack/trixie-check.sh [--fresh] [--rebuild] [--shell] [--suite S] [pytest args...]
 #     --fresh    start from the pristine root again (a cold setup, as on a new machine)
 #     --rebuild  make a new pristine root with mmdebstrap (implies --fresh)
 #     --shell    open a shell inside the root after the setup instead of the checks
+#     --suite S  another Debian release (bookworm: a cold Debian 12 setup, timed the same way),
+#                cached under $OVNK_CACHE/S
 #     pytest args replace the default test selection (tests/unit tests/contract tests/functional)
 set -euo pipefail
 
 CHECKOUT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export OVNK_CACHE="${OVNK_CACHE:-/var/cache/ovnk}"
-BASE="$OVNK_CACHE/trixie"
-ROOTFS="$BASE/root"
 log() { printf '[trixie-check] %s\n' "$*" >&2; }
 # shellcheck source=hack/apt-private.sh
 . "$CHECKOUT/hack/apt-private.sh"
 
-fresh=0 rebuild=0 shell=0
+fresh=0 rebuild=0 shell=0 suite=trixie
 tests=()
-for arg in "$@"; do
-  case "$arg" in
+while (($#)); do
+  case "$1" in
     --fresh) fresh=1 ;;
     --rebuild) rebuild=1; fresh=1 ;;
     --shell) shell=1 ;;
-    *) tests+=("$arg") ;;
+    --suite) suite=$2; shift ;;
+    *) tests+=("$1") ;;
   esac
+  shift
 done
 ((${#tests[@]})) || tests=(tests/unit tests/contract tests/functional)
+BASE="$OVNK_CACHE/$suite"
+ROOTFS="$BASE/root"
 
 [[ $(id -u) == 0 ]] || { log "run as root (chroot, mounts, namespaces)"; exit 1; }
 command -v mmdebstrap >/dev/null || {
@@ -59,11 +63,11 @@ flock -n 9 || { log "another trixie check runs (lock $BASE/.lock)"; exit 1; }
 mirror="$(debian_mirror)"
 security="${mirror%/debian}/debian-security"
 if [[ $rebuild == 1 || ! -e $BASE/rootfs.tar ]]; then
-  log "making a Debian 13 root with mmdebstrap ($mirror)"
+  log "making a Debian $suite root with mmdebstrap ($mirror)"
   # What a machine of the project's kind has before setup: make, git, Python 3 and apt.
   mmdebstrap --variant=minbase --format=tar --include=make,git,python3,ca-certificates,procps \
-    trixie "$BASE/rootfs.tar.tmp" "deb $mirror trixie main" "deb $mirror trixie-updates main" \
-    "deb $security trixie-security main"
+    "$suite" "$BASE/rootfs.tar.tmp" "deb $mirror $suite main" "deb $mirror $suite-updates main" \
+    "deb $security $suite-security main"
   mv "$BASE/rootfs.tar.tmp" "$BASE/rootfs.tar"
 fi
 if [[ $fresh == 1 && -d $ROOTFS ]]; then
@@ -152,8 +156,8 @@ unshare --mount --propagation private /bin/bash -c "$inner" 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
 if [[ $status == 0 ]]; then
-  log "Debian 13 check passed ($LOG)"
+  log "Debian $suite check passed ($LOG)"
 else
-  log "Debian 13 check FAILED with status $status ($LOG)"
+  log "Debian $suite check FAILED with status $status ($LOG)"
 fi
 exit "$status"
