@@ -64,8 +64,8 @@ mirror="$(debian_mirror)"
 security="${mirror%/debian}/debian-security"
 if [[ $rebuild == 1 || ! -e $BASE/rootfs.tar ]]; then
   log "making a Debian $suite root with mmdebstrap ($mirror)"
-  # What a machine of the project's kind has before setup: make, git, Python 3 and apt.
-  mmdebstrap --variant=minbase --format=tar --include=make,git,python3,ca-certificates,procps \
+  # What a machine of the project's kind has before setup: make, git, Python 3, mount, ip and apt.
+  mmdebstrap --variant=minbase --format=tar --include=make,git,python3,ca-certificates,procps,mount,iproute2 \
     "$suite" "$BASE/rootfs.tar.tmp" "deb $mirror $suite main" "deb $mirror $suite-updates main" \
     "deb $security $suite-security main"
   mv "$BASE/rootfs.tar.tmp" "$BASE/rootfs.tar"
@@ -100,43 +100,52 @@ LOGDIR="$BASE/logs"; mkdir -p "$LOGDIR"
 LOG="$LOGDIR/$(date +%Y%m%d-%H%M%S).log"
 log "log: $LOG"
 
-# Everything below runs in a private mount namespace: the mounts vanish with it.
+# Everything below runs in a private mount namespace whose root is the Debian root (pivot_root,
+# not chroot: the sandbox enters mount namespaces it creates with nsenter, which puts a process at
+# its namespace's root; a chroot would be left there). The mounts vanish with the namespace.
 inner="$(cat <<'INNER'
 set -euo pipefail
 log() { printf '[trixie-check] %s\n' "$*" >&2; }
 mount --make-rprivate /
+mount --bind "$ROOTFS" "$ROOTFS"
 mount -t proc proc "$ROOTFS/proc"
 mount --rbind /dev "$ROOTFS/dev"
 mount --rbind /sys "$ROOTFS/sys"
 mount -t tmpfs -o mode=755 tmpfs "$ROOTFS/run"
 mount -t overlay overlay -o "lowerdir=$CHECKOUT,upperdir=$UPPER,workdir=$OVERLAY_WORK" "$ROOTFS/src"
+cd "$ROOTFS"
+mkdir -p .host
+pivot_root . .host
+cd /
+umount -l /.host
+rmdir /.host
 
 in_root() {
-  chroot "$ROOTFS" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 \
+  /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c "cd /src && $1"
 }
+export -f in_root
 
-log "Debian $(cat "$ROOTFS/etc/debian_version") root; checkout at /src (overlay)"
+log "Debian $(cat /etc/debian_version) root; checkout at /src (overlay)"
 start=$SECONDS
 in_root 'make setup'
 log "make setup: $((SECONDS - start)) s"
-in_root 'cat /etc/os-release | head -1; .venv/bin/python -c "from ovnk_lab import paths; print(paths.ovn_install().label)"'
+in_root 'head -1 /etc/os-release; .venv/bin/python -c "from ovnk_lab import paths; print(paths.ovn_install().label)"'
 if [[ $SHELL_ONLY == 1 ]]; then
   in_root 'exec bash -i' </dev/tty >/dev/tty 2>&1
   exit 0
 fi
 
-# The demo and the tests: a network namespace of their own (with its own sysfs view).
+# The demo and the tests: a network namespace of their own, with a sysfs of that namespace
+# (the lab reads /sys/class/net) and the host's cgroup hierarchies moved onto it.
 unshare --net --mount --propagation private /bin/bash -c '
 set -euo pipefail
-umount -l "$ROOTFS/sys"
-mount -t sysfs sysfs "$ROOTFS/sys"
-mount --rbind /sys/fs/cgroup "$ROOTFS/sys/fs/cgroup"
+mkdir -p /run/cgroup-move
+mount --rbind /sys/fs/cgroup /run/cgroup-move
+umount -l /sys
+mount -t sysfs sysfs /sys
+mount --move /run/cgroup-move /sys/fs/cgroup
 ip link set lo up
-in_root() {
-  chroot "$ROOTFS" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c "cd /src && $1"
-}
 start=$SECONDS
 status=0
 in_root "make demo SANDBOX_FLAGS=--prefix=trixie" || status=$?
