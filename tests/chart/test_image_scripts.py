@@ -7,6 +7,10 @@ Endpoints object in a test namespace, as in the chart. Endpoints refuse loopback
 addresses, so the pods run in a network namespace of their own holding the pod IPs
 on a veth (the test bed's kernel has no dummy links); ovnk-lookup steps back into the test's namespace to reach the
 API server.
+
+The image installs Debian's OVS/OVN packages (hack/Containerfile), so the scripts run the
+machine's Debian packages here too (``paths.system_install()``), with their schemas, not the
+test bed's newer installation.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from ovnk_lab import paths
 
 from .conftest import REPO
 from .conftest import render
@@ -73,8 +79,20 @@ def publish_members(kube_cp: Any, namespace: str, members: dict[str, str], servi
     kube_cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(endpoints))
 
 
+def image_ovn() -> paths.OvnInstall:
+    """The OVS/OVN the image has: Debian's packages."""
+    found = paths.system_install()
+    assert found is not None, "Debian's OVS/OVN packages are not installed; run hack/setup.sh"
+    return found
+
+
+def image_path() -> str:
+    """PATH with the Debian packages' OVS/OVN first, as in the image."""
+    return image_ovn().env()["PATH"]
+
+
 def lookup_env(kube_cp: Any, namespace: str) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "KUBECONFIG": str(kube_cp.kubeconfig), "POD_NAMESPACE": namespace,
+    return {"PATH": image_path(), "KUBECONFIG": str(kube_cp.kubeconfig), "POD_NAMESPACE": namespace,
             "OVN_DB_SERVICE": SERVICE}
 
 
@@ -146,7 +164,8 @@ class Pod:
 
     def ctl(self, tool: str, db: str, *args: str) -> str:
         # --no-leader-only: a RAFT follower forwards writes to the leader.
-        return subprocess.run([tool, "--no-leader-only", f"--db=unix:{self.run_dir}/ovn{db}_db.sock", *args],
+        return subprocess.run([image_ovn().bin(tool), "--no-leader-only", f"--db=unix:{self.run_dir}/ovn{db}_db.sock",
+                               *args],
                               capture_output=True,
                               text=True, timeout=30, check=True).stdout
 
@@ -221,7 +240,7 @@ def test_standalone_databases_and_northd(pods: Callable[..., Pod], kube_cp: Any,
                lambda: "sw0" in pod.ctl("ovn-sbctl", "sb", "--columns=external_ids", "list", "Datapath_Binding"))
     # Clients reach the databases on the pod IP and port the chart publishes.
     nb_port = pod.env["OVN_NB_PORT"]
-    remote = subprocess.run(pod.in_netns("ovn-nbctl", f"--db=tcp:10.89.0.1:{nb_port}", "ls-list"), capture_output=True,
+    remote = subprocess.run(pod.in_netns(image_ovn().bin("ovn-nbctl"), f"--db=tcp:10.89.0.1:{nb_port}", "ls-list"), capture_output=True,
                             text=True, timeout=30, check=True).stdout
     assert "sw0" in remote
 
@@ -245,7 +264,7 @@ def test_raft_members_form_one_cluster_whatever_order_they_start_in(
         wait_until("three NB cluster members", all_members)
     except AssertionError:
         raise AssertionError("\n".join(p.log_text() for p in pod.values())) from None
-    status = subprocess.run(["ovs-appctl", "-t", f"{pod['db-0'].run_dir}/ovnnb_db.ctl", "cluster/status",
+    status = subprocess.run([image_ovn().bin("ovs-appctl"), "-t", f"{pod['db-0'].run_dir}/ovnnb_db.ctl", "cluster/status",
                              "OVN_Northbound"], capture_output=True, text=True, timeout=30, check=True).stdout
     raft_port = pod["db-0"].env["OVN_NB_RAFT_PORT"]
     for ip in members.values():
@@ -304,7 +323,7 @@ def test_controller_and_node_containers_start_ovnk_with_the_database_addresses(
             assert container["command"][0] == "/usr/local/bin/ovnk-entrypoint"  # hack/image/, in the image
             fields = {"metadata.namespace": namespace, "metadata.name": f"{name}-x1", "status.podIP": "10.89.0.9",
                       "spec.nodeName": "worker-1"}
-            env = {**chart_env(container, fields), "PATH": os.environ["PATH"], "KUBECONFIG": str(kube_cp.kubeconfig),
+            env = {**chart_env(container, fields), "PATH": image_path(), "KUBECONFIG": str(kube_cp.kubeconfig),
                    "OVNK_LOOKUP": str(lookup), "OVNK": str(stand_in), "OVS_RUNDIR": str(ovs_run)}
             proc = subprocess.run(["bash", str(ENTRYPOINT), *container["command"][1:]], env=env,
                                   capture_output=True, text=True, timeout=120, check=False)
