@@ -393,7 +393,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             raise StartupError(f"node {self.name} runs no Open vSwitch")
         command, bridge, *rest = args
         target = f"unix:{self.ovs_db_sock.parent / (bridge + '.mgmt')}"
-        return run([paths.system_bin("ovs-ofctl"), "-O", "OpenFlow14", command, target, *rest]).stdout
+        return run([paths.ovs_bin("ovs-ofctl"), "-O", "OpenFlow14", command, target, *rest]).stdout
 
     def pod_sandbox_pid(self, namespace: str, pod: str, *, uid: str | None = None) -> int:
         """PID of the running pause process of pod ``namespace/pod`` on this node."""

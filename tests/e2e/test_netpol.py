@@ -436,7 +436,7 @@ def node_flow_count(cluster: Cluster, node: str) -> int:
     """OpenFlow rules on ``node``'s br-int, once every chassis has caught up with NB (``--wait=hv``)."""
     box = cluster.sandbox
     target = box.cluster.node(node)
-    nbctl = subprocess.Popen([paths.system_bin("ovn-nbctl"), f"--db={box.nb_address()}", "--timeout=120",
+    nbctl = subprocess.Popen([paths.ovs_bin("ovn-nbctl"), f"--db={box.nb_address()}", "--timeout=120",
                               "--wait=hv", "sync"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0.0
     pid_file = target.ovs_dir / "run" / "ovn-controller.pid"
@@ -452,7 +452,7 @@ def node_flow_count(cluster: Cluster, node: str) -> int:
         time.sleep(0.1)
     _, err = nbctl.communicate()
     assert nbctl.returncode == 0, f"ovn-nbctl --wait=hv sync: {err}"
-    out = subprocess.run([paths.system_bin("ovs-ofctl"), "dump-aggregate",
+    out = subprocess.run([paths.ovs_bin("ovs-ofctl"), "dump-aggregate",
                           f"unix:{target.ovs_dir / 'run' / 'br-int.mgmt'}"], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     found = re.search(r"flow_count=(\d+)", out)

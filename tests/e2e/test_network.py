@@ -190,3 +190,47 @@ def test_sandbox_recreated_after_containerd_lost_the_old_one_takes_over_its_port
     assert f"removed stale OVS port {first}" in (target.log_dir / "ovnk-node.log").read_text()
     assert first not in target.exec(["ip", "-o", "link", "show"]).stdout  # its veth went with it
     assert cluster.ping(ns, "phoenix", peer_ip)
+
+
+def lsps_holding(cluster: Cluster, ip: str) -> list[str]:
+    """Names of the NB logical switch ports whose addresses carry ``ip``."""
+    rows = json.loads(cluster.sandbox.central.nbctl("--format=json", "--columns=name,addresses", "list",
+                                                    "Logical_Switch_Port"))
+    holders = []
+    for name, addresses in rows["data"]:
+        values = addresses[1] if isinstance(addresses, list) and addresses[0] == "set" else [addresses]
+        if any(ip in str(value).split() for value in values):
+            holders.append(name)
+    return holders
+
+
+def test_a_hand_written_annotation_never_takes_a_pods_ip_across_a_controller_restart(cluster: Cluster, ns: str) -> None:
+    """Issue 24 D1 on the sandbox: a pod whose ``pod-networks`` annotation claims another pod's IP and MAC
+    is refused, and a kill -9 of the controller does not hand it the victim's addresses on restore."""
+    node1, node2 = cluster.nodes[0], cluster.nodes[1]
+    pods = cluster.run_pods(ns, [{"name": "dup-1", "node": node1, "kind": "echo"}, {"name": "peer", "node": node2}])
+    victim_ip = pods["dup-1"]["status"]["podIP"]
+    forged = pods["dup-1"]["metadata"]["annotations"]["k8s.ovn.org/pod-networks"]
+    # Sorted before dup-1: restore used to walk pods in list order and let the forger win.
+    cluster.apply({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "bad-otherpod", "namespace": ns,
+                                "annotations": {"k8s.ovn.org/pod-networks": forged}},
+                   "spec": {"nodeName": node1, "terminationGracePeriodSeconds": 1,
+                            "containers": [{"name": "client", "image": "busybox", "imagePullPolicy": "Never",
+                                            "command": ["sleep", "100000"]}]}})
+
+    def refused() -> bool:
+        out = cluster.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=bad-otherpod",
+                              "-o", "json")
+        return any(e["reason"] == "ErrorAllocatingIP" for e in json.loads(out)["items"])
+
+    poll_until("bad-otherpod refused with an ErrorAllocatingIP event", refused, timeout=60)
+    assert lsps_holding(cluster, victim_ip) == [f"{ns}_dup-1"]
+
+    cluster.sandbox.restart_controller(0)
+    # A pod created after the restart is wired: the controller has restored and is serving again.
+    cluster.run_pods(ns, [{"name": "after", "node": node1}], timeout=180)
+    assert lsps_holding(cluster, victim_ip) == [f"{ns}_dup-1"], "the victim keeps its IP, nobody else holds it"
+    assert cluster.pod(ns, "bad-otherpod")["status"].get("podIP") != victim_ip
+    for _ in range(3):  # cross-node traffic to the victim still reaches the victim
+        assert cluster.probe(ns, "peer", "tcp", victim_ip, ECHO_TCP) == "dup-1"

@@ -58,7 +58,7 @@ def wait_hypervisors(lab: NodeLab, node: OvsNode) -> float:
     memory meanwhile: an exponential match takes it to gigabytes within seconds, and on a shared
     machine the test must stop it before the kernel's OOM killer picks something else."""
     assert lab.central is not None
-    sync = subprocess.Popen([paths.system_bin("ovn-nbctl"), f"--db={lab.central.nb_unix}",
+    sync = subprocess.Popen([paths.ovs_bin("ovn-nbctl"), f"--db={lab.central.nb_unix}",
                              f"--timeout={int(SETTLE_TIMEOUT)}", "--wait=hv", "sync"],
                             env=ovs_env(lab.central.workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

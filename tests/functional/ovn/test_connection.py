@@ -146,10 +146,10 @@ class LocalOvsDb:
         self.sock = workdir / "db.sock"
         self.db_name = "Open_vSwitch"
         db_file = workdir / "conf.db"
-        subprocess.run([paths.system_bin("ovsdb-tool"), "create", str(db_file), paths.ovn_schema("vswitch")],
+        subprocess.run([paths.ovs_bin("ovsdb-tool"), "create", str(db_file), paths.ovn_schema("vswitch")],
                        check=True)
         self.daemon = Daemon("ovsdb-server-ovs", [
-            paths.system_bin("ovsdb-server"), str(db_file), f"--remote=punix:{self.sock}",
+            paths.ovs_bin("ovsdb-server"), str(db_file), f"--remote=punix:{self.sock}",
             f"--unixctl={workdir / 'db.ctl'}", f"--pidfile={workdir / 'db.pid'}"], log_path=workdir / "db.log")
 
     def start(self) -> None:
