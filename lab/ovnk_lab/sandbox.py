@@ -354,6 +354,16 @@ class Sandbox:
         """Start controller ``index`` again (after :meth:`kill`), with its configuration from ``up``."""
         self._start_controller(index)
 
+    def start_agent(self, node: str, *, timeout: float = 120) -> None:
+        """Start ``node``'s agent again (after :meth:`kill`) with its configuration from ``up``;
+        returns when it logged that it is ready."""
+        target = self.cluster.node(node)
+        log = target.log_dir / "ovnk-node.log"
+        mark = _log_size(log)
+        self._start_agent(target)
+        wait_for(f"ovnk agent of {node} ready", lambda: _logged_since(log, mark, " ready in "), timeout=timeout,
+                 interval=0.2)
+
     def restart_agent(self, node: str, *, sig: int = signal.SIGKILL) -> None:
         self.kill(f"{node}/ovnk-node", sig=sig)
         self._start_agent(self.cluster.node(node))

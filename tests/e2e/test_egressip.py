@@ -191,7 +191,7 @@ def test_two_ips_two_nodes_failover_by_label_and_by_a_killed_agent(cluster: Clus
                    timeout=30)
         wait_source(cluster, ns, "p", ext, held_by_n1)
     finally:
-        sandbox.restart_agent(n2)
+        sandbox.start_agent(n2)
     cluster.kubectl("delete", "egressip", "e2e-one")
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
