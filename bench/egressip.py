@@ -134,12 +134,12 @@ def run_scale(work: Path, *, objects: int, pods_per_object: int) -> dict[str, An
             kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
                                      "metadata": {"name": ns, "labels": {"team": ns}}})
 
-        def create_pod(args: tuple[str, int]) -> None:
-            ns, i = args
+        def create_pod(args: tuple[str, int, int]) -> None:
+            ns, i, spread = args  # spread: the pod's index over all namespaces, so every node gets its share
             for _ in range(100):
                 try:
                     kube.create(PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}", "namespace": ns},
-                                       "spec": {"nodeName": nodes[i % len(nodes)], "automountServiceAccountToken": False,
+                                       "spec": {"nodeName": nodes[spread % len(nodes)], "automountServiceAccountToken": False,
                                                 "containers": [{"name": "c", "image": "busybox"}]}}, namespace=ns)
                     return
                 except Exception as exc:
@@ -148,7 +148,8 @@ def run_scale(work: Path, *, objects: int, pods_per_object: int) -> dict[str, An
                     time.sleep(0.05)
 
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(create_pod, [(ns, i) for ns in namespaces for i in range(pods_per_object)]))
+            list(pool.map(create_pod, [(ns, i, n * pods_per_object + i) for n, ns in enumerate(namespaces)
+                                       for i in range(pods_per_object)]))
         process.runner.wait_idle(600, settle=1.0)
         counter_client = OvsdbClient(remote=central.nb_address, schema="OVN_Northbound", name="count",
                                      timeout=60).start()
