@@ -69,7 +69,7 @@ def br_ext_flows(sandbox: Sandbox, node: str) -> str:
 def reach_both_ways(cluster: Cluster, h: Hybrid, node: ForeignNode, pod: str, ip: str, *, timeout: float = 30) -> None:
     """Every OVN pod and the foreign pod reach each other with ICMP, TCP and UDP, and see each other's IP."""
     for ovn_pod, ovn_ip in h.ovn_pods.items():
-        poll_until(f"{ovn_pod} pings {node.name}/{pod}", lambda: cluster.ping(h.ns, ovn_pod, ip, count=1),
+        poll_until(f"{ovn_pod} pings {node.name}/{pod}", lambda p=ovn_pod: cluster.ping(h.ns, p, ip, count=1),
                    timeout=timeout)
         assert cluster.probe(h.ns, ovn_pod, "tcp", ip, ECHO_TCP, "clientip") == ovn_ip
         assert cluster.probe(h.ns, ovn_pod, "udp", ip, ECHO_UDP, "clientip") == ovn_ip
