@@ -143,11 +143,21 @@ def test_vswitchd_restart_brings_hybrid_traffic_back(cluster: Cluster, sandbox: 
 
     poll_until("ovs-vswitchd restarted", restarted, timeout=60, interval=0.05)
     up = time.monotonic()
+
+    def tunnel_flows() -> bool:
+        try:
+            return f"set_field:{hybrid.win1.address}->tun_dst" in br_ext_flows(sandbox, name)
+        except Exception:  # the bridge's management socket is not back yet
+            return False
+
+    poll_until("br-ext's flows rewritten", tunnel_flows, timeout=60, interval=0.05)
+    flows_back = time.monotonic()
     ovn_pod = f"on-{name}"
     poll_until("hybrid traffic back", lambda: foreign_send(hybrid.win1, "fa", "udp", hybrid.ovn_pods[ovn_pod],
                                                             ECHO_UDP) == hybrid.foreign_ip, timeout=60, interval=0.1)
     back = time.monotonic()
-    print(f"\nhybrid traffic back {back - up:.1f}s after ovs-vswitchd restarted ({back - killed:.1f}s after the crash)")
+    print(f"\nbr-ext flows back {flows_back - up:.2f}s and hybrid traffic back {back - up:.1f}s after ovs-vswitchd "
+          f"restarted ({back - killed:.1f}s after the crash)")
     assert f"set_field:{hybrid.win1.address}->tun_dst" in br_ext_flows(sandbox, name)
     reach_both_ways(cluster, hybrid, hybrid.win1, "fa", hybrid.foreign_ip)
 

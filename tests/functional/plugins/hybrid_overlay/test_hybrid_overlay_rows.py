@@ -194,3 +194,30 @@ def test_bad_settings_refused(env: ClusterEnv) -> None:
     """Hybrid subnets overlapping the cluster network stop the controller at start with a clear error."""
     with pytest.raises(Exception, match=r"cluster-subnets 10\.244\.0\.0/16/24 overlaps \[default\] cluster-subnets"):
         env.start_controller("plugins.enabled=hybrid_overlay", "hybrid_overlay.cluster-subnets=10.244.0.0/16/24")
+
+
+def test_without_cluster_subnets_rows_name_each_foreign_node(env: ClusterEnv) -> None:
+    """Foreign subnets set by someone else (upstream's migration mode): nothing is allocated, and each OVN
+    node's policies and routes name every foreign node's subnet; a foreign node that goes takes its rows along."""
+    env.start_controller("plugins.enabled=hybrid_overlay")
+    env.create_node("ho-a", 0)
+    create_foreign(env, "win-1", "172.30.0.51", mac="0a:58:64:00:00:01")
+    env.client.patch(NODES, "win-1", {"metadata": {"annotations": {models.NODE_SUBNET: "10.140.0.0/24"}}})
+    create_foreign(env, "win-2", "172.30.0.52", mac="0a:58:64:00:00:02")  # no subnet: no rows for it
+
+    def names() -> set[str]:
+        return {p["external_ids"]["name"] for p in owned(env, "Logical_Router_Policy")}
+
+    wait_for("rows for win-1", lambda: "hybrid-subnet-ho-a:win-1" in names())
+    env.wait_idle()
+    assert names() == {"hybrid-subnet-ho-a:win-1", "hybrid-subnet-ho-a-gr:win-1"}
+    assert models.NODE_SUBNET not in annotations(env, "win-2"), "nothing is allocated without cluster-subnets"
+    routes = {(r["ip_prefix"], r["external_ids"]["name"]) for r in owned(env, "Logical_Router_Static_Route")}
+    assert ("10.140.0.0/24", "hybrid-subnet-ho-a:win-1") in routes
+
+    env.client.patch(NODES, "win-2", {"metadata": {"annotations": {models.NODE_SUBNET: "10.140.1.0/24"}}})
+    wait_for("rows for win-2", lambda: "hybrid-subnet-ho-a:win-2" in names())
+    env.client.delete(NODES, "win-1")
+    wait_for("win-1's rows gone", lambda: names() == {"hybrid-subnet-ho-a:win-2", "hybrid-subnet-ho-a-gr:win-2"})
+    env.wait_idle()
+    assert not any(r["ip_prefix"] == "10.140.0.0/24" for r in owned(env, "Logical_Router_Static_Route"))
