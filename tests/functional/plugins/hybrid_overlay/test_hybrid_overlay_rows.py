@@ -180,6 +180,18 @@ def test_foreign_subnets_dr_ports_policies_trace_and_plugin_off(env: ClusterEnv)
     env.client.patch(NODES, "ho-b", {"metadata": {"labels": {"kubernetes.io/os": None}}})
     wait_for("ho-b back", lambda: lsp(env, "int-ho-b") is not None)
 
+    # Startup repair: a node deleted while no controller ran loses its rows at the next start.
+    env.wait_idle()
+    env.stop_controller()
+    env.client.delete(NODES, "ho-b")
+    env.start_controller(*ENABLE)
+    env.wait_idle()
+    left = {r["external_ids"]["k8s.ovn.org/name"] for table in ("Logical_Router_Policy", "Logical_Switch_Port",
+                                                                 "Logical_Router_Static_Route")
+            for r in owned(env, table)}
+    assert left == {"ho-a"}, left
+    assert lsp(env, "int-ho-a") is not None
+
     # The plugin off: every row it owns and the reserved .3 go; the rest of the topology stays.
     env.stop_controller()
     env.start_controller()
