@@ -13,9 +13,11 @@ import ipaddress
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field
 
 import pytest
 
@@ -25,6 +27,7 @@ from ovnk_lab.sandbox import Sandbox
 from tests.e2e.conftest import ECHO_TCP
 from tests.e2e.conftest import ECHO_UDP
 from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import ContinuousProbe
 from tests.e2e.conftest import poll_until
 from tests.e2e.support import nb_rows
 
@@ -41,6 +44,9 @@ class Hybrid:
     ovn_pods: dict[str, str]  # pod -> IP (one echo pod per node: on-<node>)
     win1: ForeignNode
     foreign_ip: str
+    probe: ContinuousProbe
+    #: Ranges of probe results a deliberate datapath outage explains (the ovs-vswitchd crash).
+    outages: list[tuple[int, int]] = field(default_factory=list)
 
 
 def foreign(sandbox: Sandbox, name: str, index: int) -> ForeignNode:
@@ -62,6 +68,11 @@ def foreign_ping(node: ForeignNode, pod: str, address: str) -> bool:
     return code == 0
 
 
+def dr_ip(cluster: Cluster, node: str) -> str:
+    obj = json.loads(cluster.kubectl("get", "node", node, "-o", "json"))
+    return str(obj["metadata"]["annotations"]["k8s.ovn.org/hybrid-overlay-distributed-router-gateway-ip"])
+
+
 def br_ext_flows(sandbox: Sandbox, node: str) -> str:
     return sandbox.cluster.node(node).ovs_ofctl("dump-flows", "br-ext")
 
@@ -80,18 +91,26 @@ def reach_both_ways(cluster: Cluster, h: Hybrid, node: ForeignNode, pod: str, ip
 
 @pytest.fixture(scope="module")
 def hybrid(sandbox: Sandbox, cluster: Cluster) -> Iterator[Hybrid]:
-    sandbox.set_plugins(["hybrid_overlay"], settings=SETTINGS)
     ns = cluster.namespace()
     pods = cluster.run_pods(ns, [{"name": f"on-{n}", "node": n, "kind": "echo"} for n in cluster.nodes])
-    win1 = foreign(sandbox, "win-1", 1)
+    # Ordinary pod traffic across nodes, probed every 200 ms from before the plugin is on until after it is off.
+    # The client is on the node whose ovs-vswitchd stays up (its kubelet serves the probe's exec stream).
+    probe = ContinuousProbe(cluster, ns, f"on-{cluster.nodes[1]}", pods[f"on-{cluster.nodes[0]}"]["status"]["podIP"])
+    win1: ForeignNode | None = None
     try:
+        probe.wait_for(3)
+        sandbox.set_plugins(["hybrid_overlay"], settings=SETTINGS)
+        win1 = foreign(sandbox, "win-1", 1)
         ip = win1.add_pod("fa")
         win1.start_echo("fa", ECHO(), [f"{ECHO_TCP}/tcp", f"{ECHO_UDP}/udp"])
-        poll_until("win-1 routes to every OVN node", lambda: win1.sync() == sorted(cluster.nodes), timeout=60)
+        poll_until("win-1 routes to every OVN node", lambda: win1 is not None and win1.sync() == sorted(cluster.nodes),
+                   timeout=60)
         yield Hybrid(ns=ns, ovn_pods={name: p["status"]["podIP"] for name, p in pods.items()}, win1=win1,
-                     foreign_ip=ip)
+                     foreign_ip=ip, probe=probe)
     finally:
-        win1.leave()
+        probe.stop()
+        if win1 is not None:
+            win1.leave()
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
@@ -101,6 +120,13 @@ def test_ovn_pods_and_foreign_pods_reach_each_other(cluster: Cluster, sandbox: S
     node = json.loads(cluster.kubectl("get", "node", "win-1", "-o", "json"))
     assert "k8s.ovn.org/node-subnets" not in node["metadata"].get("annotations", {}), "a foreign node gets no host subnet"
     reach_both_ways(cluster, hybrid, win1, "fa", hybrid.foreign_ip)
+    status = subprocess.run([*cluster.sandbox_ovnk(), "hybrid-overlay", "status", "--json"], capture_output=True,
+                            text=True, check=True, timeout=60).stdout
+    rows = {r["node"]: r for r in json.loads(status)}
+    assert rows["win-1"]["role"] == "foreign" and rows["win-1"]["missing"] == [], rows
+    assert rows["win-1"]["subnet"] == "10.132.0.0/23" and rows["win-1"]["address"] == win1.address
+    # The DR address is .3 of the node subnet unless a pod held .3 before the plugin came (these pods did).
+    assert all(rows[n]["role"] == "ovn" and rows[n]["address"] == dr_ip(cluster, n) for n in cluster.nodes), rows
     # Each OVN node tunnels straight to the foreign node (VNI 4097), and the host reaches it through OVN.
     for name in cluster.nodes:
         flows = br_ext_flows(sandbox, name)
@@ -131,6 +157,7 @@ def test_vswitchd_restart_brings_hybrid_traffic_back(cluster: Cluster, sandbox: 
     node = sandbox.cluster.node(name)
     pidfile = node.ovs_dir / "run" / "ovs-vswitchd.pid"
     old = int(pidfile.read_text().strip())
+    outage_from = len(hybrid.probe.results)
     os.kill(old, signal.SIGABRT)  # a crash: the sandbox's --monitor restarts it, as in production
     killed = time.monotonic()
 
@@ -159,12 +186,16 @@ def test_vswitchd_restart_brings_hybrid_traffic_back(cluster: Cluster, sandbox: 
     print(f"\nbr-ext flows back {flows_back - up:.2f}s and hybrid traffic back {back - up:.1f}s after ovs-vswitchd "
           f"restarted ({back - killed:.1f}s after the crash)")
     assert f"set_field:{hybrid.win1.address}->tun_dst" in br_ext_flows(sandbox, name)
+    # The crash stops every pod of the node for a moment, the ordinary probe's too.
+    hybrid.probe.wait_for(len(hybrid.probe.results) + 3)
+    hybrid.outages.append((outage_from, len(hybrid.probe.results)))
     reach_both_ways(cluster, hybrid, hybrid.win1, "fa", hybrid.foreign_ip)
 
 
 def test_plugin_off_removes_everything_and_pod_traffic_stays(cluster: Cluster, sandbox: Sandbox, hybrid: Hybrid) -> None:
     n1, n2 = cluster.nodes[:2]
     hybrid.win1.leave()  # a foreign node would become an ordinary node with the plugin off
+    reserved = {dr_ip(cluster, name) for name in cluster.nodes}
     sandbox.set_plugins([])
     assert sandbox.central is not None
     for table in ("Logical_Switch_Port", "Logical_Router_Policy", "Logical_Router_Static_Route"):
@@ -172,13 +203,18 @@ def test_plugin_off_removes_everything_and_pod_traffic_stays(cluster: Cluster, s
         assert '"HybridOverlay"' not in rows, f"HybridOverlay rows left in {table}"
     for row in nb_rows(sandbox, "Logical_Switch"):
         excluded = str(row["other_config"].get("exclude_ips", ""))
-        assert not any(ip.endswith(".3") for ip in excluded.split()), f"{row['name']}: {excluded}"
+        assert not reserved & set(excluded.split()), f"{row['name']}: {excluded}"
     for name in cluster.nodes:
         node = sandbox.cluster.node(name)
         assert node.ovs_vsctl("list-ports", "br-int").split().count("int") == 0
         assert "br-ext" not in node.ovs_vsctl("list-br").split()
         routes = node.exec(["ip", "-4", "route", "show", HYBRID]).stdout
         assert routes.strip() == "", routes
-    # Ordinary pod traffic across nodes is fine.
+    # Ordinary pod traffic across nodes was never interrupted: plugin on, foreign nodes, restart, plugin off.
     ip2 = hybrid.ovn_pods[f"on-{n2}"]
     assert cluster.probe(hybrid.ns, f"on-{n1}", "tcp", ip2, ECHO_TCP, "clientip") == hybrid.ovn_pods[f"on-{n1}"]
+    hybrid.probe.wait_for(len(hybrid.probe.results) + 5)
+    ok, _ = hybrid.probe.stop()
+    failed = [line for index, line in enumerate(hybrid.probe.results) if line.startswith("FAIL")
+              and not any(start <= index < end for start, end in hybrid.outages)]
+    assert ok > 20 and not failed, f"{len(failed)} failed pod-to-pod probes: {failed}"
