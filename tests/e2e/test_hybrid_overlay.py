@@ -195,6 +195,26 @@ def test_vswitchd_restart_brings_hybrid_traffic_back(cluster: Cluster, sandbox: 
     reach_both_ways(cluster, hybrid, hybrid.win1, "fa", hybrid.foreign_ip)
 
 
+def test_agent_restart_keeps_hybrid_traffic(cluster: Cluster, sandbox: Sandbox, hybrid: Hybrid) -> None:
+    """The agent is killed and restarted: br-ext, its ports and flows stay in OVS meanwhile, and the new
+    agent converges to the very same flows."""
+    name = cluster.nodes[1]
+    node = sandbox.cluster.node(name)
+
+    def flows() -> list[str]:
+        return sorted(node.ovs_ofctl("dump-flows", "br-ext", "--no-stats").splitlines())
+
+    before = flows()
+    log = node.log_dir / "ovnk-node.log"
+    mark = log.stat().st_size
+    sandbox.restart_agent(name)
+    assert foreign_send(hybrid.win1, "fa", "udp", hybrid.ovn_pods[f"on-{name}"], ECHO_UDP) == hybrid.foreign_ip
+    poll_until(f"the agent of {name} ready again", lambda: " ready in " in log.read_bytes()[mark:].decode(errors="replace"),
+               timeout=120)
+    reach_both_ways(cluster, hybrid, hybrid.win1, "fa", hybrid.foreign_ip)
+    assert flows() == before
+
+
 def test_plugin_off_removes_everything_and_pod_traffic_stays(cluster: Cluster, sandbox: Sandbox, hybrid: Hybrid) -> None:
     n1, n2 = cluster.nodes[:2]
     hybrid.win1.leave()  # a foreign node would become an ordinary node with the plugin off
