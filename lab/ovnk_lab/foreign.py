@@ -22,9 +22,9 @@ hand with the kernel's vxlan and bridge devices::
   sending the DR MAC to the node's address: the kernel then encapsulates towards
   the right node with VNI 4097, as HNS does. Call it after OVN nodes change.
 
-Everything lives in network namespaces named ``<prefix>-<name>...``; they are
-recorded in the sandbox state (``down()`` removes them) and :meth:`leave` removes
-them as well as the Node.
+Everything lives in network namespaces named ``<prefix>-<name>...``; they and the
+servers it starts are recorded in the sandbox state (``down()`` removes them) and
+:meth:`leave` removes them as well as the Node.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ class ForeignNode:
     routes: dict[str, OvnNodeRoute] = field(default_factory=dict)
     #: Called with each network namespace's name before it is created (the sandbox records it).
     record_netns: Callable[[str], None] | None = None
+    #: Called with each server process it starts (the sandbox records it, so ``down()`` stops it).
+    record_daemon: Callable[[Daemon], None] | None = None
     _servers: list[Daemon] = field(default_factory=list)
 
     @property
@@ -229,6 +231,8 @@ class ForeignNode:
                                                     str(echo_binary), *ports],
                         log_path=self.log_dir / f"{self.name}-{pod}-echo.log").start()
         self._servers.append(daemon)
+        if self.record_daemon is not None:
+            self.record_daemon(daemon)
         return daemon
 
     def exec(self, pod: str, argv: list[str], *, check: bool = False, timeout: float = 30) -> tuple[int, str]:

@@ -53,7 +53,8 @@ def foreign(sandbox: Sandbox, name: str, index: int) -> ForeignNode:
     underlay = sandbox.cluster.underlay
     node = ForeignNode(underlay=underlay, kubeconfig=sandbox.kubeconfig, name=name,
                        address=underlay.node_ip(40 + index), mac=f"0a:58:64:00:00:{index:02x}",
-                       log_dir=sandbox.workdir / "foreign", record_netns=sandbox.cluster.add_netns)
+                       log_dir=sandbox.workdir / "foreign", record_netns=sandbox.cluster.add_netns,
+                       record_daemon=sandbox.cluster.record)
     node.join()
     return node
 
