@@ -155,6 +155,11 @@ def test_foreign_subnets_dr_ports_policies_trace_and_plugin_off(env: ClusterEnv)
     items, _ = env.client.list(EVENTS, namespace="default")
     assert any(e["involvedObject"].get("name") == "win-2" and e["reason"] == "InvalidAnnotation" for e in items)
 
+    env.wait_idle()
+    assert env.metric("ovnk_hybrid_overlay_foreign_nodes") == 2
+    assert env.metric("ovnk_hybrid_overlay_allocated_subnets") == 2
+    assert env.metric("ovnk_hybrid_overlay_subnets") == 512  # /14 in /23 blocks
+
     # A foreign node deleted frees its block for the next one.
     env.client.delete(NODES, "win-1")
     create_foreign(env, "win-3", "172.30.0.53")
