@@ -5,8 +5,8 @@ Runs once per agent start, after the plugins are loaded and before
 owner the ownership ledger (:mod:`~ovnk.core.node.owners`) lists that is
 neither core nor an enabled plugin, what it created goes: its nftables table,
 its ip rules and routes, its ``Open_vSwitch`` keys and bridge mappings, its flows (by cookie, on
-every bridge it had flows on), the annotations it published on the Node and the bridges it created;
-then its ledger entries. nftables tables named ``ovnk-<owner>`` of such owners
+every bridge it had flows on), the annotations it published on the Node, the ports it added to
+bridges it does not own and the bridges it created; then its ledger entries. nftables tables named ``ovnk-<owner>`` of such owners
 go too when the ledger does not know them (an OVS database that was
 recreated; skipped on a node without ``nft``). This is how "switching a plugin off removes what it created"
 holds on the node.
@@ -28,6 +28,7 @@ from ovnk.core.node.owners import IP_ROUTES
 from ovnk.core.node.owners import IP_RULES
 from ovnk.core.node.owners import NFT_TABLES
 from ovnk.core.node.owners import OVS_KEYS
+from ovnk.core.node.owners import PORTS
 from ovnk.core.node.publish import NodeAnnotator
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def release_disabled_owners(*, ovs: OvsFacade, net: NetFacade, nft: NftFacade, f
             flows.release(owner, bridges=bridges)
     for owner in gone(ANNOTATIONS):
         annotator.release(owner)
+    for owner in gone(PORTS):
+        ovs.release_ports(owner)
     for owner in gone(BRIDGES):
         ovs.release_bridges(owner)
     for kind, owners in sorted(released.items()):

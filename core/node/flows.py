@@ -147,16 +147,34 @@ class FlowManager:
                 self._desired[bridge].pop(owner, None)
             return new != old
 
+    def _ledger_view(self) -> dict[str, set[str]]:
+        """Owner -> bridges the ledger says it has flows on (read once, then kept in step)."""
+        if self._recorded is None:
+            self._recorded = {o: {str(b) for b in bridges} for o, bridges in self.ledger.owned(FLOWS).items()}
+        return self._recorded
+
     def _remember(self, owner: str, bridge: str) -> None:
         """Record in the ledger that ``owner`` has flows on ``bridge`` (plugins only: core's never go)."""
         if is_core(owner):
             return
-        if self._recorded is None:
-            self._recorded = {o: {str(b) for b in bridges} for o, bridges in self.ledger.owned(FLOWS).items()}
-        bridges = self._recorded.setdefault(owner, set())
+        bridges = self._ledger_view().setdefault(owner, set())
         if bridge not in bridges:
             bridges.add(bridge)
             self.ledger.record(FLOWS, owner, sorted(bridges))
+
+    def _forget_written(self, bridge: str) -> None:
+        """After ``bridge`` was written whole: owners the ledger lists there that want no flows on it any
+        more have none left there, so their entry drops the bridge (an owner per remote node, say, does
+        not leave an entry behind for every node that ever existed)."""
+        wanting = set(self._desired.get(bridge, {}))
+        recorded = self._ledger_view()
+        for owner in sorted(recorded):
+            bridges = recorded[owner]
+            if bridge in bridges and owner not in wanting:
+                bridges.discard(bridge)
+                self.ledger.record(FLOWS, owner, sorted(bridges))
+                if not bridges:
+                    del recorded[owner]
 
     def flows_of(self, bridge: str, owner: str) -> list[str]:
         with self._lock:
@@ -199,6 +217,7 @@ class FlowManager:
             finally:
                 os.unlink(path)
             self._applied[bridge] = flows
+            self._forget_written(bridge)
             logger.debug("synced %d flows on %s", len(flows), bridge)
             return True
 

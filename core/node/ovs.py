@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 from typing import Literal
 from typing import TypeVar
@@ -47,6 +48,7 @@ from ovnk.core.node.ovs_owned import SetOwnedKeys
 from ovnk.core.node.ovs_owned import decode_items
 from ovnk.core.node.ovs_owned import encode_items
 from ovnk.core.node.owners import BRIDGES
+from ovnk.core.node.owners import PORTS
 from ovnk.core.node.owners import Owners
 from ovnk.core.node.owners import OwnershipError
 from ovnk.core.node.owners import ledger_key
@@ -98,6 +100,7 @@ class InterfaceInfo:
     error: str
     port: str | None
     bridge: str | None
+    options: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def iface_id(self) -> str:
@@ -122,7 +125,7 @@ def _row_info(row: Any, owners: Mapping[str, tuple[str, str]]) -> InterfaceInfo:
         uuid=str(row.uuid), name=str(row.name), type=str(row.type), ofport=int(ofport) if ofport is not None else None,
         external_ids=dict(row.external_ids), other_config=dict(row.other_config),
         mac_in_use=str(_scalar(row.mac_in_use) or ""), error=str(_scalar(row.error) or ""),
-        port=port, bridge=bridge,
+        port=port, bridge=bridge, options=dict(row.options),
     )
 
 
@@ -213,11 +216,12 @@ class _EnsurePort(ovs_command.BaseCommand):  # type: ignore[misc]
     """
 
     def __init__(self, api: Any, *, bridge: str, port: str, iface_type: str, external_ids: Mapping[str, str],
-                 other_config: Mapping[str, str], mac: str | None, mtu_request: int | None,
-                 evict_iface_id: str | None, replace_external_ids: bool) -> None:
+                 other_config: Mapping[str, str], options: Mapping[str, str], mac: str | None,
+                 mtu_request: int | None, evict_iface_id: str | None, replace_external_ids: bool) -> None:
         super().__init__(api)
         self.bridge, self.port, self.iface_type = bridge, port, iface_type
         self.external_ids, self.other_config = dict(external_ids), dict(other_config)
+        self.options = dict(options)
         self.mac, self.mtu_request = mac, mtu_request
         self.evict_iface_id, self.replace_external_ids = evict_iface_id, replace_external_ids
 
@@ -255,6 +259,8 @@ class _EnsurePort(ovs_command.BaseCommand):  # type: ignore[misc]
             # Mutations cannot target a row inserted in the same transaction: set whole columns.
             iface.external_ids = self.external_ids
             iface.other_config = self.other_config
+            if self.options:
+                iface.options = self.options
             if self.mac is not None:
                 iface.mac = [self.mac]
             if self.mtu_request is not None:
@@ -274,6 +280,9 @@ class _EnsurePort(ovs_command.BaseCommand):  # type: ignore[misc]
         for key, value in self.other_config.items():
             if iface.other_config.get(key) != value:
                 iface.setkey("other_config", key, value)
+        # Options are the interface's configuration (a patch port's peer, a tunnel's remote): exactly these.
+        if self.options and dict(iface.options) != self.options:
+            iface.options = self.options
         if self.mac is not None and _scalar(iface.mac) != self.mac:
             iface.mac = [self.mac]
         if self.mtu_request is not None and _scalar(iface.mtu_request) != self.mtu_request:
@@ -573,26 +582,59 @@ class OvsFacade:
         iface_type: str = "",
         external_ids: Mapping[str, str] | None = None,
         other_config: Mapping[str, str] | None = None,
+        options: Mapping[str, str] | None = None,
         mac: str | None = None,
         mtu_request: int | None = None,
         evict_iface_id: str | None = None,
         replace_external_ids: bool = False,
         wait_vswitchd: bool = True,
+        owner: str | None = None,
     ) -> list[str]:
         """Create or update ``port`` on ``bridge`` in one transaction; returns the names of evicted ports.
 
+        :param options: the interface's ``options``, exactly (a patch port's ``peer``, a tunnel's
+            ``remote_ip``/``key``/``dst_port``); ``None`` leaves them alone.
         :param evict_iface_id: first delete other ports whose interface has this ``iface-id``.
         :param replace_external_ids: make the interface's ``external_ids`` exactly ``external_ids``
             (otherwise only the given keys are set).
         :param wait_vswitchd: return only once ovs-vswitchd applied the change.
+        :param owner: a plugin's port on a bridge it does not own (the hybrid overlay's patch port
+            ``int`` on ``br-int``): recorded in the ledger, so the agent deletes it when the plugin
+            is switched off (ports on a plugin's own bridge go with the bridge). Core's ports pass none.
+        :raises OwnershipError: ``owner`` is not enabled here.
         """
+        if owner is not None:
+            self.owners.check(owner)
+            owned = self.owned(PORTS).get(owner, [])
+            if port not in owned:
+                self.record(PORTS, owner, sorted({*owned, port}))
         results = self._commit(
             [_EnsurePort(self.client.api, bridge=bridge, port=port, iface_type=iface_type,
-                         external_ids=external_ids or {}, other_config=other_config or {}, mac=mac,
-                         mtu_request=mtu_request, evict_iface_id=evict_iface_id,
+                         external_ids=external_ids or {}, other_config=other_config or {}, options=options or {},
+                         mac=mac, mtu_request=mtu_request, evict_iface_id=evict_iface_id,
                          replace_external_ids=replace_external_ids)],
             what=f"add port {port} to {bridge}", wait_vswitchd=wait_vswitchd)
         return evicted_names(results)
+
+    def delete_owned_ports(self, owner: str, names: Iterable[str]) -> list[str]:
+        """Delete ports ``owner`` created with :meth:`ensure_port` and drop them from its ledger entry.
+
+        :returns: the ports deleted (those that existed).
+        :raises OwnershipError: ``owner`` is not enabled here.
+        """
+        self.owners.check(owner)
+        wanted = [str(n) for n in names]
+        deleted = self.delete_ports(wanted, wait_vswitchd=True)
+        owned = self.owned(PORTS).get(owner, [])
+        self.record(PORTS, owner, sorted(p for p in owned if p not in wanted))
+        return deleted
+
+    def release_ports(self, owner: str) -> list[str]:
+        """Delete every port ``owner`` recorded and its ledger entry (start-up clean-up; no owner check)."""
+        names = [str(n) for n in self.owned(PORTS).get(owner, [])]
+        deleted = self.delete_ports(names, wait_vswitchd=True) if names else []
+        self.record(PORTS, owner, [])
+        return deleted
 
     def delete_ports(self, names: Iterable[str], *, wait_vswitchd: bool = False) -> list[str]:
         """Delete the ports called ``names`` where they exist; returns those deleted."""

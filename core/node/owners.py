@@ -2,7 +2,7 @@
 
 Everything core's node facades create for someone (nftables tables, ip rules,
 routes in other tables, ``Open_vSwitch`` keys and bridge mappings, bridges and
-the OpenFlow on them, annotations of the Node) belongs to a named **owner**: ``core`` or ``core.<part>`` for
+the OpenFlow on them, ports on bridges the owner does not own, annotations of the Node) belongs to a named **owner**: ``core`` or ``core.<part>`` for
 core's own state, the plugin's name or ``<plugin>.<part>`` for a plugin's.
 :class:`Owners` knows which owners this agent runs (core and the enabled
 plugins); the facades refuse an owner outside them, because state under a
@@ -47,7 +47,8 @@ BRIDGE_MAPPINGS = "bridge-mappings"
 FLOWS = "flows"
 ANNOTATIONS = "annotations"
 BRIDGES = "bridges"
-KINDS = (NFT_TABLES, IP_RULES, IP_ROUTES, OVS_KEYS, BRIDGE_MAPPINGS, FLOWS, ANNOTATIONS, BRIDGES)
+PORTS = "ports"
+KINDS = (NFT_TABLES, IP_RULES, IP_ROUTES, OVS_KEYS, BRIDGE_MAPPINGS, FLOWS, ANNOTATIONS, BRIDGES, PORTS)
 
 # Owner names end up in nftables table names and OVS keys: keep them plain.
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -490,6 +490,17 @@ class LabCluster:
                 state.dirs.append(str(directory))
             self._save()
 
+    def add_netns(self, name: str) -> None:
+        """Record a network namespace the caller is about to create for the sandbox (deleted by ``down()``)."""
+        with self._lock:
+            state = self._state if self._state is not None else self._load_state()
+            if state is None:
+                raise StartupError(f"no sandbox is running in {self.workdir}")
+            self._state = state
+            if name not in state.netns:
+                state.netns.append(name)
+            self._save()
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _attach(self, node: SandboxNode) -> SandboxNode:

@@ -207,3 +207,55 @@ def test_state_of_owners_no_longer_enabled_is_released_at_start(bed: Bed) -> Non
         assert release_disabled_owners(ovs=ovs, net=net, nft=nft, flows=flows, annotator=annotator) == {}
     finally:
         net.close()
+
+
+def test_a_plugins_port_on_a_bridge_it_does_not_own_is_released_with_it(bed: Bed) -> None:
+    """``ensure_port(owner=)``: a plugin's patch port on a core bridge (the hybrid overlay's ``int`` on
+    ``br-int``) is recorded, refused for an owner not enabled, and deleted when the plugin is switched off;
+    interface ``options`` are set exactly."""
+    ovs, net, nft, flows = bed.facades("patcher", "other")
+    try:
+        with pytest.raises(OwnershipError):
+            ovs.ensure_port(BRIDGE, "pp-x", iface_type="patch", options={"peer": "pp-y"}, owner="unknown")
+        ovs.ensure_port(BRIDGE, "pp-a", iface_type="patch", options={"peer": "pp-b"}, owner="patcher")
+        ovs.ensure_port(BRIDGE, "pp-c", iface_type="patch", options={"peer": "pp-d"}, owner="patcher")
+        ovs.ensure_port(BRIDGE, "pp-o", iface_type="patch", options={"peer": "pp-p"}, owner="other")
+        assert ovs.owned("ports")["patcher"] == ["pp-a", "pp-c"]
+        iface = ovs.interface("pp-a")
+        assert iface is not None and iface.type == "patch" and dict(iface.options) == {"peer": "pp-b"}
+        assert ovs.delete_owned_ports("patcher", ["pp-c"]) == ["pp-c"]
+        assert ovs.owned("ports")["patcher"] == ["pp-a"] and ovs.interface("pp-c") is None
+    finally:
+        net.close()
+    # The next run has "patcher" switched off: its port goes, the other plugins' state stays.
+    ovs, net, nft, flows = bed.facades("other", "kept")
+    annotator = NodeAnnotator(kube=SimpleNamespace(), node_name="own-node", pm=SimpleNamespace(),  # type: ignore[arg-type]
+                              claims=SimpleNamespace(annotations={}), nodes=SimpleNamespace(), ledger=ovs)  # type: ignore[arg-type]
+    try:
+        released = release_disabled_owners(ovs=ovs, net=net, nft=nft, flows=flows, annotator=annotator)
+    finally:
+        net.close()
+    assert released == {"ports": ["patcher"]}
+    assert ovs.interface("pp-a") is None and ovs.interface("pp-o") is not None
+    assert "patcher" not in ovs.owned("ports")
+
+
+def test_an_owner_whose_flows_are_all_gone_leaves_no_ledger_entry(bed: Bed) -> None:
+    """Per-remote owners (one per foreign node, say) come and go: once an owner has no flows left on a
+    bridge that was written whole, its ledger entry drops the bridge, so the ledger does not grow forever."""
+    ovs, net, _nft, flows = bed.facades("remote", "kept")
+    try:
+        flows.manage(BRIDGE)
+        flows.set_flows(BRIDGE, "remote.a", ["table=0,priority=50,ip,nw_dst=10.80.0.0/24 actions=drop"])
+        flows.set_flows(BRIDGE, "remote.b", ["table=0,priority=50,ip,nw_dst=10.81.0.0/24 actions=drop"])
+        assert flows.sync(BRIDGE)
+        assert {"remote.a", "remote.b"} <= set(ovs.owned("flows"))
+        flows.set_flows(BRIDGE, "remote.a", [])
+        assert flows.sync(BRIDGE)
+        assert FlowManager.cookie("remote.a") not in cookies(bed) and FlowManager.cookie("remote.b") in cookies(bed)
+        owned = ovs.owned("flows")
+        assert "remote.a" not in owned and owned["remote.b"] == [BRIDGE]
+        flows.set_flows(BRIDGE, "remote.b", [])
+        assert flows.sync(BRIDGE)
+    finally:
+        net.close()
