@@ -220,19 +220,20 @@ class EgressServiceControllers:
 
     def _unprogrammed(self, obj: Mapping[str, Any], key: str, *, reason: str, message: str) -> None:
         """Bad input or no host: nothing programmed, an empty host, a condition and one event."""
+        with self.lock:
+            new_report = (key, reason, message) not in self.reported
+            if new_report:
+                self.reported = {r for r in self.reported if r[0] != key}
+                self.reported.add((key, reason, message))
+        if new_report:
+            logger.warning("EgressService %s: %s", key, message)
+            self.ctx.events.event(obj, type="Warning", reason=reason, message=message)
         self._program(key, [], None)
         namespace, _, name = key.partition("/")
         self._converge_labels(host_label(namespace, name), None)
         if self._write_status(obj, "", reason=reason, message=message):
             with self.lock:
                 self.lost_at.setdefault(key, time.monotonic())
-        with self.lock:
-            if (key, reason, message) in self.reported:
-                return
-            self.reported = {r for r in self.reported if r[0] != key}
-            self.reported.add((key, reason, message))
-        logger.warning("EgressService %s: %s", key, message)
-        self.ctx.events.event(obj, type="Warning", reason=reason, message=message)
         self._count()
 
     def _forget_reports(self, key: str) -> None:
@@ -313,11 +314,12 @@ class EgressServiceControllers:
         if status.get("host", "") == host and (current.get("status"), current.get("reason"),
                                                 current.get("message")) == (ok, reason, message):
             return False
+        since = current.get("lastTransitionTime") if current.get("status") == ok else None
         condition = {"type": CONDITION, "status": ok, "reason": reason, "message": message,
-                     "lastTransitionTime": current.get("lastTransitionTime") if current.get("status") == ok
-                     else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                     "lastTransitionTime": since or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         meta = _meta(obj)
-        self.ctx.kube.patch(EGRESSSERVICES, meta["name"], {"status": {"host": host, "conditions": [condition]}},
+        # No host: the field goes (merge patch null), as an empty string is stored as null here.
+        self.ctx.kube.patch(EGRESSSERVICES, meta["name"], {"status": {"host": host or None, "conditions": [condition]}},
                             namespace=meta["namespace"], subresource="status")
         return bool(status.get("host", "") != host)
 
