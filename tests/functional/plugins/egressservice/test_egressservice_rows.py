@@ -288,7 +288,7 @@ def test_bad_input_then_host_rows_trace_failover_restart_and_plugin_off(env: Clu
 
 def test_with_egressip_shared_rows_once_101_beats_100_and_each_plugin_off(env: ClusterEnv, crds: None) -> None:
     env.start_controller(*BOTH)
-    ns, a1, b1, free = cluster(env)
+    ns, _a1, b1, free = cluster(env)
     env.client.patch(NODES, "es-b", {"metadata": {"labels": {"k8s.ovn.org/egress-assignable": ""}}})
     env.client.create(EGRESSIPS, {"apiVersion": "k8s.ovn.org/v1", "kind": "EgressIP", "metadata": {"name": "es-eip"},
                                   "spec": {"egressIPs": ["172.30.0.150"], "namespaceSelector": {"matchLabels": {"team": ns}}}})
@@ -308,7 +308,7 @@ def test_with_egressip_shared_rows_once_101_beats_100_and_each_plugin_off(env: C
     assert sorted(no_reroute) == sorted({"EIP-No-Reroute-Pod-To-Pod", "EIP-No-Reroute-Pod-To-Join",
                                          "EIP-No-Reroute-reply-traffic"})
     assert len(owned(env, "Address_Set", "EgressNodeIPs")) == 1
-    # Both select b1: the service's 101 wins over EgressIP's 100; a1 (EgressIP only) goes to the GR.
+    # Both select b1: the service's 101 wins over EgressIP's 100; free (EgressIP only) gets 100.
     env.central.wait_northd()
     trace = env.central.trace("es-b", f'inport == "{ns}_b1" && eth.src == {mac_of(env, ns, "b1")} && '
                                       f'eth.dst == {router_mac(env, "es-b")} && ip4.src == {b1} && '
