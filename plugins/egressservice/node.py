@@ -162,6 +162,15 @@ def read_rt_tables(paths: Iterable[Path] = RT_TABLES) -> dict[str, int]:
     return tables
 
 
+def enable_forwarding(ctx: NodeContext) -> None:
+    """IPv4 forwarding between the management port and the gateway bridge: the host node routes the
+    endpoints' traffic out (and the replies back in) instead of delivering it locally."""
+    for dev in (ctx.config.node.mgmt_port, ctx.gateway_bridge):
+        if dev and ctx.net.sysctl(f"net/ipv4/conf/{dev}/forwarding") != "1":
+            ctx.net.set_sysctls([(f"net/ipv4/conf/{dev}/forwarding", "1")])
+            logger.info("egress services: IPv4 forwarding on %s", dev)
+
+
 class EgressServiceNode:
     """The node controller keeping this node's SNAT table and ip rules."""
 

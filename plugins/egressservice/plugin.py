@@ -98,6 +98,12 @@ class EgressServicePlugin:
     # -- node agent ----------------------------------------------------------------------
 
     @hookimpl
+    def ovnk_node_setup(self, ctx: NodeContext) -> None:
+        from ovnk.plugins.egressservice.node import enable_forwarding
+
+        enable_forwarding(ctx)
+
+    @hookimpl
     def ovnk_node_controllers(self, ctx: NodeContext) -> list[ControllerSpec]:
         from ovnk.plugins.egressservice.node import EgressServiceNode
 
