@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 EGRESSSERVICES = Resource("k8s.ovn.org", "v1", "EgressService", "egressservices")
 
 OBJECTS = "egressservice"
+#: The owner of the host labels (the plugin's name).
+OWNER = "egressservice"
 SHARED = "egressservice-shared"
 SHARED_KEY = "shared"
 CONDITION = "HostAssigned"
@@ -297,14 +299,14 @@ class EgressServiceControllers:
                            parent=router)
 
     def _converge_labels(self, label: str, host: str | None) -> None:
-        """The host label on ``host`` only."""
+        """The host label on ``host`` only (owned labels: core removes them if the plugin is switched off)."""
         for node in self.ctx.cache(NODES).list():
             node_name = node["metadata"]["name"]
             has = label in _labels(node)
-            if node_name == host and not has:
-                self.ctx.kube.patch(NODES, node_name, {"metadata": {"labels": {label: ""}}})
-            elif node_name != host and has:
-                self.ctx.kube.patch(NODES, node_name, {"metadata": {"labels": {label: None}}})
+            if node_name == host:
+                self.ctx.node_labels.set(OWNER, node_name, {label: ""})
+            elif has:
+                self.ctx.node_labels.set(OWNER, node_name, {label: None})
 
     def _write_status(self, obj: Mapping[str, Any], host: str, *, reason: str, message: str) -> bool:
         """``status.host`` and the condition; returns whether the host changed."""
@@ -346,7 +348,7 @@ class EgressServiceControllers:
             for label in _labels(node):
                 if label.startswith(HOST_LABEL_PREFIX) and label not in live:
                     logger.info("node %s: removing %s (its EgressService is gone)", node["metadata"]["name"], label)
-                    self.ctx.kube.patch(NODES, node["metadata"]["name"], {"metadata": {"labels": {label: None}}})
+                    self.ctx.node_labels.set(OWNER, node["metadata"]["name"], {label: None})
 
     # -- repair ----------------------------------------------------------------------------------
 

@@ -278,12 +278,15 @@ def test_bad_input_then_host_rows_trace_failover_restart_and_plugin_off(env: Clu
     wait_for("label gone on delete", lambda: all(label not in labels_of(env, n) for n in ("es-a", "es-b")))
     create_egressservice(env, ns, {"sourceIPBy": "LoadBalancerIP"})
     wait_for("programmed once more", lambda: len(reroutes(env)) == 2)
+    wait_for("labelled once more", lambda: label in labels_of(env, "es-a"))
     env.stop_controller()
     env.start_controller()
     env.wait_idle()
     for table, owner in (("Logical_Router_Policy", "EgressService"), ("Address_Set", "EgressService"),
                          ("Logical_Router_Policy", "EgressNoReroute"), ("Address_Set", "EgressNodeIPs")):
         assert owned(env, table, owner) == [], f"{owner} rows in {table} remain with the plugin off"
+    assert all(label not in labels_of(env, n) for n in ("es-a", "es-b")), "the host label goes with the plugin"
+    assert labels_of(env, "es-a").get("egress") == "yes", "labels it did not write stay"
 
 
 def test_with_egressip_shared_rows_once_101_beats_100_and_each_plugin_off(env: ClusterEnv, crds: None) -> None:
