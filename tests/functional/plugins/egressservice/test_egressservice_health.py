@@ -18,9 +18,9 @@ from ovnk.core.kube.resources import NODES
 from ovnk.plugins.egressip.health import HealthServer
 from ovnk.plugins.egressservice.controller import EGRESSSERVICES
 from ovnk_lab.procs import free_port
+from tests.functional.plugins.egressservice.test_egressservice_rows import crds  # noqa: F401
 from tests.functional.plugins.egressservice.test_egressservice_rows import create_egressservice
 from tests.functional.plugins.egressservice.test_egressservice_rows import create_service
-from tests.functional.plugins.egressservice.test_egressservice_rows import crds  # noqa: F401
 from tests.functional.plugins.egressservice.test_egressservice_rows import set_ingress
 from tests.functional.plugins.egressservice.test_egressservice_rows import set_ready
 from tests.functional.plugins.egressservice.test_egressservice_rows import status
