@@ -95,7 +95,7 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
             raise TimeoutError(f"the ingress IP was not announced from {node} within {timeout}s")
 
         k("create", "namespace", NS)
-        k("label", "node", n1, n2, f"{HOST_LABEL}=", "--overwrite")
+        k("label", "node", n1, n2, f"{HOST_LABEL}=yes", "--overwrite")
         k("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "src", "namespace": NS, "labels": {"app": "web"}},
              "spec": {"nodeName": n2, "terminationGracePeriodSeconds": 1, "containers": [{
@@ -134,11 +134,11 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
         def egress_service() -> None:
             k("apply", "-f", "-", input=json.dumps({
                 "apiVersion": "k8s.ovn.org/v1", "kind": "EgressService", "metadata": {"name": "web", "namespace": NS},
-                "spec": {"sourceIPBy": "LoadBalancerIP", "nodeSelector": {"matchLabels": {HOST_LABEL: ""}}}}))
+                "spec": {"sourceIPBy": "LoadBalancerIP", "nodeSelector": {"matchLabels": {HOST_LABEL: "yes"}}}}))
 
         create_times, failover_times = [], []
         for round_ in range(rounds):
-            k("label", "node", n1, n2, f"{HOST_LABEL}=", "--overwrite")
+            k("label", "node", n1, n2, f"{HOST_LABEL}=yes", "--overwrite")
             since = time.monotonic()
             egress_service()
             create_times.append(first_seen(ingress, since))

@@ -135,10 +135,10 @@ def test_endpoints_leave_with_the_ingress_ip_others_do_not_inbound_works_and_fai
                           {"name": "ep2", "node": n2, "kind": "echo", "labels": {"app": "web"}},
                           {"name": "other", "node": n2, "kind": "echo", "labels": {"app": "other"}}])
     for node in (n1, n2):
-        cluster.kubectl("label", "node", node, f"{HOST_SELECTOR}=", "--overwrite")
+        cluster.kubectl("label", "node", node, f"{HOST_SELECTOR}=yes", "--overwrite")
     load_balancer(cluster, ns, "web", {"app": "web"})
     egress_service(cluster, ns, "web", {"sourceIPBy": "LoadBalancerIP",
-                                        "nodeSelector": {"matchLabels": {HOST_SELECTOR: ""}}})
+                                        "nodeSelector": {"matchLabels": {HOST_SELECTOR: "yes"}}})
     # No ingress IP yet: reported, nothing programmed; the IP arriving later makes it work.
     poll_until("NoIngressIP reported", lambda: "NoIngressIP" in cluster.kubectl(
         "-n", ns, "get", "events", "--field-selector", "involvedObject.name=web,involvedObject.kind=EgressService"))
@@ -211,13 +211,13 @@ def test_with_egressip_the_service_wins_for_its_endpoints(cluster: Cluster, sand
     ns = cluster.namespace(labels={"es": "both"})
     cluster.run_pods(ns, [{"name": "ep", "node": n2, "kind": "echo", "labels": {"app": "web"}},
                           {"name": "plain", "node": n2, "kind": "echo"}])
-    cluster.kubectl("label", "node", n1, f"{EIP_LABEL}=", f"{HOST_SELECTOR}=", "--overwrite")
+    cluster.kubectl("label", "node", n1, f"{EIP_LABEL}=", f"{HOST_SELECTOR}=yes", "--overwrite")
     cluster.apply({"apiVersion": "k8s.ovn.org/v1", "kind": "EgressIP", "metadata": {"name": "e2e-es-eip"},
                    "spec": {"egressIPs": [eip], "namespaceSelector": {"matchLabels": {"es": "both"}}}})
     load_balancer(cluster, ns, "web", {"app": "web"})
     lb.set_ingress(ns, "web", ingress)
     egress_service(cluster, ns, "web", {"sourceIPBy": "LoadBalancerIP",
-                                        "nodeSelector": {"matchLabels": {HOST_SELECTOR: ""}}})
+                                        "nodeSelector": {"matchLabels": {HOST_SELECTOR: "yes"}}})
     poll_until("host n1", lambda: host_of(cluster, ns, "web") == n1)
     lb.announce(ingress, n1)
     wait_source(cluster, ns, "plain", ext, eip)
@@ -236,12 +236,12 @@ def test_plugin_off_removes_policies_set_nftables_rules_and_labels(cluster: Clus
     sandbox.set_plugins(["egressservice"])
     ns = cluster.namespace()
     cluster.run_pods(ns, [{"name": "ep", "node": n2, "kind": "echo", "labels": {"app": "web"}}])
-    cluster.kubectl("label", "node", n1, f"{HOST_SELECTOR}=", "--overwrite")
+    cluster.kubectl("label", "node", n1, f"{HOST_SELECTOR}=yes", "--overwrite")
     cluster.kubectl("label", "node", n2, f"{HOST_SELECTOR}-")
     load_balancer(cluster, ns, "web", {"app": "web"})
     lb.set_ingress(ns, "web", ingress)
     egress_service(cluster, ns, "web", {"sourceIPBy": "LoadBalancerIP", "network": "1234",
-                                        "nodeSelector": {"matchLabels": {HOST_SELECTOR: ""}}})
+                                        "nodeSelector": {"matchLabels": {HOST_SELECTOR: "yes"}}})
     poll_until("host n1", lambda: host_of(cluster, ns, "web") == n1)
     lb.announce(ingress, n1)
     wait_source(cluster, ns, "ep", ext, ingress)
