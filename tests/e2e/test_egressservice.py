@@ -212,6 +212,7 @@ def test_with_egressip_the_service_wins_for_its_endpoints(cluster: Cluster, sand
     cluster.run_pods(ns, [{"name": "ep", "node": n2, "kind": "echo", "labels": {"app": "web"}},
                           {"name": "plain", "node": n2, "kind": "echo"}])
     cluster.kubectl("label", "node", n1, f"{EIP_LABEL}=", f"{HOST_SELECTOR}=yes", "--overwrite")
+    cluster.kubectl("label", "node", n2, f"{HOST_SELECTOR}-")
     cluster.apply({"apiVersion": "k8s.ovn.org/v1", "kind": "EgressIP", "metadata": {"name": "e2e-es-eip"},
                    "spec": {"egressIPs": [eip], "namespaceSelector": {"matchLabels": {"es": "both"}}}})
     load_balancer(cluster, ns, "web", {"app": "web"})
