@@ -167,6 +167,11 @@ def test_endpoints_leave_with_the_ingress_ip_others_do_not_inbound_works_and_fai
     lb.announce(ingress, other_node)
     for pod in ("ep1", "ep2"):
         wait_source(cluster, ns, pod, ext, ingress)
+    # The components that own the feature restart (killed): the host stays, the path comes back.
+    sandbox.restart_agent(other_node)
+    sandbox.restart_controller(0)
+    wait_source(cluster, ns, "ep1", ext, ingress)
+    assert host_of(cluster, ns, "web") == other_node and labelled(cluster, label) == [other_node]
     # A new endpoint is served at once; one that stops being an endpoint is not any more.
     cluster.kubectl("-n", ns, "label", "pod", "other", "app=web", "--overwrite")
     wait_source(cluster, ns, "other", ext, ingress)
