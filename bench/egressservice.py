@@ -32,6 +32,7 @@ from typing import Any
 
 from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.resources import SERVICES
+from ovnk.plugins.egressservice.controller import EGRESSSERVICES
 
 HOST_LABEL = "bench-egress-host"
 NS = "bench-es"
@@ -66,8 +67,8 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
             return subprocess.run([*kubectl, *args], input=input, capture_output=True, text=True, check=True).stdout
 
         def host() -> str:
-            raw = k("-n", NS, "get", "egressservice", "web", "-o", "json", "--ignore-not-found")
-            return str(((json.loads(raw).get("status") or {}) if raw.strip() else {}).get("host") or "")
+            obj = client.get(EGRESSSERVICES, "web", namespace=NS) or {}
+            return str((obj.get("status") or {}).get("host") or "")
 
         # The load-balancer stand-in: follow status.host with the route to the ingress IP.
         announced_at: list[tuple[float, str]] = []
@@ -77,7 +78,7 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
             while not stop.is_set():
                 try:
                     now = host()
-                except subprocess.CalledProcessError:
+                except Exception:  # a transient API error: ask again next time
                     now = ""
                 if now and now != announced:
                     subprocess.run([system_bin("nsenter"), f"--net={netns_path(ext)}", "ip", "route", "replace",
