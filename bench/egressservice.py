@@ -40,6 +40,7 @@ NS = "bench-es"
 
 def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
     from ovnk_lab.hostnet import netns_path
+    from ovnk_lab.images import ECHO_IN_IMAGE
     from ovnk_lab.images import build_echo_binary
     from ovnk_lab.paths import system_bin
     from ovnk_lab.sandbox import Sandbox
@@ -111,7 +112,7 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
         threading.Thread(target=announce, daemon=True).start()
         probe = subprocess.Popen(
             [*kubectl, "-n", NS, "exec", "src", "--", "sh", "-c",
-             f"while true; do echo \"$(date +%s.%N) $(/ovnk-echo send udp {outside} {port} clientip 0.3)\"; "
+             f"while true; do echo \"$(date +%s.%N) $({ECHO_IN_IMAGE} send udp {outside} {port} clientip 0.3)\"; "
              "usleep 50000; done"], stdout=subprocess.PIPE, text=True)
         seen: list[tuple[float, str]] = []
 
