@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ovnk.core.kube.client import KubeClient
     from ovnk.core.kube.events import EventRecorder
     from ovnk.core.kube.informer import InformerFactory
+    from ovnk.core.kube.node_labels import NodeLabels
     from ovnk.core.kube.resources import Resource
     from ovnk.core.kube.selectors import LabelSelector
     from ovnk.core.ovn.connection import OvsdbClient
@@ -146,6 +147,15 @@ class ControllerContext:
         :raises KeyError: no controller of that name runs.
         """
         self.controllers.enqueue(controller, key, after=after)
+
+    @property
+    def node_labels(self) -> NodeLabels:
+        """Node labels written as an owner (``set(owner, node, {key: value | None})``); the labels of
+        a plugin switched off are removed at the next start (:mod:`ovnk.core.kube.node_labels`)."""
+        from ovnk.core.kube.node_labels import NodeLabels
+        from ovnk.core.kube.resources import NODES
+
+        return NodeLabels(self.kube, self.cache(NODES).get, ("core", *self.pm.enabled))
 
     def select(self, resource: Resource, selector: LabelSelector, *, namespace: str | None = None) -> list[Any]:
         """Cached objects of ``resource`` that ``selector`` matches (in ``namespace`` when given).

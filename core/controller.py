@@ -12,8 +12,9 @@ Start-up, each step failing with a message that says why:
    phases: **restore** (``ovnk_restore``: allocators and other in-memory
    state from what exists; always runs, writes nothing), **repair**
    (``ovnk_repair`` + unclaimed owner types make one plan, which
-   ``[controller] repair-mode`` applies, logs, or does not make at all),
-   then the **workers** and tasks start;
+   ``[controller] repair-mode`` applies, logs, or does not make at all; node
+   labels recorded for plugins no longer enabled go too,
+   :mod:`ovnk.core.kube.node_labels`), then the **workers** and tasks start;
 6. on losing leadership the write fence closes at once and the process exits
    so that a restart re-syncs from scratch (client-go's behaviour).
 
@@ -170,6 +171,7 @@ class ControllerProcess:
         try:
             self.restore()
             self.repaired = self.repair()
+            self.release_node_labels()
         except Exception as exc:
             logger.error("start-up failed, giving up leadership: %s", exc)
             self.failure = exc
@@ -223,6 +225,18 @@ class ControllerProcess:
             plan.log()
             return 0
         return plan.apply(ctx.nb.txns) if len(plan) else 0
+
+    def release_node_labels(self) -> int:
+        """Remove node labels recorded for owners that are not enabled any more (plugins switched off),
+        as repair removes their NB rows; ``[controller] repair-mode`` applies. Returns the labels removed."""
+        assert self.ctx is not None
+        mode = self.ctx.config.controller.repair_mode
+        if mode == "off":
+            return 0
+        from ovnk.core.kube.resources import NODES
+
+        removed = self.ctx.node_labels.release(self.ctx.cache(NODES).list(), apply=mode != "log")
+        return 0 if mode == "log" else len(removed)
 
     def stop(self) -> None:
         if self.elector is not None:

@@ -17,7 +17,9 @@ from ovnk.core.topology.egress import REPLY_TRAFFIC
 from ovnk.core.topology.egress import REPLY_TRAFFIC_MARK
 from ovnk.core.topology.egress import SHARED_OWNERS
 from ovnk.core.topology.egress import SharedRow
+from ovnk.core.topology.egress import all_node_addresses
 from ovnk.core.topology.egress import family_name
+from ovnk.core.topology.egress import node_host_addresses
 from ovnk.core.topology.egress import node_ip_addresses
 from ovnk.core.topology.egress import node_ips_set
 from ovnk.core.topology.egress import shared_rows
@@ -33,7 +35,9 @@ __all__ = [
     "REPLY_TRAFFIC_MARK",
     "SHARED_OWNERS",
     "SharedRow",
+    "all_node_addresses",
     "family_name",
+    "node_host_addresses",
     "node_ip_addresses",
     "node_ips_set",
     "shared_rows",

@@ -18,6 +18,7 @@ Names, matches and priorities are ovn-kubernetes' (ovn-kubernetes.md §6.1).
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
 from ovnk.core.ovn.ids import DbObjectIds
 from ovnk.core.ovn.ids import OwnerType
+from ovnk.core.topology import annotations as ann
 from ovnk.core.topology import naming as n
 from ovnk.core.topology.naming import IPAddress
 
@@ -122,3 +124,47 @@ def write_shared_rows(txn: NbTxn, rows: Iterable[SharedRow]) -> None:
 def node_ip_addresses(addresses: Iterable[IPAddress], version: int) -> list[str]:
     """The ``node-ips`` content of one family: sorted unique addresses."""
     return sorted({str(ip) for ip in addresses if ip.version == version}, key=ipaddress.ip_address)
+
+
+def node_host_addresses(node: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+    """A Node's host addresses as ``node-ips`` holds them: its primary interface address
+    (``k8s.ovn.org/node-primary-ifaddr``), its ``k8s.ovn.org/host-cidrs`` and its
+    ``InternalIP``/``ExternalIP`` status addresses, first occurrence first.
+
+    Both egress features fill the shared set from this one function, so whichever is
+    enabled writes the same content and the two never rewrite each other's rows.
+    """
+    addresses: list[IPAddress] = []
+    try:
+        primary = ann.primary_ifaddr(node)
+    except ann.AnnotationError:
+        primary = None
+    if primary is not None:
+        addresses.append(primary.ip)
+    raw = ann.annotations_of(node).get(ann.HOST_CIDRS)
+    if raw:
+        try:
+            for cidr in json.loads(raw):
+                ip = ipaddress.ip_interface(cidr).ip
+                if ip not in addresses:
+                    addresses.append(ip)
+        except (ValueError, TypeError):
+            pass
+    for address in (node.get("status") or {}).get("addresses") or ():
+        if address.get("type") in ("InternalIP", "ExternalIP"):
+            try:
+                ip = ipaddress.ip_address(address.get("address", ""))
+            except ValueError:
+                continue
+            if ip not in addresses:
+                addresses.append(ip)
+    return tuple(addresses)
+
+
+def all_node_addresses(nodes: Iterable[Mapping[str, Any]]) -> dict[int, list[IPAddress]]:
+    """``node_ips`` for :func:`shared_rows`: every node's host addresses by IP version."""
+    found: dict[int, list[IPAddress]] = {4: [], 6: []}
+    for node in nodes:
+        for ip in node_host_addresses(node):
+            found[ip.version].append(ip)
+    return found

@@ -169,8 +169,10 @@ class EgressIPControllers:
     def check_nodes(self) -> None:
         """One round of health checks of every egress-assignable node; re-assign on a change."""
         targets: dict[str, str] = {}
+        extra = {str(name) for names_ in self.ctx.pm.hook.ovnk_egressip_health_targets(ctx=self.ctx)
+                 for name in names_ or ()}
         for node in self.ctx.cache(NODES).list():
-            if ASSIGNABLE_LABEL not in _labels(node):
+            if ASSIGNABLE_LABEL not in _labels(node) and node["metadata"]["name"] not in extra:
                 continue
             info = egress_node(node)
             if info.addresses:
@@ -195,6 +197,7 @@ class EgressIPControllers:
                 self.metrics.node_unreachable.inc()
         if changed:
             self.ctx.enqueue(ASSIGNMENT, ASSIGNMENT_KEY)
+            self.ctx.pm.hook.ovnk_egressip_health_changed(ctx=self.ctx, reachable=dict(results))
 
     # -- assignment ------------------------------------------------------------------------
 
@@ -333,11 +336,8 @@ class EgressIPControllers:
     # -- shared rows ---------------------------------------------------------------------------
 
     def node_addresses(self) -> dict[int, list[IPAddress]]:
-        found: dict[int, list[IPAddress]] = {4: [], 6: []}
-        for node in self.ctx.cache(NODES).list():
-            for ip in egress_node(node).addresses:
-                found[ip.version].append(ip)
-        return found
+        """``node-ips`` content from core's one definition (EgressService writes the same)."""
+        return egress.all_node_addresses(self.ctx.cache(NODES).list())
 
     def reconcile_shared(self, req: ReconcileRequest) -> None:
         families = sorted({s.network.version for s in self.ctx.config.default.cluster_subnets})

@@ -39,6 +39,14 @@ CRD = Path(__file__).parent / "crds" / "egressips.yaml"
 
 
 @hookimpl
+def ovnk_addhooks(pluginmanager: PluginManager) -> None:
+    """Publish the health-check hooks (:mod:`ovnk.plugins.egressip.hooks`) other egress features use."""
+    from ovnk.plugins.egressip import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+@hookimpl
 def ovnk_add_settings(settings: SettingsRegistry) -> None:
     settings.add(NAME, EgressIPSettings)
 

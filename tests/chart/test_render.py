@@ -123,6 +123,8 @@ def test_rbac_is_least_privilege() -> None:
     assert verbs(controller, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
     assert verbs(node, "", "nodes") == {"get", "list", "watch", "patch"}
     assert verbs(node, "", "pods") == {"get", "list", "watch"}  # the agent never writes pods
+    assert verbs(node, "", "services") == {"get", "list", "watch"}
+    assert verbs(node, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
     for rules in (controller, node):
         assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
         assert verbs(rules, "", "secrets") == set()
