@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -129,18 +130,35 @@ def two_hosts() -> Iterator[tuple[str, str]]:
 
 
 class Receiver:
-    """An ovnk-echo multicast receiver in a namespace, its output read line by line."""
+    """An ovnk-echo multicast receiver in a namespace; a thread collects its output lines."""
 
     def __init__(self, binary: Path, ns: str, *args: str) -> None:
         self.proc = subprocess.Popen(["ip", "netns", "exec", ns, str(binary), *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None
         self.first = self.proc.stdout.readline().strip()
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, count: int, *, timeout: float = 20) -> list[str]:
+        """The lines printed once there are ``count`` of them (fails after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count:
+            assert time.monotonic() < deadline, f"{count} lines expected, got {self.lines}"
+            time.sleep(0.05)
+        return list(self.lines)
 
     def stop(self) -> list[str]:
         self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=10)
-        return out.splitlines()
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+        return list(self.lines)
 
 
 def send(binary: Path, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -157,14 +175,15 @@ def test_multicast_join_watch_and_send(echo_binary: Path, two_hosts: tuple[str, 
         assert (joined.first, watching.first, joined6.first) == (
             "ovnk-echo: joined 239.1.2.3 port 5000", "ovnk-echo: watching 239.1.2.4 port 5000",
             "ovnk-echo: joined ff3e::4321:1234 port 5000")
+        # A datagram to another port of the joined group goes first: nothing may print it.
+        assert send(echo_binary, sender, "239.1.2.3", "5001", "other port").returncode == 0
         assert send(echo_binary, sender, "239.1.2.3", "5000", "hello\n", "3", "0.05").returncode == 0
         # Not joined: the kernel gives a UDP socket nothing, the packet socket sees what arrived.
         assert send(echo_binary, sender, "239.1.2.4", "5000", "watched", "2", "0.05", "1").returncode == 0
         assert send(echo_binary, sender, "ff3e::4321:1234", "5000", "six").returncode == 0
-        assert send(echo_binary, sender, "239.1.2.3", "5001", "other port").returncode == 0
-        time.sleep(0.5)
+        got, seen, got6 = joined.wait_for(3), watching.wait_for(2), joined6.wait_for(1)
     finally:
-        got, seen, got6 = joined.stop(), watching.stop(), joined6.stop()
+        joined.stop(), watching.stop(), joined6.stop()
     assert got == ["192.0.2.1 hello"] * 3
     assert seen == ["192.0.2.1 watched"] * 2
     assert len(got6) == 1 and got6[0].startswith("fe80::") and got6[0].endswith(" six"), got6
@@ -174,20 +193,29 @@ def test_multicast_rejoin_repeats_the_membership_report(echo_binary: Path, two_h
     sender, receiver = two_hosts
     # IGMPv3 reports go to 224.0.0.22 (IP protocol 2); count them on the sender's side of the link.
     dump = subprocess.Popen(["ip", "netns", "exec", sender, "tcpdump", "-i", "snd0", "-n", "-l", "igmp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(0.5)  # tcpdump attached
-    rejoining = Receiver(echo_binary, receiver, "mcast-join", "239.1.2.5", "5000", "0.3")
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert dump.stderr is not None and dump.stdout is not None
     try:
-        time.sleep(2.5)
-        assert send(echo_binary, sender, "239.1.2.5", "5000", "still there").returncode == 0
-        time.sleep(0.3)
+        while "listening on" not in dump.stderr.readline():  # attached to the interface
+            assert dump.poll() is None, "tcpdump ended"
+        reports: list[str] = []
+        reader = threading.Thread(target=lambda: reports.extend(line for line in dump.stdout or () if "igmp v3 report"
+                                                                in line), daemon=True)
+        reader.start()
+        rejoining = Receiver(echo_binary, receiver, "mcast-join", "239.1.2.5", "5000", "0.3")
+        try:
+            # A join alone sends two reports (robustness 2); rejoining every 0.3 s keeps sending more.
+            deadline = time.monotonic() + 20
+            while len(reports) < 6:
+                assert time.monotonic() < deadline, reports
+                time.sleep(0.1)
+            assert send(echo_binary, sender, "239.1.2.5", "5000", "still there").returncode == 0
+            assert rejoining.wait_for(1) == ["192.0.2.1 still there"]
+        finally:
+            rejoining.stop()
     finally:
-        got = rejoining.stop()
         dump.terminate()
-        reports, _ = dump.communicate(timeout=10)
-    # A join alone sends two reports (robustness 2); rejoining every 0.3 s sends many more.
-    assert sum("igmp v3 report" in line for line in reports.splitlines()) >= 6, reports
-    assert got == ["192.0.2.1 still there"], got
+        dump.wait(timeout=10)
 
 
 def test_multicast_bad_arguments(echo_binary: Path) -> None:
