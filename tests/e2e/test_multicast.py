@@ -185,8 +185,9 @@ def test_plugin_off_removes_every_row_and_option_and_stops_relaying(cluster: Clu
                                                                     multicast: dict[str, Any]) -> None:
     n1, n2 = cluster.nodes
     on = namespace(cluster, multicast["namespaces"], enabled=True)
-    run(cluster, on, {"sender": server(n1), "near": joiner(n1), "far": joiner(n2)})
-    deliver(cluster, on, "sender", [(on, "near"), (on, "far")])
+    run(cluster, on, {"sender": server(n1), "near": joiner(n1), "far": joiner(n2), "watch-near": watcher(n1)})
+    message = deliver(cluster, on, "sender", [(on, "near"), (on, "far")])
+    assert message not in received(cluster, on, "watch-near"), "snooping: a pod that did not join gets nothing"
     state = nb_multicast_state(sandbox)
     assert state["relay"] == "true" and state["acls"].count("MulticastNS") >= 2, state
     assert all("mcast_snoop" in state["switch_keys"][node] for node in (n1, n2)), state
@@ -196,8 +197,9 @@ def test_plugin_off_removes_every_row_and_option_and_stops_relaying(cluster: Clu
                lambda: nb_multicast_state(sandbox) == {"acls": [], "relay": None,
                                                        "switch_keys": {n: [] for n in state["switch_keys"]}},
                timeout=60)
-    # What is left is OVN's plain switch: multicast floods to the ports of the sender's own switch
-    # (as upstream with multicast disabled), and nothing is relayed to the other node's switch.
-    # "near" receiving is the proof that the bursts "far" did not get were sent.
-    message = deliver(cluster, on, "sender", [(on, "near")])
+    # What is left is OVN's plain switch: multicast floods to every port of the sender's own switch
+    # (as upstream with multicast disabled), joined or not, and nothing is relayed to the other
+    # node's switch. "near" receiving is the proof that the bursts "far" did not get were sent; the
+    # watcher seeing the flood is the proof that it would have shown one before.
+    message = deliver(cluster, on, "sender", [(on, "near"), (on, "watch-near")])
     assert message not in received(cluster, on, "far")
