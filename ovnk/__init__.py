@@ -74,6 +74,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "OwnerType": ("ovnk.core.ovn.ids", "OwnerType"),
     "DbObjectIds": ("ovnk.core.ovn.ids", "DbObjectIds"),
     "hashed_name": ("ovnk.core.ovn.ids", "hashed_name"),
+    "DbView": ("ovnk.core.ovn.view", "DbView"),
+    "open_db_view": ("ovnk.core.ovn.view", "open_db_view"),
     # -- the default network's topology ---------------------------------------------
     "ClusterTopology": ("ovnk.core.topology.intents", "ClusterTopology"),
     "NodeTopology": ("ovnk.core.topology.intents", "NodeTopology"),
@@ -126,6 +128,7 @@ __all__ = [
     "ControllerSpec",
     "Controllers",
     "DbObjectIds",
+    "DbView",
     "EventRecorder",
     "FlowManager",
     "GatewayConfig",
@@ -179,6 +182,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "object_key",
+    "open_db_view",
     "parse_selector",
     "setting",
     "split_key",
@@ -248,6 +252,8 @@ if TYPE_CHECKING:
     from ovnk.core.ovn.reader import RowSnapshot as RowSnapshot
     from ovnk.core.ovn.sync import RepairPlan as RepairPlan
     from ovnk.core.ovn.txn import NbTxn as NbTxn
+    from ovnk.core.ovn.view import DbView as DbView
+    from ovnk.core.ovn.view import open_db_view as open_db_view
     from ovnk.core.plugins import OvnkPluginManager as PluginManager
     from ovnk.core.reconcile.spec import ControllerSpec as ControllerSpec
     from ovnk.core.reconcile.spec import PeriodicTask as PeriodicTask

@@ -214,6 +214,9 @@ class OvsdbClient:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+        unknown = sorted(set(self.tables or ()) - set(helper.schema_json["tables"]))
+        if unknown:
+            raise StartupError(f"the {self.schema} database at {self.remote} has no table {', '.join(unknown)}")
         if self.columns:
             for table, names in self.columns.items():
                 helper.register_columns(table, list(names))

@@ -23,6 +23,10 @@ Images (pods use ``imagePullPolicy: Never``):
   client address seen by the server; ``GET /hostname`` and ``GET /clientip``
   work as HTTP for ``wget``. UDP datagrams follow the same rule.
   ``ovnk-echo send tcp|udp <ip> <port> <message> [timeout]`` is the client.
+  Multicast: ``ovnk-echo mcast-join <group> <port> [rejoin-seconds]`` joins a
+  group and prints ``<source> <payload>`` per datagram, ``mcast-watch <group>
+  <port>`` prints what arrives without joining (a packet socket), and
+  ``mcast-send <group> <port> <message> [count [interval [ttl]]]`` sends.
 """
 
 from __future__ import annotations

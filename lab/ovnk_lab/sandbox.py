@@ -456,6 +456,7 @@ def describe_usage(sandbox: Sandbox) -> str:
         f"  {ovnk} status                # nodes, pods, daemons with pids",
         f"  {ovnk} down                  # remove everything",
         f"OVN: ovn-nbctl --db={sandbox.nb_address()} show",
+        f"     ovn-sbctl --db={sandbox.sb_address()} show   # ovnk --sb-address <same> ... for SB views",
         f"controllers serve /metrics on {', '.join(sandbox.controller_metrics_address(i) for i in range(sandbox.controller_count()))}",
         f"components reach NB at {sandbox.db_remote('nb')}",
     ])

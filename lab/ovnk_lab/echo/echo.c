@@ -29,19 +29,49 @@
  * everything until the server closes) or as one UDP datagram (prints the
  * first reply). Exit status 0 on a reply, 1 on timeout or error (default
  * timeout 3 s). HOST must be a numeric IPv4/IPv6 address.
+ *
+ * Multicast (GROUP is a numeric IPv4 or IPv6 multicast address):
+ *   ovnk-echo mcast-join GROUP PORT [REJOIN_SECONDS]
+ *       Joins GROUP (the kernel sends the IGMP/MLD membership report) and
+ *       prints one line per datagram received on PORT: "<source> <payload>"
+ *       (a trailing newline of the payload dropped). With REJOIN_SECONDS > 0
+ *       it leaves and joins again at that interval, so a network that missed
+ *       the first report (it was dropped, or came before the network was
+ *       ready) learns the membership without waiting for a querier.
+ *   ovnk-echo mcast-watch GROUP PORT
+ *       Does not join: prints the same line for every UDP datagram to
+ *       GROUP:PORT that arrives on the host's interfaces, read from a packet
+ *       socket (CAP_NET_RAW). The kernel drops datagrams of groups nobody
+ *       joined before any UDP socket sees them; this shows what the network
+ *       delivered anyway (a switch that floods instead of snooping).
+ *   ovnk-echo mcast-send GROUP PORT MESSAGE [COUNT [INTERVAL_SECONDS [TTL]]]
+ *       Sends MESSAGE as COUNT datagrams (default 1), INTERVAL_SECONDS apart
+ *       (default 0.2), with that TTL / hop limit (default 4: a datagram must
+ *       cross at least one router between nodes). Exit status 0 when every
+ *       datagram was sent.
+ * Receivers print "ovnk-echo: joined GROUP port PORT" (or "watching") once
+ * ready and flush every line, so `kubectl logs` shows them at once. Bad
+ * arguments exit with status 2.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip6.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_LISTENERS 64
@@ -376,6 +406,270 @@ static int send_probe(int argc, char **argv) {
     return 0;
 }
 
+/* -- multicast ---------------------------------------------------------------------- */
+
+struct mcast_group {
+    int family; /* AF_INET or AF_INET6 */
+    struct in_addr v4;
+    struct in6_addr v6;
+    int port;
+    char text[INET6_ADDRSTRLEN];
+};
+
+/* Parse GROUP and PORT; prints why and returns -1 when they are not a multicast group and a port. */
+static int parse_group(const char *group, const char *port_text, struct mcast_group *out) {
+    memset(out, 0, sizeof(*out));
+    char *end = NULL;
+    long port = strtol(port_text, &end, 10);
+    if (end == port_text || *end != '\0' || port <= 0 || port > 65535) {
+        fprintf(stderr, "ovnk-echo: bad port %s\n", port_text);
+        return -1;
+    }
+    out->port = (int)port;
+    if (inet_pton(AF_INET, group, &out->v4) == 1) {
+        out->family = AF_INET;
+        if (!IN_MULTICAST(ntohl(out->v4.s_addr))) {
+            fprintf(stderr, "ovnk-echo: %s is not an IPv4 multicast address\n", group);
+            return -1;
+        }
+    } else if (inet_pton(AF_INET6, group, &out->v6) == 1) {
+        out->family = AF_INET6;
+        if (!IN6_IS_ADDR_MULTICAST(&out->v6)) {
+            fprintf(stderr, "ovnk-echo: %s is not an IPv6 multicast address\n", group);
+            return -1;
+        }
+    } else {
+        fprintf(stderr, "ovnk-echo: %s is not a numeric IPv4/IPv6 address\n", group);
+        return -1;
+    }
+    snprintf(out->text, sizeof(out->text), "%s", group);
+    return 0;
+}
+
+/* One received datagram as a line: "<source> <payload>", a trailing newline of the payload dropped. */
+static void print_datagram(const char *source, const char *data, size_t len) {
+    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r')) len--;
+    printf("%s %.*s\n", source, (int)len, data);
+    fflush(stdout);
+}
+
+/* Join or leave the group on the interface the kernel routes it to; 0 on success. */
+static int membership(int fd, const struct mcast_group *g, int join) {
+    if (g->family == AF_INET) {
+        struct ip_mreq mreq;
+        memset(&mreq, 0, sizeof(mreq));
+        mreq.imr_multiaddr = g->v4;
+        mreq.imr_interface.s_addr = htonl(INADDR_ANY);
+        return setsockopt(fd, IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &mreq, sizeof(mreq));
+    }
+    struct ipv6_mreq mreq6;
+    memset(&mreq6, 0, sizeof(mreq6));
+    mreq6.ipv6mr_multiaddr = g->v6;
+    return setsockopt(fd, IPPROTO_IPV6, join ? IPV6_JOIN_GROUP : IPV6_LEAVE_GROUP, &mreq6, sizeof(mreq6));
+}
+
+static double monotonic_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int mcast_join(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: ovnk-echo mcast-join GROUP PORT [REJOIN_SECONDS]\n");
+        return 2;
+    }
+    struct mcast_group g;
+    if (parse_group(argv[0], argv[1], &g) != 0) return 2;
+    double rejoin = argc > 2 ? atof(argv[2]) : 0.0;
+    int one = 1;
+    int fd = socket(g.family, SOCK_DGRAM, 0);
+    if (fd < 0) {
+        perror("ovnk-echo: socket");
+        return 1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* Bound to the group itself: only its datagrams reach this socket. */
+    int rc;
+    if (g.family == AF_INET) {
+        struct sockaddr_in a4;
+        memset(&a4, 0, sizeof(a4));
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((unsigned short)g.port);
+        a4.sin_addr = g.v4;
+        rc = bind(fd, (struct sockaddr *)&a4, sizeof(a4));
+    } else {
+        struct sockaddr_in6 a6;
+        memset(&a6, 0, sizeof(a6));
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((unsigned short)g.port);
+        a6.sin6_addr = g.v6;
+        rc = bind(fd, (struct sockaddr *)&a6, sizeof(a6));
+    }
+    if (rc != 0 || membership(fd, &g, 1) != 0) {
+        fprintf(stderr, "ovnk-echo: cannot join %s port %d: %s\n", g.text, g.port, strerror(errno));
+        return 1;
+    }
+    printf("ovnk-echo: joined %s port %d\n", g.text, g.port);
+    fflush(stdout);
+    double next_rejoin = rejoin > 0 ? monotonic_seconds() + rejoin : 0;
+    for (;;) {
+        int timeout_ms = -1;
+        if (rejoin > 0) {
+            double left = next_rejoin - monotonic_seconds();
+            timeout_ms = left > 0 ? (int)(left * 1000) + 1 : 0;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int pr = poll(&pfd, 1, timeout_ms);
+        if (pr < 0 && errno != EINTR) {
+            perror("ovnk-echo: poll");
+            return 1;
+        }
+        if (pr > 0) {
+            char buf[65536];
+            struct sockaddr_storage ss;
+            socklen_t slen = sizeof(ss);
+            ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&ss, &slen);
+            if (n >= 0) {
+                char peer[INET6_ADDRSTRLEN];
+                format_peer(&ss, peer, sizeof(peer));
+                print_datagram(peer, buf, (size_t)n);
+            }
+        }
+        if (rejoin > 0 && monotonic_seconds() >= next_rejoin) {
+            /* Leaving and joining again makes the kernel send a fresh membership report. */
+            membership(fd, &g, 0);
+            if (membership(fd, &g, 1) != 0) {
+                fprintf(stderr, "ovnk-echo: cannot rejoin %s: %s\n", g.text, strerror(errno));
+                return 1;
+            }
+            next_rejoin = monotonic_seconds() + rejoin;
+        }
+    }
+}
+
+/* The UDP payload of an IP packet read from a packet socket, if it is a datagram to the group. */
+static int match_datagram(const unsigned char *pkt, size_t len, const struct mcast_group *g, char *source,
+                          size_t source_len, const unsigned char **payload, size_t *payload_len) {
+    size_t l4;
+    if (g->family == AF_INET) {
+        if (len < sizeof(struct iphdr)) return 0;
+        const struct iphdr *ip = (const struct iphdr *)pkt;
+        l4 = (size_t)ip->ihl * 4;
+        if (ip->version != 4 || ip->protocol != IPPROTO_UDP || l4 < sizeof(struct iphdr) || len < l4 + 8 ||
+            ip->daddr != g->v4.s_addr)
+            return 0;
+        inet_ntop(AF_INET, &ip->saddr, source, (socklen_t)source_len);
+    } else {
+        if (len < sizeof(struct ip6_hdr)) return 0;
+        const struct ip6_hdr *ip6 = (const struct ip6_hdr *)pkt;
+        l4 = sizeof(struct ip6_hdr);
+        /* Datagrams with extension headers are not followed: a tool, not a stack. */
+        if ((pkt[0] >> 4) != 6 || ip6->ip6_nxt != IPPROTO_UDP || len < l4 + 8 ||
+            memcmp(&ip6->ip6_dst, &g->v6, sizeof(g->v6)) != 0)
+            return 0;
+        inet_ntop(AF_INET6, &ip6->ip6_src, source, (socklen_t)source_len);
+    }
+    const struct udphdr *udp = (const struct udphdr *)(pkt + l4);
+    if (ntohs(udp->dest) != g->port) return 0;
+    *payload = pkt + l4 + 8;
+    *payload_len = len - l4 - 8;
+    return 1;
+}
+
+static int mcast_watch(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: ovnk-echo mcast-watch GROUP PORT\n");
+        return 2;
+    }
+    struct mcast_group g;
+    if (parse_group(argv[0], argv[1], &g) != 0) return 2;
+    int proto = htons(g.family == AF_INET ? ETH_P_IP : ETH_P_IPV6);
+    int fd = socket(AF_PACKET, SOCK_DGRAM, proto);
+    if (fd < 0) {
+        fprintf(stderr, "ovnk-echo: packet socket: %s (needs CAP_NET_RAW)\n", strerror(errno));
+        return 1;
+    }
+    printf("ovnk-echo: watching %s port %d\n", g.text, g.port);
+    fflush(stdout);
+    for (;;) {
+        unsigned char buf[65536];
+        struct sockaddr_ll from;
+        socklen_t flen = sizeof(from);
+        ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &flen);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            perror("ovnk-echo: recvfrom");
+            return 1;
+        }
+        if (from.sll_pkttype == PACKET_OUTGOING) continue; /* what this host sends is not delivery */
+        char source[INET6_ADDRSTRLEN];
+        const unsigned char *payload;
+        size_t payload_len;
+        if (match_datagram(buf, (size_t)n, &g, source, sizeof(source), &payload, &payload_len)) {
+            print_datagram(source, (const char *)payload, payload_len);
+        }
+    }
+}
+
+static int mcast_send(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: ovnk-echo mcast-send GROUP PORT MESSAGE [COUNT [INTERVAL_SECONDS [TTL]]]\n");
+        return 2;
+    }
+    struct mcast_group g;
+    if (parse_group(argv[0], argv[1], &g) != 0) return 2;
+    int count = argc > 3 ? atoi(argv[3]) : 1;
+    double interval = argc > 4 ? atof(argv[4]) : 0.2;
+    int ttl = argc > 5 ? atoi(argv[5]) : 4;
+    if (count < 1 || interval < 0 || ttl < 1 || ttl > 255) {
+        fprintf(stderr, "ovnk-echo: COUNT must be >= 1, INTERVAL >= 0 and TTL 1-255\n");
+        return 2;
+    }
+    int fd = socket(g.family, SOCK_DGRAM, 0);
+    if (fd < 0) {
+        perror("ovnk-echo: socket");
+        return 1;
+    }
+    struct sockaddr_storage dst;
+    socklen_t dlen;
+    memset(&dst, 0, sizeof(dst));
+    int rc;
+    if (g.family == AF_INET) {
+        struct sockaddr_in *d4 = (struct sockaddr_in *)&dst;
+        d4->sin_family = AF_INET;
+        d4->sin_port = htons((unsigned short)g.port);
+        d4->sin_addr = g.v4;
+        dlen = sizeof(*d4);
+        unsigned char ttl4 = (unsigned char)ttl;
+        rc = setsockopt(fd, IPPROTO_IP, IP_MULTICAST_TTL, &ttl4, sizeof(ttl4));
+    } else {
+        struct sockaddr_in6 *d6 = (struct sockaddr_in6 *)&dst;
+        d6->sin6_family = AF_INET6;
+        d6->sin6_port = htons((unsigned short)g.port);
+        d6->sin6_addr = g.v6;
+        dlen = sizeof(*d6);
+        rc = setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &ttl, sizeof(ttl));
+    }
+    if (rc != 0) {
+        perror("ovnk-echo: multicast TTL");
+        return 1;
+    }
+    size_t mlen = strlen(argv[2]);
+    for (int i = 0; i < count; i++) {
+        if (i > 0 && interval > 0) {
+            struct timespec ts = {(time_t)interval, (long)((interval - (double)(time_t)interval) * 1e9)};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+            }
+        }
+        if (sendto(fd, argv[2], mlen, 0, (struct sockaddr *)&dst, dlen) != (ssize_t)mlen) {
+            fprintf(stderr, "ovnk-echo: send to %s port %d: %s\n", g.text, g.port, strerror(errno));
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
@@ -384,5 +678,8 @@ int main(int argc, char **argv) {
     if (gethostname(host_name, sizeof(host_name) - 1) != 0) snprintf(host_name, sizeof(host_name), "unknown");
     if (argc > 1 && strcmp(argv[1], "send") == 0) return send_probe(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "serve") == 0) return serve(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "mcast-join") == 0) return mcast_join(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "mcast-watch") == 0) return mcast_watch(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "mcast-send") == 0) return mcast_send(argc - 2, argv + 2);
     return serve(argc - 1, argv + 1);
 }
