@@ -20,6 +20,7 @@ APT_PACKAGES=(
   golang-go golang-github-modern-go-reflect2-dev golang-github-appc-cni-dev
   containerd runc busybox-static containernetworking-plugins
   openssl gcc libc6-dev dpkg-dev shellcheck util-linux procps psmisc socat
+  dnsmasq-base
 )
 
 missing_packages() {
