@@ -93,7 +93,7 @@ class EgressFirewallControllers:
         self.controller = ctx.controller_name
         self.selection = Selection(ctx)
         self.cluster_subnets = [s.network for s in ctx.config.default.cluster_subnets]
-        self.families = sorted({s.version for s in self.cluster_subnets})
+        self.families: list[int] = sorted({s.version for s in self.cluster_subnets})
         self.tier = ctx.nb.has_column("ACL", "tier")
         self.sets_lock = threading.Lock()
         self.state_lock = threading.Lock()

@@ -132,7 +132,7 @@ def cidr_term(cidr: IPNetwork, cluster_subnets: Sequence[IPNetwork]) -> str:
     ip = _ip(cidr.version)
     same = [s for s in cluster_subnets if s.version == cidr.version]
     term = f"{ip}.dst == {cidr}"
-    if any(cidr.overlaps(s) for s in same):  # type: ignore[arg-type]
+    if any(cidr.overlaps(s) for s in same):
         term += "".join(f" && {ip}.dst != {s}" for s in same)
     return term
 

@@ -56,7 +56,7 @@ def test_every_problem_of_an_object_is_named_in_one_message() -> None:
 
 
 def test_a_second_object_or_too_many_rules_is_refused() -> None:
-    with pytest.raises(EgressFirewallError, match="named 'default'.*named 'other'"):
+    with pytest.raises(EgressFirewallError, match=r"named 'default'.*named 'other'"):
         parse_egress_firewall(firewall({"type": "Deny", "to": {"cidrSelector": "0.0.0.0/0"}}, name="other"))
     rule = {"type": "Deny", "to": {"cidrSelector": "10.0.0.0/8"}}
     assert len(parse_egress_firewall(firewall(*[rule] * MAX_RULES)).rules) == MAX_RULES
