@@ -69,12 +69,32 @@ def plugin_table(inputs: ConfigInputs) -> list[dict[str, Any]]:
         try:
             pm = plugins_mod.OvnkPluginManager()
             pm.register(plugin.load(), name=name)
-            row["hooks"] = pm.hooks_of(name)
+            row["hooks"] = _hooks_with_runtime(name, plugin) or pm.hooks_of(name)
             row["claims"] = _claims_of(pm, name)
         except OvnkError as exc:
             row["error"] = str(exc)
         rows.append(row)
     return rows
+
+
+def _hooks_with_runtime(name: str, plugin: plugins_mod.DiscoveredPlugin) -> list[str]:
+    """The hooks of the plugin and of the runtime object its ``ovnk_configure`` registers.
+
+    Bootstraps a process with only this plugin and default settings (configure
+    only creates objects; no controller or node hook runs). Empty when that
+    fails (a plugin whose settings have no usable defaults): its module's hooks
+    are listed then.
+    """
+    from ovnk.core.bootstrap import bootstrap
+
+    try:
+        runtime = bootstrap(ConfigInputs(env={}, flags={"plugins": name}), discovered={name: plugin}, defaults=())
+    except Exception:
+        return []
+    try:
+        return runtime.pm.hooks_of(name)
+    finally:
+        runtime.shutdown()
 
 
 def plugin_commands(cli: click.Group) -> list[str]:

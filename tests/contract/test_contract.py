@@ -158,3 +158,14 @@ def test_the_third_party_example_uses_only_the_public_sdk() -> None:
     for path in example.rglob("*.py"):
         text = path.read_text()
         assert "ovnk.core" not in text and "ovnk.cni" not in text, f"{path} reaches into a private module"
+
+
+def test_the_walkthrough_in_docs_is_the_example_plugins_code() -> None:
+    """Every python block of docs/hooks.md's "Writing a plugin" is an excerpt of ovnk-hello's plugin.py."""
+    doc = (REPO / "docs" / "hooks.md").read_text()
+    section = doc[doc.index("## Writing a plugin"):doc.index("## Which planned plugin uses which hook")]
+    source = (REPO / "tests" / "thirdparty" / "ovnk-hello" / "ovnk_hello" / "plugin.py").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) >= 8
+    for block in blocks:
+        assert block in source, f"docs/hooks.md shows code that is not in ovnk-hello:\n{block}"

@@ -39,12 +39,15 @@ def ovnk(site: Path, *args: str, input: str | None = None) -> subprocess.Complet
 def test_thirdparty_plugin_discovered_listed_and_enabled(hello_site: Path) -> None:
     listed = ovnk(hello_site, "plugins", "list")
     assert listed.returncode == 0, listed.stderr
-    assert "hello  (ovnk-hello 0.3.1)  disabled" in listed.stdout
+    assert "hello  (ovnk-hello 0.4.0)  disabled" in listed.stdout
     enabled = ovnk(hello_site, "--plugins", "hello", "plugins", "list")
-    assert "hello  (ovnk-hello 0.3.1)  enabled" in enabled.stdout
-    assert "ovnk_add_settings, ovnk_claims, ovnk_configure, ovnk_register_commands" in enabled.stdout
+    assert "hello  (ovnk-hello 0.4.0)  enabled" in enabled.stdout
+    # The module's bootstrap hooks and its runtime object's controller and node hooks.
+    assert ("ovnk_add_settings, ovnk_claims, ovnk_configure, ovnk_controllers, ovnk_node_annotations, "
+            "ovnk_node_controllers, ovnk_node_setup, ovnk_pod_lsp, ovnk_register_commands, "
+            "ovnk_register_metrics, ovnk_repair") in enabled.stdout
     assert "CRD hellos.example.com" in enabled.stdout
-    assert "owner type Hello (ACL)" in enabled.stdout
+    assert "owner type Hello (Address_Set)" in enabled.stdout
 
 
 def test_thirdparty_plugin_command_and_settings_hooks_run(hello_site: Path) -> None:

@@ -200,7 +200,8 @@ class HelloPlugin:
 
     @hookimpl
     def ovnk_node_setup(self, ctx):
-        ctx.ovs.ensure_bridge(BRIDGE, datapath_type=ctx.config.ovs.datapath_type, fail_mode="secure")
+        # The bridge is the plugin's: the agent deletes it when the plugin is switched off.
+        ctx.ovs.ensure_bridge(BRIDGE, datapath_type=ctx.config.ovs.datapath_type, fail_mode="secure", owner=NAME)
         ctx.flows.manage(BRIDGE)
 
     @hookimpl

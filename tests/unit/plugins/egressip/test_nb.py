@@ -40,3 +40,16 @@ def test_pod_to_node_policy_names_this_features_set_and_node_ips() -> None:
     assert row.columns["match"].startswith(f"ip4.src == ${served} && ip4.dst == $a")
     assert row.columns["options"] == {"pkt_mark": "1008"} and row.columns["priority"] == 102
     assert nb.egressip_of("eip1_team-a/web-1") == "eip1"
+
+
+def test_arp_flows_of_the_egress_ips_this_node_holds() -> None:
+    from ovnk.plugins.egressip.node import arp_flows
+    from ovnk.plugins.egressip.node import held_ips
+
+    objects = [{"status": {"items": [{"egressIP": "172.30.0.100", "node": "n1"},
+                                     {"egressIP": "172.30.0.101", "node": "n2"}]}},
+               {"status": {"items": [{"egressIP": "fd00::5", "node": "n1"}, {"egressIP": "bad", "node": "n1"}]}},
+               {"spec": {}}]
+    assert held_ips(objects, "n1") == ["172.30.0.100"], "IPv4 only (ARP), malformed entries skipped"
+    assert arp_flows(["172.30.0.100"], uplink=1, patch=3) == [
+        "table=0,priority=85,in_port=1,arp,arp_op=1,arp_tpa=172.30.0.100 actions=output:3"]
