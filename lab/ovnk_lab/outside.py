@@ -78,9 +78,10 @@ class Dnsmasq:
                 "--user=root", f"--pid-file={self.workdir / 'dnsmasq.pid'}", "--log-queries",
                 f"--log-facility={self.workdir / 'dnsmasq.log'}"]
         preexec = [paths.system_bin("nsenter"), f"--net={netns_path(self.netns)}"] if self.netns else []
+        starts = self._log().count("started, version")  # the log survives a stop: wait for this start's line
         self.daemon = Daemon("dnsmasq", argv, log_path=self.workdir / "dnsmasq.out", preexec=preexec).start()
         deadline = time.monotonic() + timeout
-        while "started, version" not in self._log():
+        while self._log().count("started, version") <= starts:
             self.daemon.check_alive()
             if time.monotonic() > deadline:
                 raise StartupError(f"dnsmasq did not start within {timeout:g}s: {self._log()[-500:]}")

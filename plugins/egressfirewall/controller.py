@@ -18,6 +18,7 @@ the deletion of unreferenced sets, so no ACL ever names a set that is gone
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import threading
@@ -230,7 +231,9 @@ class EgressFirewallControllers:
             self._release_name(name)
             return
         with self.state_lock:
-            state = self.names.setdefault(name, NameState())
+            state = self.names.get(name)
+        if state is None:
+            state = self._new_name_state(name)
         now = time.monotonic()
         if now >= state.due:
             self._resolve(name, state, now=now, users=users)
@@ -249,6 +252,19 @@ class EgressFirewallControllers:
         if self.metrics is not None:
             with self.state_lock:
                 self.metrics.dns_names.set(len(self.names))
+
+    def _new_name_state(self, name: str) -> NameState:
+        """A name seen for the first time by this process starts from what its sets hold in NB: after a
+        controller restart, a first resolution that fails must keep the last answer, not empty the sets."""
+        held: set[IPAddress] = set()
+        for version in self.families:
+            row = self.ctx.nb.get("Address_Set", name=nb.dns_address_set(self.controller, name, version)[0],
+                                  columns=("addresses",))
+            if row is not None:
+                held.update(ipaddress.ip_address(str(a)) for a in row["addresses"])
+        fresh = NameState(addresses=tuple(sorted(held, key=lambda ip: (ip.version, ip))), answered=bool(held))
+        with self.state_lock:
+            return self.names.setdefault(name, fresh)
 
     def _resolve(self, name: str, state: NameState, *, now: float, users: list[str]) -> None:
         started = time.monotonic()

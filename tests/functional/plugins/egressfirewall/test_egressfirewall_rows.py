@@ -281,6 +281,18 @@ def test_rules_rows_traces_dns_nodes_status_restart_and_plugin_off(env: ClusterE
     env.wait_idle()
     assert env.central.nb.members[0].db_file.stat().st_size == size, "an unchanged restart must not write"
 
+    # Restarted while the DNS server is down: the sets keep the last answer, the status says why.
+    env.stop_controller()
+    hosts = {"www.ovnk.test": ["198.18.0.12"]}
+    dns.stop()
+    env.start_controller(*enable)
+    wait_for("the failure is in the status", lambda: any(
+        "dnsName www.ovnk.test cannot be resolved now" in m for m in status(env, team).get("messages", [])))
+    assert dns_sets(env)["www.ovnk.test"] == ["198.18.0.12"], "a failed first resolution must not empty the set"
+    dns.start(hosts)
+    wait_for("resolved again", lambda: not any("www.ovnk.test" in m for m in status(env, team)["messages"]),
+             timeout=60)
+
     # Deleted while the controller was down: repair removes the rows. Deleted while up: the reconcile does.
     env.stop_controller()
     env.client.delete(EGRESSFIREWALLS, "default", namespace=other)
