@@ -16,6 +16,7 @@ from ovnk.plugins.egressfirewall import nb
 from ovnk.plugins.egressfirewall.settings import EgressFirewallSettings
 
 if TYPE_CHECKING:
+    import click
     from prometheus_client import CollectorRegistry
 
     from ovnk import Claims
@@ -42,6 +43,13 @@ def ovnk_claims(claims: Claims) -> None:
     claims.crd(CRD)
     for owner in nb.OWNER_TYPES:
         claims.owner_type(owner)
+
+
+@hookimpl
+def ovnk_register_commands(cli: click.Group) -> None:
+    from ovnk.plugins.egressfirewall.cli import egressfirewall_group
+
+    cli.add_command(egressfirewall_group)
 
 
 @hookimpl
