@@ -61,7 +61,11 @@ def test_a_name_that_does_not_exist_and_a_server_that_does_not_answer(dnsmasq: D
 def test_many_names_at_once_stay_within_the_rate_limit(dnsmasq: Dnsmasq) -> None:
     names = {f"n{i}.ovnk.test": [f"198.18.1.{i}"] for i in range(1, 61)}
     dnsmasq.set_hosts(names)
-    time.sleep(0.2)
+    probe = client(dnsmasq)
+    deadline = time.monotonic() + 10
+    while probe.resolve("n60.ovnk.test", versions=[4]).failure is not None:  # dnsmasq re-read its hosts file
+        assert time.monotonic() < deadline, "dnsmasq never answered from the new hosts file"
+        time.sleep(0.05)
     resolver = client(dnsmasq, qps=40)
     before = dnsmasq.queries()
     started = time.monotonic()
