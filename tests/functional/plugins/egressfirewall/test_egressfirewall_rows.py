@@ -169,6 +169,11 @@ def test_crd_schema_rejects_what_it_can(env: ClusterEnv, crd: None) -> None:
 def test_rules_rows_traces_dns_nodes_status_restart_and_plugin_off(env: ClusterEnv, crd: None, dns: Dnsmasq) -> None:
     enable = ("plugins.enabled=egressfirewall", f"egressfirewall.dns-servers={dns.server}",
               "egressfirewall.dns-min-interval=1")
+    # Namespaces of earlier tests on the shared API server must be gone first: one that disappears
+    # while the controller is stopped below is a real change, and its restart would rightly write.
+    wait_for("earlier tests' namespaces gone", lambda: not [
+        ns for ns in env.client.list(NAMESPACES)[0] if (ns.get("status") or {}).get("phase") == "Terminating"],
+        timeout=120)
     env.start_controller(*enable)
     node(env, "ef-a", 0, {"role": "worker"})
     node(env, "ef-b", 1, {"role": "infra"})
