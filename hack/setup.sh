@@ -26,6 +26,8 @@ APT_PACKAGES=(
   # libFuzzer (clang's runtime) for the native CNI shim's fuzz test (tests/functional/cni/test_native_fuzz.py);
   # llvm-defaults' names, so Debian 12 and 13 each install their own clang
   clang libclang-rt-dev
+  # dnsmasq: the sandbox's outside host answers DNS (egressfirewall's dnsName rules)
+  dnsmasq-base
 )
 
 missing_packages() {
