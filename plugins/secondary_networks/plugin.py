@@ -87,7 +87,7 @@ class SecondaryNetworksPlugin:
         an attachment that cannot be had yet is left to its network's controller, which reports."""
         if self.networks is None:
             return
-        for controller in list(self.networks.controllers.values()):
+        for controller in list(self.networks.controllers.copy().values()):
             controller.add_entries(pod, networks)
 
     # -- node agent and CNI -------------------------------------------------------------

@@ -6,7 +6,7 @@
   attachment with the NetworkAttachmentDefinition's config and writes
   ``k8s.v1.cni.cncf.io/network-status``. ``agent``: for clusters without
   Multus, the node agent does the same itself when the runtime asks for the
-  pod's default network (see :mod:`.delegate`).
+  pod's default network (see :mod:`.node`).
 * ``bridge-mappings``: ``<physical network>:<OVS bridge>`` pairs the node
   agent adds to ``ovn-bridge-mappings`` on every node (localnet networks name
   the physical network with ``physicalNetworkName``, by default their name).
