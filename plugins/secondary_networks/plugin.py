@@ -18,6 +18,9 @@ from ovnk.plugins.secondary_networks import nb
 from ovnk.plugins.secondary_networks.settings import SecondaryNetworksSettings
 
 if TYPE_CHECKING:
+    import click
+    from prometheus_client import CollectorRegistry
+
     from ovnk import Claims
     from ovnk import CniNetwork
     from ovnk import CniRequest
@@ -52,6 +55,13 @@ def ovnk_configure(config: Config, pluginmanager: PluginManager) -> None:
     pluginmanager.register_runtime(NAME, SecondaryNetworksPlugin(config.plugin_settings(NAME)))
 
 
+@hookimpl
+def ovnk_register_commands(cli: click.Group) -> None:
+    from ovnk.plugins.secondary_networks.cli import networks_command
+
+    cli.add_command(networks_command)
+
+
 class SecondaryNetworksPlugin:
     """The runtime half: the NAD controller and per-network controllers in the controller; bridge
     mappings, the CNI network of NAD attachments and (``attachments = agent``) the delegation of a
@@ -60,6 +70,12 @@ class SecondaryNetworksPlugin:
     def __init__(self, settings: SecondaryNetworksSettings) -> None:
         self.settings = settings
         self.networks: SecondaryNetworks | None = None
+
+    @hookimpl
+    def ovnk_register_metrics(self, registry: CollectorRegistry) -> None:
+        from ovnk.plugins.secondary_networks.metrics import register
+
+        register(registry, lambda: self.networks.registry if self.networks is not None else None)
 
     # -- controller ----------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import pytest
 from ovnk.core.kube.resources import CRDS
 from ovnk.core.kube.resources import EVENTS
 from ovnk.core.kube.resources import NODES
+from ovnk.plugins.secondary_networks.cli import network_rows
 from ovnk.plugins.secondary_networks.controller import NADS
 from ovnk.plugins.secondary_networks.models import port_name
 from tests.functional.topology.conftest import ClusterEnv
@@ -214,8 +215,26 @@ def test_layer2_static_ip_localnet_conflict_restart_repair_and_plugin_off(env: C
                                 f'ip4.dst == {dynamic.split("/")[0]} && ip.ttl == 64 && icmp4')
     assert "output to" not in spoofed, "port security drops another source address"
 
-    # Restart: addresses are re-held (a new pod does not get s's or d's), stray rows are repaired away.
+    # Metrics and `ovnk networks` see the same networks.
+    env.wait_idle()
+    assert env.metric("ovnk_secondary_networks_networks", {"topology": "layer2"}) == 1
+    assert env.metric("ovnk_secondary_networks_networks", {"topology": "localnet"}) == 1
+    assert env.metric("ovnk_secondary_networks_attachments", {"network": "green"}) == 2
+    view = network_rows(env.client)
+    green = next(n for n in view["networks"] if n["network"] == "green")
+    assert green["nads"] == [f"{ns}/green"] and green["pods"] == [f"{ns}/d", f"{ns}/s"]
+    assert f"{ns}/green-other" in view["conflicts"]
+
+    # A restart with nothing changed writes nothing.
     before = all_rows(env)
+    env.stop_controller()
+    env.central.wait_northd()
+    size = env.central.nb.members[0].db_file.stat().st_size
+    env.start_controller(ENABLE)
+    env.wait_idle()
+    assert env.central.nb.members[0].db_file.stat().st_size == size, "an unchanged restart must not write"
+
+    # Restart: addresses are re-held (a new pod does not get s's or d's), stray rows are repaired away.
     env.stop_controller()
     env.central.nbctl("ls-add", "stray_ovn_layer2_switch", "--", "set", "Logical_Switch", "stray_ovn_layer2_switch",
                       "external_ids:k8s.ovn.org/owner-type=SecondaryNetwork",
