@@ -514,27 +514,29 @@ def derived_mac(holder: str) -> str:
 
 
 def pod_network_entry(spec: NetworkSpec, *, ips: Sequence[IPInterface], mac: str,
-                      node_subnets: Sequence[IPNetwork] = ()) -> dict[str, Any]:
+                      node_subnets: Sequence[IPNetwork] = (), routes: bool = True) -> dict[str, Any]:
     """An entry of ``k8s.ovn.org/pod-networks`` for one attachment (upstream's fields for secondary networks).
 
-    layer3: a route to each of the network's subnets via the node subnet's gateway (``.1``); layer2 and
-    localnet: addresses only (the subnet is on the link). No default gateway: secondary interfaces never
-    take the default route.
+    layer3: a route to each of the network's subnets via the node subnet's gateway (``.1``), unless
+    ``routes`` is false (a repeat of a NAD the pod is attached to already: one network's routes in one
+    pod can lead through one interface only, and the first attachment keeps them); layer2 and
+    localnet: addresses only (the subnet is on the link). No default gateway: secondary interfaces
+    never take the default route.
     """
     entry: dict[str, Any] = {"ip_addresses": [str(ip) for ip in ips], "mac_address": mac, "role": SECONDARY}
     if ips:
         entry["ip_address"] = str(ips[0])
-    if spec.topology == LAYER3:
-        routes = []
+    if spec.topology == LAYER3 and routes:
+        route_list = []
         for ip in ips:
             subnet = next((s for s in node_subnets if s.version == ip.version), None)
             if subnet is None:
                 continue
             gateway = names.gateway_ip(subnet)
-            routes += [{"dest": str(c.cidr), "nextHop": str(gateway)} for c in spec.subnets
-                       if c.cidr.version == ip.version]
-        if routes:
-            entry["routes"] = routes
+            route_list += [{"dest": str(c.cidr), "nextHop": str(gateway)} for c in spec.subnets
+                           if c.cidr.version == ip.version]
+        if route_list:
+            entry["routes"] = route_list
     return entry
 
 

@@ -217,7 +217,8 @@ class NetworkController:
             self.network.reserve_addresses(node=node, holder=holder, ips=ips)
             return dict(existing)
         new_ips, mac = self.network.addresses_for(node=node, holder=holder, selection=selection)
-        return models.pod_network_entry(self.spec, ips=new_ips, mac=mac, node_subnets=self.network.node_subnet_list(node))
+        return models.pod_network_entry(self.spec, ips=new_ips, mac=mac, node_subnets=self.network.node_subnet_list(node),
+                                        routes=selection.occurrence == 0)
 
     def add_entries(self, pod: Mapping[str, Any], networks: dict[str, Any] | Any) -> None:
         """Core's ``ovnk_pod_networks``: this network's entries in the pod's first annotation write.

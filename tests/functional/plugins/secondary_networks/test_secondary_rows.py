@@ -138,6 +138,7 @@ def test_layer3_two_attachments_of_one_nad_trace_isolation_and_teardown(env: Clu
     assert ip_a != ip_a2 and ip_a.startswith(subnet_a.rsplit(".", 1)[0])
     assert networks_a[f"{ns}/blue"]["routes"] == [{"dest": "10.200.0.0/16",
                                                    "nextHop": subnet_a.replace(".0/24", ".1")}]
+    assert "routes" not in networks_a[f"{ns}/blue/1"], "the first attachment of a network keeps its routes"
     port_a, port_a2, port_b = (port_name(f"{ns}/blue", ns, "a"), port_name(f"{ns}/blue/1", ns, "a"),
                                port_name(f"{ns}/blue", ns, "b"))
     ports = wait_for("pod ports", lambda: (lambda p: p if {port_a, port_a2, port_b} <= set(p) else None)(

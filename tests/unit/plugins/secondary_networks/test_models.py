@@ -136,6 +136,9 @@ def test_pod_network_entry_layer3_routes_via_the_node_gateway() -> None:
                                      node_subnets=[ipaddress.ip_network("10.200.3.0/24")])
     assert entry["routes"] == [{"dest": "10.200.0.0/16", "nextHop": "10.200.3.1"}]
     assert "gateway_ips" not in entry and entry["role"] == "secondary"
+    repeat = models.pod_network_entry(spec, ips=[ipaddress.ip_interface("10.200.3.6/24")], mac="0a:58:0a:c8:03:06",
+                                      node_subnets=[ipaddress.ip_network("10.200.3.0/24")], routes=False)
+    assert "routes" not in repeat, "a repeat of the same network leaves the routes to the first attachment"
 
 
 def test_network_status_is_multus_shaped() -> None:
