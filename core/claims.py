@@ -21,10 +21,20 @@ from ovnk.core.errors import PluginError
 from ovnk.core.ovn.ids import OwnerRegistry
 from ovnk.core.ovn.ids import OwnerType
 
+#: Annotation of a CRD file whose CRD other projects ship too (``if-missing``): see :attr:`CrdClaim.if_missing`.
+CRD_INSTALL_ANNOTATION = "ovnk/crd-install"
+CRD_INSTALL_IF_MISSING = "if-missing"
+
 
 @dataclass(frozen=True)
 class CrdClaim:
-    """A CRD file shipped by a plugin and what it defines."""
+    """A CRD file shipped by a plugin and what it defines.
+
+    :ivar if_missing: the file carries ``ovnk/crd-install: if-missing``: the CRD
+        belongs to a wider ecosystem (NetworkAttachmentDefinition, which Multus
+        installs), so it is created only where the cluster lacks it and an
+        existing one is never replaced.
+    """
 
     path: Path
     name: str  # <plural>.<group>
@@ -34,6 +44,7 @@ class CrdClaim:
     versions: tuple[str, ...]
     scope: str
     document: dict[str, Any] = field(compare=False, hash=False, repr=False)
+    if_missing: bool = False
 
 
 def read_crd(path: str | Path) -> CrdClaim:
@@ -44,6 +55,9 @@ def read_crd(path: str | Path) -> CrdClaim:
         raise ValueError(f"{p} is not a CustomResourceDefinition")
     spec = doc["spec"]
     names = spec["names"]
+    install = ((doc["metadata"].get("annotations") or {}).get(CRD_INSTALL_ANNOTATION) or "").strip()
+    if install not in ("", CRD_INSTALL_IF_MISSING):
+        raise ValueError(f"{p}: annotation {CRD_INSTALL_ANNOTATION} must be {CRD_INSTALL_IF_MISSING!r}, not {install!r}")
     return CrdClaim(
         path=p,
         name=doc["metadata"]["name"],
@@ -53,6 +67,7 @@ def read_crd(path: str | Path) -> CrdClaim:
         versions=tuple(v["name"] for v in spec["versions"]),
         scope=spec.get("scope", "Namespaced"),
         document=doc,
+        if_missing=install == CRD_INSTALL_IF_MISSING,
     )
 
 

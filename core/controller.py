@@ -37,6 +37,7 @@ from typing import Any
 from prometheus_client import Gauge
 
 from ovnk.core.bootstrap import Runtime
+from ovnk.core.claims import CrdClaim
 from ovnk.core.context import ControllerContext
 from ovnk.core.context import NbFacade
 from ovnk.core.errors import PluginError
@@ -47,6 +48,7 @@ from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.events import EventRecorder
 from ovnk.core.kube.informer import InformerFactory
 from ovnk.core.kube.leader import LeaderElector
+from ovnk.core.kube.resources import CRDS
 from ovnk.core.metrics import new_registry
 from ovnk.core.ovn import sync
 from ovnk.core.ovn.connection import OvsdbClient
@@ -112,9 +114,13 @@ class ControllerProcess:
             self.health.start()
         kube = KubeClient.from_settings(cfg.kubernetes)
         for crd, plugin in rt.claims.crds.values():
-            logger.info("applying CRD %s (claimed by %s)", crd.name, plugin)
             try:
+                if crd.if_missing and self._crd_present(kube, crd):
+                    continue
+                logger.info("applying CRD %s (claimed by %s)", crd.name, plugin)
                 kube.apply_crd(crd.document)
+            except StartupError:
+                raise
             except Exception as exc:
                 raise StartupError(f"cannot apply CRD {crd.name} of plugin {plugin!r}: {exc}") from exc
         self.nb = OvsdbClient(remote=cfg.ovnnorth.address, schema="OVN_Northbound", name="nb",
@@ -162,6 +168,23 @@ class ControllerProcess:
             if self.failure is not None:
                 raise StartupError(str(self.failure)) from self.failure
         return self
+
+    @staticmethod
+    def _crd_present(kube: KubeClient, crd: CrdClaim) -> bool:
+        """Whether a CRD installed ``if-missing`` exists already; then it is left as it is (another project,
+        such as Multus, may have installed and may manage it), provided it serves the versions we use."""
+        existing = kube.get(CRDS, crd.name)
+        if existing is None:
+            return False
+        served = {str(v.get("name")) for v in (existing.get("spec") or {}).get("versions") or () if v.get("served")}
+        missing = sorted(set(crd.versions) - served)
+        if missing:
+            raise StartupError(f"CRD {crd.name} exists but does not serve version(s) {', '.join(missing)}, which "
+                               f"ovnk needs; it was installed by someone else and is left alone: update it")
+        labels = (existing.get("metadata") or {}).get("labels") or {}
+        logger.info("CRD %s exists (installed by %s); left as it is", crd.name,
+                    labels.get("app.kubernetes.io/managed-by") or "someone else")
+        return True
 
     def _on_leading(self) -> None:
         assert self.ctx is not None and self.runner is not None

@@ -102,7 +102,9 @@ def ovnk_claims(claims: Claims) -> None:
     ``claims.owner_type(OwnerType(...))`` for each OVN owner type it writes,
     ``claims.annotation(key)`` for each ``k8s.ovn.org/*`` annotation it writes
     and ``claims.label(key)`` for labels. Two plugins claiming the same thing
-    stop startup with one message naming both.
+    stop startup with one message naming both. A CRD file annotated
+    ``ovnk/crd-install: if-missing`` (a CRD other projects ship too) is
+    created only where the cluster lacks it, never replaced.
 
     :param claims: the claim registry; it knows which plugin is calling.
 

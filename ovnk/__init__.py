@@ -88,6 +88,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # -- the node agent and the CNI server -------------------------------------------
     "NodeContext": ("ovnk.core.node.context", "NodeContext"),
     "NodeManager": ("ovnk.core.node.context", "NodeManager"),
+    "CniFacade": ("ovnk.core.node.context", "CniFacade"),
     "OvsFacade": ("ovnk.core.node.ovs", "OvsFacade"),
     "FlowManager": ("ovnk.core.node.flows", "FlowManager"),
     "NetFacade": ("ovnk.core.node.net", "NetFacade"),
@@ -119,6 +120,7 @@ __all__ = [
     "Claims",
     "ClusterTopology",
     "CniError",
+    "CniFacade",
     "CniNetwork",
     "CniRequest",
     "CniResult",
@@ -227,6 +229,7 @@ if TYPE_CHECKING:
     from ovnk.core.kube.selectors import LabelSelector as LabelSelector
     from ovnk.core.kube.selectors import SelectorError as SelectorError
     from ovnk.core.kube.selectors import parse_selector as parse_selector
+    from ovnk.core.node.context import CniFacade as CniFacade
     from ovnk.core.node.context import NodeContext as NodeContext
     from ovnk.core.node.context import NodeManager as NodeManager
     from ovnk.core.node.flows import FlowManager as FlowManager

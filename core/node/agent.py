@@ -304,6 +304,7 @@ class NodeAgent:
             # e.g. the native shim was never built: the message says how to build it.
             raise StartupError(f"node {self.node_name}: {self.phase} failed: {exc}") from None
         handler = CniHandler(ctx, self.pods, registry=registry, setup_pending=self.setup_pending)
+        ctx.cni.bind(handler)
         self.cni_server = CniServer(cfg.cni.socket_path, handler, registry=registry)
         self.cni_server.start()
 

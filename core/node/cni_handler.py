@@ -256,7 +256,7 @@ class CniHandler:
                            f"pod {key} got no {ann.POD_NETWORKS}[{network.annotation_key!r}] within "
                            f"{self.ctx.config.cni.annotation_timeout:g}s; is the ovnk controller running and does "
                            f"node {self.ctx.node_name} have a subnet?")
-        if not pod_network.ip_addresses:
+        if not pod_network.ip_addresses and network.ipam:
             raise CniError(ERR_INTERNAL, f"pod {key}: {ann.POD_NETWORKS}[{network.annotation_key!r}] has no IP")
         return expected_uid, pod_network
 

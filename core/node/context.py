@@ -10,16 +10,18 @@ switched off (:mod:`ovnk.core.node.owners`).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Protocol
 
 if TYPE_CHECKING:
-    import threading
-
     from prometheus_client import CollectorRegistry
 
+    from ovnk.cni.types import CniRequest
+    from ovnk.cni.types import CniResult
     from ovnk.core.config import Config
     from ovnk.core.context import Controllers
     from ovnk.core.kube.client import KubeClient
@@ -31,6 +33,63 @@ if TYPE_CHECKING:
     from ovnk.core.node.nft import NftFacade
     from ovnk.core.node.ovs import OvsFacade
     from ovnk.core.plugins import OvnkPluginManager
+
+
+class CniCalls(Protocol):
+    """What :class:`CniFacade` calls: the node agent's CNI handler (``ovnk.core.node.cni_handler``)."""
+
+    def add(self, request: CniRequest) -> CniResult: ...
+
+    def delete(self, request: CniRequest) -> None: ...
+
+    def check(self, request: CniRequest) -> None: ...
+
+
+class CniFacade:
+    """``ctx.cni``: further CNI operations through core's own path, for plugins that delegate.
+
+    A Multus-like plugin that wires more interfaces when the runtime asks for
+    one (each network attachment of the pod) runs them here, from a CNI hook
+    (``ovnk_cni_add``, ``ovnk_cni_del``): :meth:`add` does for its request
+    exactly what the CNI server does for the runtime's (``ovnk_cni_network``,
+    the wait for the pod annotation, the driver of
+    ``ovnk_cni_interface_driver``, the wait for ``ovn-installed``,
+    ``ovnk_cni_add``), :meth:`delete` and :meth:`check` likewise. Build the
+    requests with ``CniRequest.parse(env, config_text)``, as the runtime's
+    environment and netconf would be. The caller holds the runtime request's
+    container, so requests for the same container are not serialised again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handler: CniCalls | None = None
+
+    def bind(self, handler: CniCalls) -> None:
+        """Core: connect the node agent's CNI handler (done before the CNI server opens)."""
+        with self._lock:
+            self._handler = handler
+
+    def _calls(self) -> CniCalls:
+        with self._lock:
+            handler = self._handler
+        if handler is None:
+            from ovnk.cni.types import ERR_TRY_AGAIN_LATER
+            from ovnk.cni.types import CniError
+
+            raise CniError(ERR_TRY_AGAIN_LATER, "the node agent's CNI handler is not running yet")
+        return handler
+
+    def add(self, request: CniRequest) -> CniResult:
+        """ADD ``request`` as the CNI server would; raises ``CniError``. A failure leaves nothing wired."""
+        return self._calls().add(request)
+
+    def delete(self, request: CniRequest) -> None:
+        """DEL ``request``; succeeds when nothing is left to remove."""
+        self._calls().delete(request)
+
+    def check(self, request: CniRequest) -> None:
+        """CHECK ``request`` against its ``prevResult``; raises ``CniError`` on a mismatch."""
+        self._calls().check(request)
 
 
 @dataclass(frozen=True)
@@ -54,6 +113,8 @@ class NodeContext:
         selector: pods of this node are ``field_selector="spec.nodeName=<node>"``).
     :ivar controllers: the node controllers running in this agent.
     :ivar gateway_bridge: the shared-gateway bridge (``breth0``), once set up.
+    :ivar cni: further CNI operations through core's path (:class:`CniFacade`), for
+        plugins that wire more interfaces than the runtime asked for.
     """
 
     config: Config
@@ -69,6 +130,7 @@ class NodeContext:
     informers: InformerFactory
     controllers: Controllers
     gateway_bridge: str = ""
+    cni: CniFacade = field(default_factory=CniFacade)
 
     def enqueue(self, controller: str, key: str, *, after: float = 0.0) -> None:
         """Queue ``key`` for node controller ``controller`` (a plugin's or core's), now or in ``after`` seconds.

@@ -78,6 +78,10 @@ class CniNetwork:
     :ivar bridge: the integration bridge the host end joins.
     :ivar external_ids: extra Interface ``external_ids`` (secondary networks add ``k8s.ovn.org/network``...).
     :ivar pod_uid: the pod's UID; the CNI handler fills it in once it found the pod.
+    :ivar host_ifname: the host end's name; empty means the default network's
+        ``<containerID[:15]>`` (a pod's second interface needs another name).
+    :ivar ipam: whether the network hands out addresses; an IPAM-less network's
+        annotation carries a MAC only, and ADD then wires the interface without any.
     """
 
     annotation_key: str
@@ -88,6 +92,8 @@ class CniNetwork:
     bridge: str = INTEGRATION_BRIDGE
     external_ids: Mapping[str, str] = field(default_factory=dict)
     pod_uid: str = ""
+    host_ifname: str = ""
+    ipam: bool = True
 
 
 class InterfaceDriver(Protocol):
@@ -108,8 +114,11 @@ class InterfaceDriver(Protocol):
         ...
 
 
-def host_interface_name(container_id: str) -> str:
-    """Host end of a pod's veth: the first 15 characters of the container id (ovn-kubernetes' choice)."""
+def host_interface_name(container_id: str, network: CniNetwork | None = None) -> str:
+    """Host end of a pod's veth: the network's ``host_ifname`` when it names one, else the first 15
+    characters of the container id (ovn-kubernetes' choice for the default network)."""
+    if network is not None and network.host_ifname:
+        return network.host_ifname
     return container_id[:MAX_IFNAME]
 
 
@@ -160,7 +169,7 @@ class VethDriver:
     name = "veth"
 
     def add(self, ctx: NodeContext, request: CniRequest, network: CniNetwork, pod_network: PodNetwork) -> CniResult:
-        host = host_interface_name(request.container_id)
+        host = host_interface_name(request.container_id, network)
         created = False
         try:
             created, host_mac = self._ensure_pair(ctx, host=host, request=request, network=network,
@@ -242,7 +251,7 @@ class VethDriver:
             logger.warning("could not delete link %s", host, exc_info=True)
 
     def delete(self, ctx: NodeContext, request: CniRequest, network: CniNetwork) -> None:
-        host = host_interface_name(request.container_id)
+        host = host_interface_name(request.container_id, network)
         ports = {i.port for i in ctx.ovs.interfaces(
             lambda i: i.name == host or (i.external_ids.get("sandbox") == request.container_id
                                          and i.external_ids.get("pod-if-name", request.ifname) == request.ifname))
@@ -256,7 +265,7 @@ class VethDriver:
                                            f"failed: {exc}") from None
 
     def check(self, ctx: NodeContext, request: CniRequest, network: CniNetwork, expected: CniResult) -> None:
-        host = host_interface_name(request.container_id)
+        host = host_interface_name(request.container_id, network)
         want = next((i for i in expected.interfaces if i.sandbox and i.name == request.ifname), None)
         if want is None:
             raise CniError(ERR_WIRING_MISMATCH, f"the previous result lists no interface {request.ifname} "

@@ -236,3 +236,16 @@ def test_plugin_crds_have_a_single_source() -> None:
         if crd_document.search(Path(directory, name).read_text(errors="replace"))
     ]
     assert copies == []
+
+
+def test_crd_shared_with_other_projects_is_kept_on_uninstall() -> None:
+    """A CRD annotated ovnk/crd-install: if-missing (NetworkAttachmentDefinition, which Multus installs
+    too) always carries helm.sh/resource-policy: keep; the others only with keepCrds."""
+    plugins = first_party_plugins()
+    rendered = render(plugin_values(["secondary_networks", "egressip"],
+                                    disabled=[p for p in plugins if p not in ("secondary_networks", "egressip")]))
+    crds = {c["metadata"]["name"]: c for c in rendered.of_kind("CustomResourceDefinition")}
+    nad = crds["network-attachment-definitions.k8s.cni.cncf.io"]
+    assert nad["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert nad["metadata"]["annotations"]["ovnk/crd-install"] == "if-missing"
+    assert "helm.sh/resource-policy" not in (crds["egressips.k8s.ovn.org"]["metadata"].get("annotations") or {})
