@@ -1,0 +1,24 @@
+"""The ``[hwoffload]`` settings section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ovnk import setting
+
+TcPolicy = Literal["none", "skip_sw", "skip_hw"]
+
+
+@dataclass(frozen=True)
+class HwOffloadSettings:
+    """Where the NIC is described and how OVS offloads (upstream: ``other_config:hw-offload``,
+    ``other_config:tc-policy``; the device IDs Multus passes)."""
+
+    sysfs_root: str = setting(
+        "/sys", help="root of the sysfs tree the VFs, PFs and representors are read from (the lab: its stand-in)")
+    tc_policy: TcPolicy = setting(
+        "none", help="Open_vSwitch other_config:tc-policy: none (hardware, else software), skip_sw, skip_hw")
+    device_id_annotation: bool = setting(
+        False, help="take the deviceID of a request without one from the pod annotation "
+                    "k8s.ovn.org/hwoffload-device-id (for clusters without Multus and the SR-IOV device plugin)")
