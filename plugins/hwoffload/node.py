@@ -40,7 +40,7 @@ KEY = "offload"
 def setup(ctx: NodeContext, settings: HwOffloadSettings) -> None:
     """Check the preconditions (``StartupError`` naming the plugin) and set the offload keys."""
     pfs = Sysfs(settings.sysfs_root).physical_functions()
-    problem = pf_problem(pfs, settings.sysfs_root) or ovs_problem(ctx.ovs.ovs_version())
+    problem = pf_problem(pfs, settings.sysfs_root) or ovs_problem(ctx.ovs.ovs_version(), ctx.ovs.datapath_types())
     if problem:
         raise StartupError(f"hwoffload cannot run on node {ctx.node_name}: {problem}")
     if ctx.ovs.set_owned_keys(OWNER, "other_config", offload_keys(settings.tc_policy)):

@@ -38,11 +38,20 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def ovs_problem(version: str) -> str | None:
-    """Why this ovs-vswitchd cannot offload, or ``None``."""
+def ovs_problem(version: str, datapath_types: Sequence[str]) -> str | None:
+    """Why this ovs-vswitchd cannot offload, or ``None``.
+
+    ``ovs_version`` is written by the service scripts (ovs-ctl), not by ovs-vswitchd: a
+    daemon started by hand leaves it empty, and then only its reported datapaths (which
+    ovs-vswitchd writes itself) show that it runs.
+    """
+    if not datapath_types:
+        return "ovs-vswitchd has not reported its datapath types (Open_vSwitch datapath_types): is it running?"
+    if not version:
+        return None
     parsed = parse_version(version)
     if not parsed:
-        return f"ovs-vswitchd reports no usable version ({version!r})"
+        return f"Open_vSwitch ovs_version {version!r} is not a version"
     if parsed[:2] < MIN_OVS_VERSION:
         wanted = ".".join(str(p) for p in MIN_OVS_VERSION)
         return f"Open vSwitch {version} is older than {wanted}, the first release whose offload ovn-kubernetes supports"

@@ -97,9 +97,14 @@ def test_pf_preconditions(nic: StandinNic, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("version", "ok"), [("3.1.0", True), ("2.13.0", True), ("2.12.1", False),
-                                             ("2.17.9-1", True), ("", False)])
+                                             ("2.17.9-1", True), ("", True), ("x", False)])
 def test_ovs_version_precondition(version: str, ok: bool) -> None:
-    assert (ovs_problem(version) is None) is ok
+    assert (ovs_problem(version, ["netdev", "system"]) is None) is ok
+
+
+def test_ovs_that_reported_no_datapaths_is_refused() -> None:
+    problem = ovs_problem("3.1.0", [])
+    assert problem is not None and "is it running" in problem
 
 
 def test_parse_version() -> None:
