@@ -318,6 +318,20 @@ class NetFacade:
         finally:
             os.close(fd)
 
+    def rename_link(self, name: str, new_name: str) -> None:
+        """Rename ``name`` to ``new_name`` in this namespace (the kernel wants it down: it is left down).
+        Raises :class:`NetError` (``code`` ENODEV: no such link; EEXIST: the name is taken)."""
+
+        def rename(ipr: IPRoute) -> None:
+            found = ipr.link_lookup(ifname=name)
+            if not found:
+                raise NetError(f"interface {name} does not exist in {self.netns or 'the node namespace'}",
+                               code=errno.ENODEV)
+            ipr.link("set", index=found[0], state="down")
+            ipr.link("set", index=found[0], ifname=new_name)
+
+        self._run(f"rename link {name} to {new_name}", rename)
+
     def move_link(self, name: str, *, netns: str | None, new_name: str | None = None) -> None:
         """Move ``name`` into the namespace at path ``netns`` (``None``: the agent's own, as a process),
         renamed to ``new_name`` in the same netlink request; the kernel leaves it down there.

@@ -75,6 +75,12 @@ class HwOffloadPlugin:
         setup(ctx, self.settings)
 
     @hookimpl
+    def ovnk_node_management_port(self, ctx: NodeContext, name: str, iface_id: str, mtu: int) -> bool | None:
+        from ovnk.plugins.hwoffload.mgmt import provide
+
+        return provide(ctx, self.settings, name=name, iface_id=iface_id, mtu=mtu)
+
+    @hookimpl
     def ovnk_node_controllers(self, ctx: NodeContext) -> list[ControllerSpec]:
         from ovnk.plugins.hwoffload.node import OffloadReporter
 

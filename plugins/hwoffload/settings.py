@@ -22,3 +22,6 @@ class HwOffloadSettings:
     device_id_annotation: bool = setting(
         False, help="take the deviceID of a request without one from the pod annotation "
                     "k8s.ovn.org/hwoffload-device-id (for clusters without Multus and the SR-IOV device plugin)")
+    mgmt_port_netdev: str = setting(
+        "", help="a VF netdev to carry the management port (upstream: mgmt-port-netdev): renamed to the "
+                 "management port's name, its representor plugged into br-int; empty: core's internal port")

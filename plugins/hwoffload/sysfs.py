@@ -189,3 +189,8 @@ class Sysfs:
             vfs.append(VirtualFunction(pci=device.name, index=int(entry[6:]), pf=pf,
                                        netdev=netdevs[0] if netdevs else None))
         return sorted(vfs, key=lambda vf: vf.index)
+
+    def pci_of_netdev(self, netdev: str) -> str | None:
+        """The PCI address behind ``netdev`` (``class/net/<netdev>/device``), if it has one."""
+        device = self.root / "class" / "net" / netdev / "device"
+        return os.path.basename(os.path.realpath(device)) if device.exists() else None

@@ -47,9 +47,10 @@ class HwLab:
     def plugin_settings(self, root: Path | None = None) -> tuple[str, ...]:
         return (*AGENT_SETTINGS, f"hwoffload.sysfs-root={root or self.nic.root}", "hwoffload.tc-policy=skip_sw")
 
-    def start_node1(self, *, plugin: bool = True, root: Path | None = None, wait: bool = True) -> None:
+    def start_node1(self, *, plugin: bool = True, root: Path | None = None, wait: bool = True,
+                    extra: tuple[str, ...] = ()) -> None:
         self.node1.cni_conf_file.unlink(missing_ok=True)
-        self.lab.start_agent(self.node1, *(self.plugin_settings(root) if plugin else AGENT_SETTINGS),
+        self.lab.start_agent(self.node1, *(self.plugin_settings(root) if plugin else AGENT_SETTINGS), *extra,
                              plugins=("hwoffload",) if plugin else (), wait=wait)
 
 
@@ -358,3 +359,54 @@ def test_refused_without_offload_preconditions_and_keys_cleared_when_switched_of
         lab.stop_agent(hw.node1)
         hw.start_node1()
     wait_for("hw-offload set again", lambda: 'hw-offload="true"' in other_config(hw.node1), timeout=30, interval=0.2)
+
+
+def rx_packets(node: OvsNode, name: str) -> int:
+    """The kernel's receive counter of a link (live, unlike OVS's statistics column)."""
+    out = node.exec(["ip", "-s", "-j", "link", "show", "dev", name]).stdout
+    return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
+
+
+def mgmt_port(node: OvsNode) -> dict[str, Any]:
+    out = node.exec(["ip", "-d", "-j", "addr", "show", "dev", "ovn-k8s-mp0"]).stdout
+    link: dict[str, Any] = json.loads(out)[0]
+    return link
+
+
+def test_hook_ovnk_node_management_port_on_a_vf(hw: HwLab, ns: str) -> None:
+    """``mgmt-port-netdev``: the management port is VF 3 renamed, its representor the br-int port; an empty
+    setting gives it back and core's internal port returns. Pods reach the node through it either way."""
+    lab = hw.lab
+    pod = pod_with_annotation(hw, hw.node1, ns, "to-host")
+    ok(lab.cni(pod, "ADD"), "ADD veth pod")
+    internal = mgmt_port(hw.node1)
+    mgmt_ip = next(a["local"] for a in internal["addr_info"] if a["family"] == "inet")
+    try:
+        for _ in range(2):  # the second start finds the VF in place
+            lab.stop_agent(hw.node1)
+            hw.start_node1(extra=("hwoffload.mgmt-port-netdev=pf0v3",))
+            port = mgmt_port(hw.node1)
+            assert port["linkinfo"]["info_kind"] == "veth", port
+            assert port["address"] == internal["address"] and port["mtu"] == internal["mtu"]
+            assert mgmt_ip in [a["local"] for a in port["addr_info"]]
+            assert "pf0v3" not in links(hw.node1)
+            ids = port_ids(hw.node1, "pf0r3")
+            assert ids is not None and ids["iface-id"] == "k8s-node-1"
+            # Pod -> node IP: the cluster router reroutes it to the management port (policy 1004), the
+            # node answers through its routes via the management port; ovn-controller binds the management
+            # LSP to the new port first. (Not the management IP itself: the node's kernel answers ARP for
+            # its own addresses on the pod's veth host end.)
+            before = rx_packets(hw.node1, "ovn-k8s-mp0")
+            wait_for("pod -> node IP through the VF management port", lambda: ping(pod, hw.node1.ip).returncode == 0,
+                     timeout=30, interval=0.5)
+            assert rx_packets(hw.node1, "ovn-k8s-mp0") > before, "nothing came in through the VF management port"
+    finally:
+        lab.stop_agent(hw.node1)
+        hw.start_node1()
+    port = mgmt_port(hw.node1)
+    assert port["linkinfo"]["info_kind"] != "veth" and mgmt_ip in [a["local"] for a in port["addr_info"]]
+    assert "pf0v3" in links(hw.node1) and port_ids(hw.node1, "pf0r3") is None
+    assert "ovnk-hwoffload-mgmt-vf" not in hw.node1.vsctl("get", "Open_vSwitch", ".", "external_ids")
+    wait_for("pod -> node IP through core's internal port again", lambda: ping(pod, hw.node1.ip).returncode == 0,
+             timeout=30, interval=0.5)
+    ok(lab.cni(pod, "DEL"), "DEL")
