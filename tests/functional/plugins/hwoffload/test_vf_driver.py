@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -161,6 +162,19 @@ def test_agent_sets_offload_keys_and_reports(hw: HwLab) -> None:
     assert report["pfs"] == ["pf0"] and report["tc-policy"] == "skip_sw"
     assert "only the kernel datapath" in report["reason"]
     assert "hardware offload on node-1: not active" in hw.node1.agent_log.read_text()
+    metrics = node_metrics(hw.node1)
+    for line in ("ovnk_hwoffload_enabled 1.0", "ovnk_hwoffload_active 0.0",
+                 'ovnk_hwoffload_tc_policy{policy="skip_sw"} 1.0', 'ovnk_hwoffload_tc_policy{policy="none"} 0.0'):
+        assert line in metrics, line
+    assert 'ovnk_hwoffload_vfs{state="free"}' in metrics
+    # Drift: a key removed by hand comes back (the reporter watches the database).
+    hw.node1.vsctl("remove", "Open_vSwitch", ".", "other_config", "hw-offload")
+    wait_for("hw-offload restored", lambda: 'hw-offload="true"' in other_config(hw.node1), timeout=2, interval=0.05)
+
+
+def node_metrics(node: OvsNode) -> str:
+    code = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9410/metrics', timeout=10).read().decode())"
+    return node.exec([sys.executable, "-c", code]).stdout
 
 
 def _wait_annotation(hw: HwLab, predicate: Any = bool) -> dict[str, Any]:
