@@ -213,7 +213,13 @@ class VfDriver:
 
     @staticmethod
     def _move_out(ctx: NodeContext, request: CniRequest, host_name: str) -> bool:
-        """Move the pod's ``ifname`` back to the host as ``host_name``, down; ``False`` when it is not there."""
+        """Move the pod's ``ifname`` back to the host as ``host_name``, down; ``False`` when it is not there.
+
+        When ``host_name`` is on the host, the VF never left it and the pod's ``ifname`` (if any) is
+        not this VF: it stays where it is.
+        """
+        if ctx.net.link(host_name) is not None:
+            return False
         try:
             pod_net = NetFacade(request.netns)
         except OvnkError:
