@@ -40,10 +40,12 @@ def _record(ctx: NodeContext) -> dict[str, str] | None:
     return value if isinstance(value, dict) else None
 
 
-def provide(ctx: NodeContext, settings: HwOffloadSettings, *, name: str, iface_id: str, mtu: int) -> bool | None:
-    """The ``ovnk_node_management_port`` implementation (see the module docstring)."""
+def provide(ctx: NodeContext, settings: HwOffloadSettings, *, name: str, iface_id: str, mtu: int,
+            selected: bool = True) -> bool | None:
+    """The ``ovnk_node_management_port`` implementation (see the module docstring); on a node
+    the plugin does not serve (``selected`` false) only a VF of an earlier run is given back."""
     recorded = _record(ctx)
-    if not settings.mgmt_port_netdev:
+    if not settings.mgmt_port_netdev or not selected:
         if recorded:
             release(ctx, name=name, recorded=recorded)
         return None

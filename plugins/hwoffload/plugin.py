@@ -8,6 +8,7 @@ veth pod's.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 NAME = "hwoffload"
 
+logger = logging.getLogger(__name__)
+
 
 @hookimpl
 def ovnk_add_settings(settings: SettingsRegistry) -> None:
@@ -59,6 +62,21 @@ class HwOffloadPlugin:
         self.reporter: OffloadReporter | None = None
         self._locks: VfLocks | None = None
         self._locks_guard = threading.Lock()
+        self._selected: bool | None = None
+
+    def selected(self, ctx: NodeContext) -> bool:
+        """Whether this node's labels (read once, at agent start) match ``node-selector``."""
+        if self._selected is None:
+            from ovnk import NODES
+            from ovnk.plugins.hwoffload.settings import selects
+
+            node = ctx.kube.get(NODES, ctx.node_name) or {}
+            labels = dict((node.get("metadata") or {}).get("labels") or {})
+            self._selected = selects(self.settings.node_selector, labels)
+            if not self._selected:
+                logger.info("hwoffload: node %s does not match node-selector %r: the plugin does nothing here",
+                            ctx.node_name, self.settings.node_selector)
+        return self._selected
 
     @hookimpl
     def ovnk_register_metrics(self, registry: CollectorRegistry) -> None:
@@ -70,20 +88,26 @@ class HwOffloadPlugin:
 
     @hookimpl
     def ovnk_node_setup(self, ctx: NodeContext) -> None:
+        from ovnk.plugins.hwoffload.node import OWNER
         from ovnk.plugins.hwoffload.node import setup
 
-        setup(ctx, self.settings)
+        if self.selected(ctx):
+            setup(ctx, self.settings)
+        else:
+            ctx.ovs.set_owned_keys(OWNER, "other_config", {})  # selected before, maybe
 
     @hookimpl
     def ovnk_node_management_port(self, ctx: NodeContext, name: str, iface_id: str, mtu: int) -> bool | None:
         from ovnk.plugins.hwoffload.mgmt import provide
 
-        return provide(ctx, self.settings, name=name, iface_id=iface_id, mtu=mtu)
+        return provide(ctx, self.settings, name=name, iface_id=iface_id, mtu=mtu, selected=self.selected(ctx))
 
     @hookimpl
     def ovnk_node_controllers(self, ctx: NodeContext) -> list[ControllerSpec]:
         from ovnk.plugins.hwoffload.node import OffloadReporter
 
+        if not self.selected(ctx):
+            return []
         self.reporter = OffloadReporter(ctx, self.settings, self.metrics)
         return [self.reporter.spec()]
 
@@ -91,6 +115,9 @@ class HwOffloadPlugin:
     def ovnk_node_annotations(self, ctx: NodeContext, annotations: MutableMapping[str, str | None]) -> None:
         from ovnk.plugins.hwoffload.node import OffloadReporter
 
+        if not self.selected(ctx):
+            annotations[ANNOTATION] = None
+            return
         reporter = self.reporter or OffloadReporter(ctx, self.settings, self.metrics)
         annotations[ANNOTATION] = reporter.status().annotation()
 
@@ -104,6 +131,8 @@ class HwOffloadPlugin:
         from ovnk.plugins.hwoffload.selection import device_id_of
         from ovnk.plugins.hwoffload.sysfs import Sysfs
 
+        if not self.selected(ctx):
+            return None
         device_id = device_id_of(ctx, request, from_annotation=self.settings.device_id_annotation)
         if device_id is None:
             return None

@@ -10,6 +10,30 @@ from ovnk import setting
 TcPolicy = Literal["none", "skip_sw", "skip_hw"]
 
 
+def parse_node_selector(text: str) -> dict[str, str | None]:
+    """``a=b,c`` -> {"a": "b", "c": None} (``None``: the label must exist, any value)."""
+    wanted: dict[str, str | None] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        wanted[key.strip()] = value.strip() if sep else None
+    return wanted
+
+
+def selector_problem(text: str) -> str | None:
+    for key, value in parse_node_selector(text).items():
+        if not key or "=" in (value or "") or " " in key:
+            return f"{text!r} is not a list of key=value or key items"
+    return None
+
+
+def selects(text: str, labels: dict[str, str]) -> bool:
+    return all(key in labels and (value is None or labels[key] == value)
+               for key, value in parse_node_selector(text).items())
+
+
 @dataclass(frozen=True)
 class HwOffloadSettings:
     """Where the NIC is described and how OVS offloads (upstream: ``other_config:hw-offload``,
@@ -25,3 +49,7 @@ class HwOffloadSettings:
     mgmt_port_netdev: str = setting(
         "", help="a VF netdev to carry the management port (upstream: mgmt-port-netdev): renamed to the "
                  "management port's name, its representor plugged into br-int; empty: core's internal port")
+    node_selector: str = setting(
+        "", check=selector_problem,
+        help="run only on nodes whose labels match (key=value or key, comma separated; empty: every node); "
+             "elsewhere the plugin does nothing, so one cluster-wide configuration serves mixed nodes")

@@ -425,3 +425,25 @@ def test_hook_ovnk_node_management_port_on_a_vf(hw: HwLab, ns: str) -> None:
     wait_for("pod -> node IP through core's internal port again", lambda: ping(pod, hw.node1.ip).returncode == 0,
              timeout=30, interval=0.5)
     ok(lab.cni(pod, "DEL"), "DEL")
+
+
+def test_node_selector_leaves_other_nodes_alone(hw: HwLab, tmp_path: Path) -> None:
+    """One cluster-wide configuration: node-2 has no NIC and no matching label, so the plugin does nothing
+    there (no refusal, no keys, no annotation), and its pods keep the veth path."""
+    lab = hw.lab
+    empty = tmp_path / "no-nic"
+    empty.mkdir()
+    lab.stop_agent(hw.node2)
+    try:
+        hw.node2.cni_conf_file.unlink(missing_ok=True)
+        lab.start_agent(hw.node2, *AGENT_SETTINGS, f"hwoffload.sysfs-root={empty}",
+                        "hwoffload.node-selector=example.com/smartnic=true", plugins=("hwoffload",))
+        assert "hw-offload" not in other_config(hw.node2)
+        assert "does not match node-selector" in hw.node2.agent_log.read_text()
+        assert lab.client is not None
+        node = lab.client.get(NODES, "node-2") or {}
+        assert ANNOTATION not in (node.get("metadata", {}).get("annotations") or {})
+    finally:
+        lab.stop_agent(hw.node2)
+        hw.node2.cni_conf_file.unlink(missing_ok=True)
+        lab.start_agent(hw.node2, *AGENT_SETTINGS)

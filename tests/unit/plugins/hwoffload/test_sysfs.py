@@ -124,3 +124,17 @@ def test_status_says_why_offload_is_not_active(nic: StandinNic) -> None:
     assert system.active
     off = offload_status(other_config={}, datapath="system", pfs=pfs, vfs_free=3, vfs_in_use=0)
     assert not off.active and "hw-offload is not true" in off.reason
+
+
+def test_node_selector() -> None:
+    from ovnk.plugins.hwoffload.settings import parse_node_selector
+    from ovnk.plugins.hwoffload.settings import selector_problem
+    from ovnk.plugins.hwoffload.settings import selects
+
+    assert parse_node_selector(" a=b, c ,") == {"a": "b", "c": None}
+    assert selects("", {})
+    assert selects("a=b,c", {"a": "b", "c": "", "d": "x"})
+    assert not selects("a=b,c", {"a": "b"})
+    assert not selects("a=b", {"a": "x"})
+    assert selector_problem("a=b,c") is None
+    assert selector_problem("a=b=c") is not None and selector_problem("=x") is not None
