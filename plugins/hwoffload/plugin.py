@@ -18,6 +18,7 @@ from ovnk.plugins.hwoffload.settings import HwOffloadSettings
 from ovnk.plugins.hwoffload.status import ANNOTATION
 
 if TYPE_CHECKING:
+    import click
     from prometheus_client import CollectorRegistry
 
     from ovnk import Claims
@@ -46,6 +47,13 @@ def ovnk_add_settings(settings: SettingsRegistry) -> None:
 @hookimpl
 def ovnk_claims(claims: Claims) -> None:
     claims.annotation(ANNOTATION)
+
+
+@hookimpl
+def ovnk_register_commands(cli: click.Group) -> None:
+    from ovnk.plugins.hwoffload.cli import hwoffload_group
+
+    cli.add_command(hwoffload_group)
 
 
 @hookimpl

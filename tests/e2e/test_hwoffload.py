@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,6 +90,10 @@ def test_node_reports_offload_and_ovs_has_the_keys(sandbox: Sandbox, cluster: Cl
     for report in reports.values():
         assert report["enabled"] is True and report["pfs"] == ["pf0"] and report["vfs"]["free"] >= 1
         assert report["active"] is False and report["datapath"] == "netdev"
+    out = subprocess.run([*cluster.sandbox_ovnk(), "--plugins", "hwoffload", "hwoffload", "status"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    for name in cluster.nodes:
+        assert f"{name}  not active  PFs pf0  VFs free" in out, out
 
 
 def test_vf_pod_reaches_pods_and_services_and_survives_an_agent_restart(sandbox: Sandbox, cluster: Cluster,

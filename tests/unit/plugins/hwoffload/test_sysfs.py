@@ -138,3 +138,17 @@ def test_node_selector() -> None:
     assert not selects("a=b", {"a": "x"})
     assert selector_problem("a=b,c") is None
     assert selector_problem("a=b=c") is not None and selector_problem("=x") is not None
+
+
+def test_cli_rows_and_format() -> None:
+    from ovnk.plugins.hwoffload.cli import format_row
+    from ovnk.plugins.hwoffload.cli import status_rows
+
+    report = {"active": False, "enabled": True, "pfs": ["pf0"], "vfs": {"free": 1, "in-use": 1}, "tc-policy": "none",
+              "reason": "why", "datapath": "netdev"}
+    nodes = [{"metadata": {"name": "b", "annotations": {"k8s.ovn.org/hw-offload": json.dumps(report)}}},
+             {"metadata": {"name": "a"}},
+             {"metadata": {"name": "c", "annotations": {"k8s.ovn.org/hw-offload": "{"}}}]
+    rows = status_rows(nodes)
+    assert [r["node"] for r in rows] == ["b", "c"] and "unreadable" in rows[1]["reason"]
+    assert format_row(rows[0], 1) == "b  not active  PFs pf0  VFs free 1 in use 1  tc-policy none  (why)"
