@@ -115,11 +115,11 @@ def addresses(pod: PodSandbox, ifname: str = "eth0") -> list[str]:
 
 
 def port_ids(node: OvsNode, port: str) -> dict[str, str] | None:
-    done = node.exec(["ovs-vsctl", f"--db=unix:{node.db_sock}", "--format=json", "--columns=external_ids",
-                      "list", "Interface", port], check=False)
-    if done.returncode != 0:
+    """The Interface's external_ids, or ``None`` when there is no such Interface."""
+    rows = json.loads(node.vsctl("--format=json", "--columns=external_ids", "find", "Interface", f"name={port}"))
+    if not rows["data"]:
         return None
-    _kind, pairs = json.loads(done.stdout)["data"][0][0]
+    _kind, pairs = rows["data"][0][0]
     return {str(k): str(v) for k, v in pairs}
 
 
