@@ -431,6 +431,35 @@ def ovnk_nb_commit(txn: NbTxn) -> str | None:
 # ---------------------------------------------------------------------------
 
 
+@hookspec(firstresult=True)
+def ovnk_node_management_port(ctx: NodeContext, name: str, iface_id: str, mtu: int) -> bool | None:
+    """Provide the device of the management port instead of core's OVS internal port.
+
+    An implementation that answers ``True`` has made the host netdev ``name``
+    exist in the node's namespace and plugged what carries its frames into
+    ``br-int`` with ``external_ids:iface-id=<iface_id>`` (hardware offload: a VF
+    renamed to ``name`` and its representor as the port). Core then gives
+    ``name`` its MAC, MTU, addresses and routes as it does its internal port.
+    Core's internal port of an earlier run holds the name: the implementation
+    removes it first (``ctx.ovs.delete_ports([name], wait_vswitchd=True)``). It
+    runs on every agent start: an implementation finds its device in place and
+    only re-asserts it; one that provided the device before and does not any
+    more puts it back and answers ``None``, and core creates its internal port.
+
+    A raising implementation stops start-up.
+
+    :param ctx: the node context.
+    :param name: the management port's netdev name (``[node] mgmt-port``, ``ovn-k8s-mp0``).
+    :param iface_id: the management port's logical switch port (``k8s-<node>``).
+    :param mtu: the MTU to give what the plugin plugs.
+    :return: ``True`` when the plugin provided the device, else ``None``.
+
+    First result.
+
+    Honoured in: node agent, at start, after the node subnets are known and before ``ovnk_node_setup``.
+    """
+
+
 @hookspec
 def ovnk_node_setup(ctx: NodeContext) -> None:
     """One-time node setup before the CNI server opens.

@@ -311,7 +311,10 @@ class NodeAgent:
         self._set_phase(f"waiting for {ann.NODE_SUBNETS} on node {self.node_name} (allocated by the controller)")
         subnets = self._wait(f"{ann.NODE_SUBNETS} of node {self.node_name}", self._node_subnets)
         self._set_phase("setting up the management port")
-        mgmt = setup_management_port(config=cfg, node_name=self.node_name, ovs=ovs, net=self.net, subnets=subnets)
+        mgmt = setup_management_port(
+            config=cfg, node_name=self.node_name, ovs=ovs, net=self.net, subnets=subnets,
+            provider=lambda name, iface_id, mtu: rt.pm.hook.ovnk_node_management_port(
+                ctx=ctx, name=name, iface_id=iface_id, mtu=mtu))
         self.annotator.set_core({ann.NODE_MGMT_PORT_MAC: compact_json({"default": mgmt.mac})})
         self.annotator.publish()
 

@@ -67,6 +67,7 @@ from ovnk.core.node.ovs import OvsError
 from ovnk.core.node.ovs import OvsTimeout
 from ovnk.core.node.wiring import CniNetwork
 from ovnk.core.node.wiring import InterfaceDriver
+from ovnk.core.node.wiring import host_interface_name
 from ovnk.core.topology import annotations as ann
 from ovnk.core.topology.annotations import PodNetwork
 
@@ -347,6 +348,10 @@ class CniHandler:
         try:
             self.ctx.ovs.delete_ports([i.port for i in ports if i.port])
             for iface in ports:
+                # Only the veth driver's host ends: another driver's port (a VF representor) is a
+                # device of the node, not something this pod created.
+                if iface.name != host_interface_name(iface.external_ids.get("sandbox", "")):
+                    continue
                 link = self.ctx.net.link(iface.name)
                 if link is not None and link.kind == "veth":
                     self.ctx.net.delete_link(iface.name)

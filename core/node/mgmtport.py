@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,9 +51,18 @@ def wanted_routes(config: Config, subnets: Sequence[IPNetwork]) -> list[tuple[IP
     return routes
 
 
+#: ``(name, iface_id, mtu) -> True`` when a plugin provided the port's device (``ovnk_node_management_port``).
+DeviceProvider = Callable[[str, str, int], "bool | None"]
+
+
 def setup_management_port(*, config: Config, node_name: str, ovs: OvsFacade, net: NetFacade,
-                          subnets: Sequence[IPNetwork], br_int_timeout: float = 120.0) -> MgmtPortInfo:
-    """Create or fix the management port for the node's ``subnets`` (from ``k8s.ovn.org/node-subnets``)."""
+                          subnets: Sequence[IPNetwork], br_int_timeout: float = 120.0,
+                          provider: DeviceProvider | None = None) -> MgmtPortInfo:
+    """Create or fix the management port for the node's ``subnets`` (from ``k8s.ovn.org/node-subnets``).
+
+    ``provider`` (the ``ovnk_node_management_port`` hook) may supply the device instead of core's
+    internal port; core still sets its MAC, MTU, addresses and routes.
+    """
     if not subnets:
         raise StartupError(f"node {node_name} has no subnet; cannot set up the management port")
     name = config.node.mgmt_port
@@ -62,11 +72,17 @@ def setup_management_port(*, config: Config, node_name: str, ovs: OvsFacade, net
                      lambda: True if ovs.bridge_exists(INTEGRATION_BRIDGE) else None, timeout=br_int_timeout)
     except OvsTimeout as exc:
         raise StartupError(f"{exc}; is ovn-controller running against this OVS database?") from None
-    # mtu_request pins the MTU: without it vswitchd resets internal ports to the smallest MTU of
-    # the bridge's other ports whenever those change (pods come and go).
-    ovs.ensure_port(INTEGRATION_BRIDGE, name, iface_type="internal",
-                    external_ids={"iface-id": n.mgmt_port(node_name)}, mac=mac,
-                    mtu_request=config.default.mtu, wait_vswitchd=True)
+    iface_id = n.mgmt_port(node_name)
+    provided = False
+    if provider is not None:
+        provided = bool(provider(name, iface_id, config.default.mtu))
+    if provided:
+        logger.info("management port %s: device provided by a plugin", name)
+    else:
+        # mtu_request pins the MTU: without it vswitchd resets internal ports to the smallest MTU of
+        # the bridge's other ports whenever those change (pods come and go).
+        ovs.ensure_port(INTEGRATION_BRIDGE, name, iface_type="internal", external_ids={"iface-id": iface_id},
+                        mac=mac, mtu_request=config.default.mtu, wait_vswitchd=True)
     deadline = time.monotonic() + 10
     while net.link(name) is None:
         if time.monotonic() > deadline:

@@ -318,6 +318,49 @@ class NetFacade:
         finally:
             os.close(fd)
 
+    def rename_link(self, name: str, new_name: str) -> None:
+        """Rename ``name`` to ``new_name`` in this namespace (the kernel wants it down: it is left down).
+        Raises :class:`NetError` (``code`` ENODEV: no such link; EEXIST: the name is taken)."""
+
+        def rename(ipr: IPRoute) -> None:
+            found = ipr.link_lookup(ifname=name)
+            if not found:
+                raise NetError(f"interface {name} does not exist in {self.netns or 'the node namespace'}",
+                               code=errno.ENODEV)
+            ipr.link("set", index=found[0], state="down")
+            ipr.link("set", index=found[0], ifname=new_name)
+
+        self._run(f"rename link {name} to {new_name}", rename)
+
+    def move_link(self, name: str, *, netns: str | None, new_name: str | None = None) -> None:
+        """Move ``name`` into the namespace at path ``netns`` (``None``: the agent's own, as a process),
+        renamed to ``new_name`` in the same netlink request; the kernel leaves it down there.
+
+        For devices that must keep their identity (an SR-IOV VF wired into a pod, and back on DEL);
+        a pod's veth is created in place instead (``create_veth``, much cheaper). Raises
+        :class:`NetError` (``code`` ENODEV: no such link; EEXIST: the name is taken over there).
+        """
+        target = netns or "/proc/self/ns/net"
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise NetError(f"network namespace {target}: {exc.strerror}", code=exc.errno or 0) from None
+        spec: dict[str, Any] = {"net_ns_fd": fd}
+        if new_name and new_name != name:
+            spec["ifname"] = new_name
+
+        def move(ipr: IPRoute) -> None:
+            found = ipr.link_lookup(ifname=name)
+            if not found:
+                raise NetError(f"interface {name} does not exist in {self.netns or 'the node namespace'}",
+                               code=errno.ENODEV)
+            ipr.link("set", index=found[0], **spec)
+
+        try:
+            self._run(f"move link {name} to {target} as {new_name or name}", move)
+        finally:
+            os.close(fd)
+
     def setup_interface(self, name: str, *, addresses: Iterable[IPInterface] = (),
                         routes: Iterable[tuple[IPNetwork, IPAddress | None]] = (), up: bool = True,
                         tx_checksum: bool | None = None) -> None:

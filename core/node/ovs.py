@@ -66,7 +66,8 @@ INTEGRATION_BRIDGE = "br-int"
 #: ovsdbapp's vswitchd wait (``cur_cfg``/``next_cfg``); not the columns vswitchd rewrites every few
 #: seconds per interface (``statistics``, ``status``...), which would cost CPU per pod.
 MONITORED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "Open_vSwitch": ("bridges", "cur_cfg", "next_cfg", "external_ids", "other_config"),
+    "Open_vSwitch": ("bridges", "cur_cfg", "next_cfg", "external_ids", "other_config", "ovs_version",
+                     "datapath_types"),
     "Bridge": ("name", "ports", "datapath_type", "fail_mode", "other_config", "external_ids", "protocols"),
     "Port": ("name", "interfaces", "other_config", "external_ids", "tag"),
     "Interface": ("name", "type", "ofport", "external_ids", "other_config", "mac_in_use", "error", "mac",
@@ -432,6 +433,18 @@ class OvsFacade:
         with self.client.locked() as idl:
             rows = list(idl.tables["Open_vSwitch"].rows.values())
             return dict(rows[0].other_config) if rows else {}
+
+    def ovs_version(self) -> str:
+        """``Open_vSwitch . ovs_version`` (what ovs-vswitchd reported at start; empty before)."""
+        with self.client.locked() as idl:
+            rows = list(idl.tables["Open_vSwitch"].rows.values())
+            return str(_scalar(rows[0].ovs_version) or "") if rows else ""
+
+    def datapath_types(self) -> list[str]:
+        """``Open_vSwitch . datapath_types``: the datapaths this ovs-vswitchd can run (``system``, ``netdev``)."""
+        with self.client.locked() as idl:
+            rows = list(idl.tables["Open_vSwitch"].rows.values())
+            return sorted(str(t) for t in rows[0].datapath_types) if rows else []
 
     def set_owned_keys(self, owner: str, column: Literal["other_config", "external_ids"],
                        values: Mapping[str, str | None]) -> bool:

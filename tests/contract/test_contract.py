@@ -138,6 +138,7 @@ def test_the_public_sdk_resolves_and_every_name_is_documented() -> None:
     import ovnk
     import ovnk.annotations
     import ovnk.names
+    import ovnk.wiring
 
     doc = (REPO / "docs" / "hooks.md").read_text()
     sdk = doc[doc.index("## The SDK"):]
@@ -147,8 +148,8 @@ def test_the_public_sdk_resolves_and_every_name_is_documented() -> None:
     for name in sorted(exported):
         assert getattr(ovnk, name) is not None, name
     assert exported - documented == set(), "SDK names missing from the SDK table of docs/hooks.md"
-    assert documented - exported - {"names", "annotations"} == set(), "docs/hooks.md documents SDK names that do not exist"
-    for module in (ovnk.names, ovnk.annotations):
+    assert documented - exported - {"names", "annotations", "wiring"} == set(), "docs/hooks.md documents SDK names that do not exist"
+    for module in (ovnk.names, ovnk.annotations, ovnk.wiring):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 

@@ -135,3 +135,29 @@ def test_ethtool_ioctl_versus_forking_ethtool(two_netns: tuple[str, str]) -> Non
     fork_ms = (time.perf_counter() - started) * 1000 / 5
     print(f"ethtool: ioctl {ioctl_ms:.3f} ms per change (through the facade), fork {fork_ms:.2f} ms")
     assert ioctl_ms < fork_ms
+
+
+def test_move_and_rename_links_that_keep_their_identity(two_netns: tuple[str, str]) -> None:
+    """``move_link`` (an SR-IOV VF into a pod and back, renamed in the same request) and ``rename_link``."""
+    node_ns, pod_ns = two_netns
+    node_path, pod_path = f"/run/netns/{node_ns}", f"/run/netns/{pod_ns}"
+    with NetFacade(node_path) as node, NetFacade(pod_path) as pod:
+        node.create_veth("rep0", peer="vf0", peer_netns=node_path, mtu=1400, peer_mac="0a:58:00:00:00:01")
+        node.move_link("vf0", netns=pod_path, new_name="eth0")
+        assert node.link("vf0") is None
+        moved = pod.require_link("eth0")
+        assert (moved.mac, moved.up) == ("0a:58:00:00:00:01", False)
+        pod.rename_link("eth0", "net1")
+        assert pod.link("eth0") is None and pod.require_link("net1").mac == "0a:58:00:00:00:01"
+        pod.move_link("net1", netns=node_path, new_name="vf0")
+        back = node.require_link("vf0")
+        assert (back.mac, back.up, back.peer_index) == ("0a:58:00:00:00:01", False, node.require_link("rep0").index)
+        with pytest.raises(NetError) as missing:
+            pod.move_link("net1", netns=node_path)
+        assert missing.value.code == errno.ENODEV
+        with pytest.raises(NetError) as taken:
+            node.rename_link("vf0", "rep0")
+        assert taken.value.code == errno.EEXIST
+        with pytest.raises(NetError) as gone:
+            node.rename_link("nope", "x")
+        assert gone.value.code == errno.ENODEV

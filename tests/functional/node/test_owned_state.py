@@ -259,3 +259,15 @@ def test_an_owner_whose_flows_are_all_gone_leaves_no_ledger_entry(bed: Bed) -> N
         assert flows.sync(BRIDGE)
     finally:
         net.close()
+
+
+def test_ovs_version_and_datapath_types(bed: Bed) -> None:
+    """What hardware offload checks: vswitchd's datapaths (it writes them) and ovs_version (ovs-ctl writes it)."""
+    ovs = OvsFacade(bed.client, owners=Owners([]))
+    assert "netdev" in ovs.datapath_types()
+    bed.node.vsctl("set", "Open_vSwitch", ".", "ovs_version=3.1.0")
+    try:
+        ovs.wait_for("ovs_version seen", lambda: True if ovs.ovs_version() == "3.1.0" else None, timeout=10)
+    finally:
+        bed.node.vsctl("clear", "Open_vSwitch", ".", "ovs_version")
+    ovs.wait_for("ovs_version cleared", lambda: True if ovs.ovs_version() == "" else None, timeout=10)
