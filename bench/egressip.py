@@ -251,7 +251,7 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
         # One long-lived prober in the pod: a datagram every 50 ms, printing what the outside host saw.
         probe = subprocess.Popen(
             [*kubectl, "-n", "bench-eip", "exec", "src", "--", "sh", "-c",
-             f"while true; do echo \"$(date +%s.%N) $(/ovnk-echo send udp {outside} {port} clientip 0.3)\"; "
+             f"while true; do echo \"$(date +%s.%N) $(/bin/ovnk-echo send udp {outside} {port} clientip 0.3)\"; "
              "usleep 50000; done"], stdout=subprocess.PIPE, text=True)
         seen: list[tuple[float, str]] = []
 
