@@ -150,10 +150,7 @@ if [[ $SHELL_ONLY == 1 ]]; then
 fi
 
 # The demo and the tests, in the host's network namespace like any other checkout's (the demo
-# sandbox has its own prefix; `ovnk sandbox` refuses a subnet the host already uses). Not in a
-# network namespace of their own: there, binding the sandbox nodes' mount namespace files
-# (`unshare --mount=<file>`) fails with EINVAL in a few percent of tries, in bursts that retries
-# do not get through (kernel 6.18; never in the initial network namespace).
+# sandbox has its own prefix; `ovnk sandbox` refuses a subnet the host already uses).
 start=$SECONDS
 status=0
 in_root "make demo SANDBOX_FLAGS=--prefix=trixie" || status=$?
