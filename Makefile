@@ -1,6 +1,8 @@
 # ovnk developer entry points. `make test` is what CI runs (.ci/run).
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# e.g. SANDBOX_FLAGS=--prefix=other: a demo sandbox beside the default one (hack/trixie-check.sh)
+SANDBOX_FLAGS ?=
 
 .PHONY: setup test lint typecheck pytest unit functional e2e demo clean
 
@@ -24,7 +26,7 @@ unit: setup
 	$(PY) -m pytest tests/unit tests/contract $(PYTEST_ARGS)
 
 demo: setup
-	.venv/bin/ovnk sandbox demo
+	.venv/bin/ovnk sandbox $(SANDBOX_FLAGS) demo
 
 clean:
 	rm -rf .venv build *.egg-info

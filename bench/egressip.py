@@ -305,7 +305,7 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
             while holder("bench") in ("", now):
                 time.sleep(0.05)
             agent_times.append(first_seen(ip, since))
-            box.restart_agent(now)
+            box.start_agent(now)
             k("delete", "egressip", "bench")
             time.sleep(1.0)
             print(f"round {round_ + 1}: create {create_times[-1]:.2f} s, label {label_times[-1]:.2f} s, "

@@ -21,6 +21,7 @@ import os
 import socket
 import socketserver
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,9 +41,11 @@ from ovnk.cni.types import ERR_NOT_AVAILABLE
 from ovnk.cni.types import ERR_NOT_AVAILABLE_LIMITED
 from ovnk.cni.types import ERR_TRY_AGAIN_LATER
 from ovnk.cni.types import ERR_UNKNOWN_CONTAINER
+from ovnk.cni.types import PRINTABLE_LIMIT
 from ovnk.cni.types import CniError
 from ovnk.cni.types import CniRequest
 from ovnk.cni.types import CniResult
+from ovnk.cni.types import printable
 from ovnk.cni.types import version_info
 from ovnk.core.errors import StartupError
 
@@ -51,6 +54,8 @@ logger = logging.getLogger(__name__)
 # Seconds a client may take to send its request (not the handler's run time).
 REQUEST_READ_TIMEOUT = 30.0
 MAX_REQUEST_BYTES = 1024 * 1024
+# Characters of an error message one log line shows at most.
+LOGGED_MESSAGE_LIMIT = 300
 # How often the accept loop looks for stop(); bounds how long stop() takes.
 STOP_POLL_INTERVAL = 0.1
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -123,7 +128,13 @@ class _UnixHttpServer(socketserver.ThreadingUnixStreamServer):
         super().__init__(path, _RequestHandler, bind_and_activate=False)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.warning("CNI server: connection failed", exc_info=True)
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            # A client that went away (a runtime's timeout, a killed shim): one line, not a traceback.
+            logger.warning("CNI server: client connection failed: %s: %s", type(error).__name__,
+                           printable(str(error), LOGGED_MESSAGE_LIMIT))
+        else:
+            logger.warning("CNI server: connection failed", exc_info=True)
 
 
 class _RequestHandler(http.server.BaseHTTPRequestHandler):
@@ -132,20 +143,28 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
     server: _UnixHttpServer
 
     def do_POST(self) -> None:
+        started = time.monotonic()
         if self.path != "/cni":
-            self._reply(404, {"error": CniError(ERR_INTERNAL, f"no such endpoint {self.path!r}").to_dict()})
+            self._refuse(404, CniError(ERR_INTERNAL, f"no such endpoint '{printable(self.path)}'"), started)
             return
         length_header = self.headers.get("Content-Length", "")
         if not length_header.isdigit():
-            self._reply(411, {"error": CniError(ERR_DECODING_FAILURE, "request has no Content-Length").to_dict()})
+            self._refuse(411, CniError(ERR_DECODING_FAILURE, "request has no Content-Length"), started)
             return
         length = int(length_header)
         if length > MAX_REQUEST_BYTES:
+            # Answered before the body is read: the shims read this reply even though the
+            # rest of their request no longer gets through (a broken pipe on their side).
             error = CniError(ERR_DECODING_FAILURE, f"request of {length} bytes exceeds {MAX_REQUEST_BYTES}")
-            self._reply(413, {"error": error.to_dict()})
+            self._refuse(413, error, started)
             return
         status, reply = self.server.cni.handle_body(self.rfile.read(length))
         self._reply(status, reply)
+
+    def _refuse(self, status: int, error: CniError, started: float) -> None:
+        """Reply to a request refused before its body was read, and log it like any other."""
+        self.server.cni._record("", "-", "-", str(error.code), started, message=f"HTTP {status}: {error.msg}")
+        self._reply(status, {"error": error.to_dict()})
 
     def _reply(self, status: int, reply: Mapping[str, Any]) -> None:
         payload = json.dumps(reply).encode()
@@ -243,6 +262,9 @@ class CniServer:
             decoded = json.loads(body)
         except ValueError as exc:
             return 400, {"error": CniError(ERR_DECODING_FAILURE, f"request body is not JSON: {exc}").to_dict()}
+        except RecursionError:
+            error = CniError(ERR_DECODING_FAILURE, "request body is not JSON: nested too deeply")
+            return 400, {"error": error.to_dict()}
         env = decoded.get("env") if isinstance(decoded, dict) else None
         config = decoded.get("config") if isinstance(decoded, dict) else None
         if (
@@ -258,7 +280,8 @@ class CniServer:
         """Validate, dispatch to the handler, render; return (HTTP status, reply). Never raises."""
         started = time.monotonic()
         command = env.get("CNI_COMMAND", "")
-        container = env.get("CNI_CONTAINERID", "")[:12] or "-"
+        # Raw client input until the request validated: escaped for the log line.
+        container = printable(env.get("CNI_CONTAINERID", "")[:12]) or "-"
         pod_key = "-"
         request: CniRequest | None = None
         try:
@@ -273,7 +296,8 @@ class CniServer:
         except CniError as exc:
             error = exc
         except Exception as exc:
-            logger.exception("CNI %s %s container=%s: unexpected failure", command, pod_key, container)
+            logger.exception("CNI %s %s container=%s: unexpected failure", _command_label(command), pod_key,
+                             container)
             error = CniError(ERR_INTERNAL, f"{type(exc).__name__}: {exc}")
         else:
             self._record(command, pod_key, container, outcome, started)
@@ -307,7 +331,8 @@ class CniServer:
         self, command: str, pod_key: str, container: str, outcome: str, started: float, *, message: str = ""
     ) -> None:
         duration = time.monotonic() - started
-        label = command if command in COMMANDS else "invalid"
+        label = _command_label(command)
+        pod_key = printable(pod_key, 2 * PRINTABLE_LIMIT)
         self.duration.labels(command=label, result=outcome).observe(duration)
         if outcome == "ok":
             logger.info(
@@ -316,15 +341,20 @@ class CniServer:
         else:
             logger.warning(
                 "CNI %s %s container=%s result=error %s (%s) duration=%.3fs",
-                label, pod_key, container, outcome, message, duration,
+                label, pod_key, container, outcome, printable(message, LOGGED_MESSAGE_LIMIT), duration,
             )
+
+
+def _command_label(command: str) -> str:
+    """The command as logs and metrics show it: one of the spec's, else ``invalid``."""
+    return command if command in COMMANDS else "invalid"
 
 
 def _declared_version(config_text: str) -> str:
     """The netconf's cniVersion for an error reply when the request did not validate."""
     try:
         declared = json.loads(config_text).get("cniVersion")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return CURRENT_VERSION
     return declared if isinstance(declared, str) and declared else CURRENT_VERSION
 

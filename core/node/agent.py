@@ -3,7 +3,8 @@
 Start-up, each step logging what it waits for and failing with a message
 that says why (ovn-kubernetes.md §3.3, shared-gateway mode):
 
-1. metrics and health endpoint (``[node] metrics-bind-address``),
+1. health endpoints on ``[node] health-bind-address`` (loopback) and /metrics on
+   ``[node] metrics-bind-address``,
    ``ovnk_register_metrics``;
 2. the shared informers start; wait for its own Node object;
 3. local Open_vSwitch through ovsdbapp (also the ownership ledger,
@@ -58,11 +59,15 @@ from collections.abc import Callable
 from typing import Any
 from typing import TypeVar
 
+from prometheus_client import CollectorRegistry
+
 from ovnk.cni.install import install_configured_shim
 from ovnk.cni.server import CniServer
 from ovnk.core.bootstrap import Runtime
 from ovnk.core.config import CniSettings
 from ovnk.core.errors import StartupError
+from ovnk.core.health import HEALTH_ENDPOINTS
+from ovnk.core.health import METRICS
 from ovnk.core.health import HealthServer
 from ovnk.core.health import HealthState
 from ovnk.core.kube.client import KubeClient
@@ -73,6 +78,9 @@ from ovnk.core.kube.informer import InformerFactory
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.metrics import new_registry
+from ovnk.core.node.chassis_tls import ChassisCertError
+from ovnk.core.node.chassis_tls import configure_ovn_controller_ssl
+from ovnk.core.node.chassis_tls import ensure_chassis_certificate
 from ovnk.core.node.cleanup import release_disabled_owners
 from ovnk.core.node.cni_handler import CniHandler
 from ovnk.core.node.cni_handler import PodCache
@@ -160,7 +168,7 @@ class NodeAgent:
         self.phase = "starting"
         self.setup_done = False
         self.state = HealthState()
-        self.health: HealthServer | None = None
+        self.http_servers: list[HealthServer] = []
         self.kube: KubeClient | None = None
         self.events: EventRecorder | None = None
         self.informers: InformerFactory | None = None
@@ -215,6 +223,21 @@ class NodeAgent:
 
     # -- start-up ------------------------------------------------------------------
 
+    def _serve_health_and_metrics(self, registry: CollectorRegistry) -> None:
+        """/healthz and /readyz on ``health-bind-address`` (loopback by default: the kubelet's
+        probes come from the host network), /metrics on ``metrics-bind-address``; one listener
+        serves all three when both name the same address."""
+        node = self.config.node
+        listeners: dict[str, set[str]] = {}
+        if node.health_bind_address:
+            listeners.setdefault(node.health_bind_address, set()).update(HEALTH_ENDPOINTS)
+        if node.metrics_bind_address:
+            listeners.setdefault(node.metrics_bind_address, set()).add(METRICS)
+        for bind, endpoints in listeners.items():
+            server = HealthServer(bind, registry, self.state, endpoints=frozenset(endpoints))
+            server.start()
+            self.http_servers.append(server)
+
     def start(self) -> NodeAgent:
         """Run start-up (module docstring); kernel and OVS failures become a :class:`StartupError`
         naming the step."""
@@ -231,9 +254,7 @@ class NodeAgent:
         rt.pm.hook.ovnk_register_metrics(registry=registry)
         self.state.readiness["setup"] = lambda: None if self.setup_done else self.phase
         self.state.readiness["cni"] = lambda: None if self.cni_server is not None else "CNI server not started"
-        if cfg.node.metrics_bind_address:
-            self.health = HealthServer(cfg.node.metrics_bind_address, registry, self.state)
-            self.health.start()
+        self._serve_health_and_metrics(registry)
 
         self.kube = KubeClient.from_settings(cfg.kubernetes)
         self.events = events = EventRecorder(self.kube, component="ovnk-node", host=self.node_name)
@@ -341,6 +362,7 @@ class NodeAgent:
         cfg = self.config
         current = self.ovs.external_ids()
         system_id = current.get("system-id") or str(uuid.uuid4())
+        self._ensure_chassis_certificate(system_id)
         primary = info.primary_ipv4
         assert primary is not None
         encap_ip = cfg.node.encap_ip or str(primary.ip)
@@ -358,6 +380,23 @@ class NodeAgent:
             logger.info("configured Open_vSwitch external_ids: system-id %s, encap %s %s, remote %s", system_id,
                         cfg.default.encap_type, encap_ip, cfg.ovnsouth.address)
         return system_id, encap_ip
+
+    def _ensure_chassis_certificate(self, system_id: str) -> None:
+        """With a node CA configured, this node's Southbound certificate (CN = its chassis name) for
+        ovn-controller (:mod:`~ovnk.core.node.chassis_tls`)."""
+        cfg = self.config
+        if not (cfg.node.chassis_ca_cert or cfg.node.chassis_ca_key):
+            return
+        if not (cfg.node.chassis_ca_cert and cfg.node.chassis_ca_key and cfg.ovnsouth.client_cacert):
+            raise StartupError("[node] chassis-ca-cert and chassis-ca-key go together, and need [ovnsouth] "
+                               "client-cacert (the CA ovn-controller verifies the Southbound with)")
+        try:
+            issued = ensure_chassis_certificate(ca_cert=cfg.node.chassis_ca_cert, ca_key=cfg.node.chassis_ca_key,
+                                                chassis=system_id, directory=cfg.node.chassis_cert_dir)
+            configure_ovn_controller_ssl(ovs_address=cfg.ovs.address, key=issued.key, cert=issued.cert,
+                                         ca_cert=cfg.ovnsouth.client_cacert)
+        except ChassisCertError as exc:
+            raise StartupError(f"node {self.node_name}: chassis certificate: {exc}") from exc
 
     def _gateway_annotations(self, info: GatewayInfo, system_id: str, encap_ip: str) -> dict[str, str | None]:
         primary = info.primary_ipv4
@@ -430,8 +469,8 @@ class NodeAgent:
             self.net.close()
         if self.ovs_client is not None:
             self.ovs_client.stop()
-        if self.health is not None:
-            self.health.stop()
+        for server in self.http_servers:
+            server.stop()
         if self.kube is not None:
             self.kube.close()
 

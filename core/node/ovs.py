@@ -233,12 +233,13 @@ class _EnsurePort(ovs_command.BaseCommand):  # type: ignore[misc]
         bridge = bridges[0]
         evicted = []
         if self.evict_iface_id:
-            for other in idl.tables["Port"].rows.values():
-                if other.name == self.port:
-                    continue
-                if any(i.external_ids.get("iface-id") == self.evict_iface_id for i in other.interfaces):
-                    _delete_port_row(idl, other)
-                    evicted.append(str(other.name))
+            # Find first, then delete: deleting a row removes it from the table being iterated,
+            # and a deleted row's columns can no longer be read (so the names are taken first).
+            stale = [other for other in idl.tables["Port"].rows.values() if other.name != self.port
+                     and any(i.external_ids.get("iface-id") == self.evict_iface_id for i in other.interfaces)]
+            for other in stale:
+                evicted.append(str(other.name))
+                _delete_port_row(idl, other)
         found = rows_by_name(idl, "Port", self.port)
         if found:
             port = found[0]
@@ -405,7 +406,8 @@ class OvsFacade:
         except (OvsError, OwnershipError):
             raise
         except Exception as exc:
-            raise OvsError(f"{what}: {exc}") from exc
+            # Some IDL errors carry no text (an AttributeError on a deleted row): name the type then.
+            raise OvsError(f"{what}: {exc or type(exc).__name__}") from exc
         return list(result or [])
 
     # -- Open_vSwitch row ----------------------------------------------------------

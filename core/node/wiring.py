@@ -18,7 +18,7 @@ The veth driver (ovn-kubernetes.md §3.2, step 5-6):
   TX checksum offload off when the datapath is netdev (the userspace datapath
   drops TCP/UDP whose checksum was left to an offload);
 * on ``br-int``: ports holding the same ``iface-id`` are removed (a previous
-  sandbox of the pod) and the host end is added with Interface
+  sandbox of the pod, with its host veth end) and the host end is added with Interface
   ``external_ids`` ``iface-id``, ``iface-id-ver`` (pod UID), ``sandbox``
   (container id), ``attached_mac``, ``ip_addresses``, ``pod-if-name`` and
   ``other_config:transient=true``, all in one transaction.
@@ -178,6 +178,7 @@ class VethDriver:
             )
             for stale in evicted:
                 logger.info("pod %s: removed stale OVS port %s of an earlier sandbox", request.pod_key, stale)
+                self._remove_stale_link(ctx, stale)
         except CniError:
             if created:
                 self._remove(ctx, host)
@@ -220,6 +221,15 @@ class VethDriver:
         ctx.net.create_veth(host, peer=request.ifname, peer_netns=request.netns, mtu=network.mtu, mac=host_mac,
                             peer_mac=mac, up=True)
         return True, host_mac
+
+    @staticmethod
+    def _remove_stale_link(ctx: NodeContext, host: str) -> None:
+        """The host end of an evicted sandbox's veth (its peer goes with it). A runtime that lost the
+        sandbox (containerd killed during its ADD) never sends DEL for it; nothing else would."""
+        try:
+            ctx.net.delete_link(host)
+        except NetError:
+            logger.warning("could not delete link %s of an earlier sandbox", host, exc_info=True)
 
     def _remove(self, ctx: NodeContext, host: str) -> None:
         try:

@@ -72,13 +72,17 @@ class _Idl(ovsdbapp_connection.OvsdbIdl):  # type: ignore[misc]
     """The IDL with a short reconnect backoff, a connection-change counter and row listeners."""
 
     def __init__(self, remote: str, helper: Any, *, leader_only: bool, probe_interval: int,
-                 listeners: list[RowListener] | None = None) -> None:
+                 listeners: list[RowListener] | None = None, label: str = "") -> None:
         super().__init__(remote, helper, probe_interval=probe_interval, leader_only=leader_only)
         # The IDL has no public setter for the backoff; its session's FSM does.
         self._session.reconnect.set_backoff(*RECONNECT_BACKOFF_MS)
         self.reconnects = 0
         self._last_session_seqno = -1
         self._row_listeners = listeners if listeners is not None else []
+        self._label = label or remote
+        # Monotonic time the connection went down; None while it is up (or before it first was).
+        self._down_since: float | None = None
+        self._was_up = False
 
     def cooperative_yield(self) -> None:
         # ovsdbapp's version sleeps(0) per row for eventlet; we use plain threads and
@@ -99,7 +103,26 @@ class _Idl(ovsdbapp_connection.OvsdbIdl):  # type: ignore[misc]
             if self._last_session_seqno != -1:
                 self.reconnects += 1
             self._last_session_seqno = seqno
+        self._log_transitions()
         return result
+
+    def _log_transitions(self) -> None:
+        """One line when the database is lost, one when it serves us again, with the time it was down.
+
+        "Up" is monitoring the database, not merely connected: a RAFT client that reaches a
+        follower connects and is sent on, several times per election, and that is still down.
+        """
+        up = bool(self._session.is_connected()) and self.state == self.IDL_S_MONITORING
+        if up == self._was_up:
+            return
+        self._was_up = up
+        now = time.monotonic()
+        if not up:
+            self._down_since = now
+            logger.warning("%s: lost the connection; reconnecting", self._label)
+        elif self._down_since is not None:  # not the first connection: start() logs that one
+            logger.info("%s: reconnected after %.1fs down", self._label, now - self._down_since)
+            self._down_since = None
 
     def connected(self) -> bool:
         return bool(self._session.is_connected())
@@ -207,7 +230,7 @@ class OvsdbClient:
         }
         self._schema_json = helper.schema_json
         self._idl = _Idl(self.remote, helper, leader_only=self.leader_only, probe_interval=self.inactivity_probe_ms,
-                         listeners=self._row_listeners)
+                         listeners=self._row_listeners, label=f"{self.schema} at {self.remote}")
         self._create_indexes(self._idl)
         self._connection = ovsdbapp_connection.Connection(
             idl=self._idl, timeout=max(1.0, deadline - time.monotonic())

@@ -301,7 +301,7 @@ class LabCluster:
                 for node in self.nodes:
                     for daemon in node.start_ovs():
                         self._daemons[daemon.name] = daemon
-                self._report("OVS and ovn-controller up on every node")
+                self._report(f"OVS and ovn-controller up on every node ({self.nodes[0].ovn.label})")
         finally:
             cp_thread.join()
         if cp_error:

@@ -46,6 +46,8 @@ class Pki:
                 "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                 "-nodes", "-keyout", str(self.ca.key), "-out", str(self.ca.cert), "-days", "3650",
                 "-subj", "/CN=ovnk-lab-ca",
+                # Python >= 3.13 verifies strictly (VERIFY_X509_STRICT): a CA needs its key usage.
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
             ])
 
     def issue(self, name: str, *, cn: str, orgs: Sequence[str] = (), sans: Sequence[str] = (),

@@ -22,7 +22,9 @@ cluster module only forwards them):
    conf dir and picks the config up (``loopback``, which containerd itself
    needs, is always installed). Until a config exists the node is NotReady.
 3. With ``with_ovs=True`` the node runs its own ovsdb-server (``conf.db``),
-   ovs-vswitchd (netdev datapath, inside the node netns) and ovn-controller.
+   ovs-vswitchd (netdev datapath, inside the node netns) and ovn-controller,
+   all from the chosen OVS/OVN installation (:mod:`ovnk_lab.paths`), whose
+   bin dirs come first on the ``PATH`` of every process the node starts.
    ``node.ovs_db_sock`` is the host path of the OVS DB socket; inside the node
    the usual ``/run/openvswitch/db.sock`` and ``/run/ovn`` work too. Only
    ``system-id``, ``hostname`` and ``ovn-bridge-datapath-type=netdev`` are set;
@@ -105,6 +107,14 @@ class SandboxNode:
     cgroup_dirs: list[Path] = field(default_factory=list)
     kubeconfig: Path | None = None
     on_process: Callable[[ProcRecord], None] | None = field(default=None, repr=False, compare=False)
+    #: The OVS/OVN installation (None: the chosen one, resolved when first needed).
+    install: paths.OvnInstall | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ovn(self) -> paths.OvnInstall:
+        if self.install is None:
+            self.install = paths.ovn_install()
+        return self.install
 
     # -- paths -----------------------------------------------------------------
 
@@ -181,6 +191,8 @@ class SandboxNode:
         script = f'for f in {joins}; do echo $$ > "$f" || exit 125; done; exec "$@"'
         full_env = dict(os.environ if env is None else env)
         full_env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        if self.with_ovs:
+            full_env = self.ovn.env(full_env)
         daemon = Daemon(f"{self.name}/{name}", ["/bin/sh", "-c", script, f"ovnk-{name}", *self.nsenter_argv(), *argv],
                         log_path=self.log_dir / f"{name}.log", env=full_env).start()
         assert daemon.pid is not None
@@ -333,33 +345,36 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             raise StartupError(f"OVS socket path {sock} is longer than {UNIX_PATH_MAX} characters; use a shorter workdir")
         for sub in ("run", "db", "log", "etc"):
             (self.ovs_dir / sub).mkdir(parents=True, exist_ok=True)
-        env = ovs_env(self.ovs_dir)
+        ovn = self.ovn
+        env = ovs_env(self.ovs_dir, ovn)
         run_dir, log_dir = self.ovs_dir / "run", self.ovs_dir / "log"
         db = self.ovs_dir / "db" / "conf.db"
         if not db.exists():
-            run([paths.system_bin("ovsdb-tool"), "create", str(db), paths.ovn_schema("vswitch")], env=env)
+            run([ovn.bin("ovsdb-tool"), "create", str(db), ovn.schema("vswitch")], env=env)
         ovsdb = self.start_process("ovsdb-server", [
-            paths.system_bin("ovsdb-server"), str(db), f"--remote=punix:{sock}",
+            ovn.bin("ovsdb-server"), str(db), f"--remote=punix:{sock}",
             "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
             f"--pidfile={run_dir / 'ovsdb-server.pid'}", f"--unixctl={run_dir / 'ovsdb-server.ctl'}",
             f"--log-file={log_dir / 'ovsdb-server.log'}",
         ], env=env, tier=TIER_OVS)
         wait_for(f"{self.name} ovsdb-server", lambda: unix_socket_ready(sock), timeout=30, daemons=[ovsdb])
-        vsctl = [paths.system_bin("ovs-vsctl"), f"--db=unix:{sock}", "--timeout=30"]
+        vsctl = [ovn.bin("ovs-vsctl"), f"--db=unix:{sock}", "--timeout=30"]
         run([*vsctl, "--no-wait", "init"], env=env)
-        # --monitor, as ovs-ctl starts it in production: a monitor process restarts vswitchd after a
-        # crash. Debian's OVS 3.1.0 userspace conntrack can abort under connection churn (lab.md);
-        # without a restart one abort takes the node's whole pod network down for good. (The monitor
-        # is the recorded pid; `down` kills the node's cgroup tree, which holds both.)
+        # Debian 12's OVS 3.1.0 userspace conntrack can abort under connection churn (paths.OVS_FIXED_VERSION);
+        # without a restart one abort takes the node's whole pod network down for good, so that OVS runs
+        # under --monitor (as ovs-ctl does in production): a monitor process restarts vswitchd after a
+        # crash (the monitor is the recorded pid; `down` kills the node's cgroup tree, which holds both).
+        # A newer OVS runs without it: a crash there is a finding, and the tests must see it fail.
+        monitor = ["--monitor"] if ovn.old_ovs else []
         vswitchd = self.start_process("ovs-vswitchd", [
-            paths.system_bin("ovs-vswitchd"), f"unix:{sock}", "--monitor", f"--pidfile={run_dir / 'ovs-vswitchd.pid'}",
+            ovn.bin("ovs-vswitchd"), f"unix:{sock}", *monitor, f"--pidfile={run_dir / 'ovs-vswitchd.pid'}",
             f"--unixctl={run_dir / 'ovs-vswitchd.ctl'}", f"--log-file={log_dir / 'ovs-vswitchd.log'}",
         ], env=env, tier=TIER_OVS)
         # Returns once vswitchd has applied the change, i.e. it is up and connected.
         run([*vsctl, "set", "Open_vSwitch", ".", f"external_ids:system-id={self.name}",
              f"external_ids:hostname={self.name}", "external_ids:ovn-bridge-datapath-type=netdev"], env=env)
         controller = self.start_process("ovn-controller", [
-            paths.system_bin("ovn-controller"), f"unix:{sock}", f"--pidfile={run_dir / 'ovn-controller.pid'}",
+            ovn.bin("ovn-controller"), f"unix:{sock}", f"--pidfile={run_dir / 'ovn-controller.pid'}",
             f"--log-file={log_dir / 'ovn-controller.log'}",
         ], env=env, tier=TIER_OVS)
         return [ovsdb, vswitchd, controller]
@@ -367,8 +382,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     def ovs_vsctl(self, *args: str) -> str:
         if self.ovs_db_sock is None:
             raise StartupError(f"node {self.name} runs without OVS")
-        return run([paths.system_bin("ovs-vsctl"), f"--db=unix:{self.ovs_db_sock}", "--timeout=30", *args],
-                   env=ovs_env(self.ovs_dir)).stdout
+        return run([self.ovn.bin("ovs-vsctl"), f"--db=unix:{self.ovs_db_sock}", "--timeout=30", *args],
+                   env=ovs_env(self.ovs_dir, self.ovn)).stdout
 
     # -- pods -----------------------------------------------------------------------------
 
@@ -378,7 +393,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             raise StartupError(f"node {self.name} runs no Open vSwitch")
         command, bridge, *rest = args
         target = f"unix:{self.ovs_db_sock.parent / (bridge + '.mgmt')}"
-        return run([paths.system_bin("ovs-ofctl"), "-O", "OpenFlow14", command, target, *rest]).stdout
+        return run([paths.ovs_bin("ovs-ofctl"), "-O", "OpenFlow14", command, target, *rest]).stdout
 
     def pod_sandbox_pid(self, namespace: str, pod: str, *, uid: str | None = None) -> int:
         """PID of the running pause process of pod ``namespace/pod`` on this node."""

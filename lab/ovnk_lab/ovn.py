@@ -1,12 +1,13 @@
 """An OVN central: NB and SB ovsdb-servers (standalone or 3-member RAFT) and ovn-northd.
 
 Everything lives in one work directory; daemons run in the foreground under
-:class:`~ovnk_lab.procs.Daemon`. Typical start-up is ~0.2 s standalone.
+:class:`~ovnk_lab.procs.Daemon`. Typical start-up is ~0.2 s standalone. Every
+program and schema comes from one OVS/OVN installation (:mod:`ovnk_lab.paths`):
+the chosen one unless ``install`` names another (e.g. Debian 12's OVN 23.03).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from dataclasses import field
@@ -32,15 +33,14 @@ class SslFiles:
     client_cert: Path
 
 
-def ovs_env(workdir: Path) -> dict[str, str]:
-    """Environment that keeps OVS/OVN tools and daemons inside ``workdir``."""
-    env = dict(os.environ)
+def ovs_env(workdir: Path, install: paths.OvnInstall | None = None) -> dict[str, str]:
+    """Environment that keeps OVS/OVN tools and daemons inside ``workdir``, ``install`` first on ``PATH``."""
+    env = (install or paths.ovn_install()).env()
     for prefix in ("OVS", "OVN"):
         env[f"{prefix}_RUNDIR"] = str(workdir / "run")
         env[f"{prefix}_DBDIR"] = str(workdir / "db")
         env[f"{prefix}_LOGDIR"] = str(workdir / "log")
         env[f"{prefix}_SYSCONFDIR"] = str(workdir / "etc")
-        env[f"{prefix}_PKGDATADIR"] = "/usr/share/ovn" if prefix == "OVN" else "/usr/share/openvswitch"
     return env
 
 
@@ -96,10 +96,11 @@ class OvnCentral:
     :param listen_address: the address the TCP/SSL client ports bind to (a sandbox's
         underlay host address makes them reachable from its nodes' network namespaces);
         RAFT members always talk to each other on 127.0.0.1.
+    :param install: the OVS/OVN installation to run (default: :func:`ovnk_lab.paths.ovn_install`).
     """
 
     def __init__(self, workdir: Path, *, cluster: int = 1, tcp: bool = False, ssl: SslFiles | None = None,
-                 listen_address: str = "127.0.0.1") -> None:
+                 listen_address: str = "127.0.0.1", install: paths.OvnInstall | None = None) -> None:
         if cluster not in (1, 3):
             raise ValueError("cluster must be 1 or 3")
         self.workdir = workdir
@@ -107,7 +108,8 @@ class OvnCentral:
         self.tcp = tcp or cluster > 1 or ssl is not None
         self.ssl = ssl
         self.listen_address = listen_address
-        self.env = ovs_env(workdir)
+        self.install = install or paths.ovn_install()
+        self.env = ovs_env(workdir, self.install)
         self.nb = OvnDb("nb", ssl=ssl is not None, listen_address=listen_address)
         self.sb = OvnDb("sb", ssl=ssl is not None, listen_address=listen_address)
         self.northd: Daemon | None = None
@@ -132,7 +134,7 @@ class OvnCentral:
         self._ctl("ovn-sbctl", "--no-leader-only", "init")
         self.northd = Daemon(
             "ovn-northd",
-            [paths.system_bin("ovn-northd"), f"--ovnnb-db={self._local_remote(self.nb)}",
+            [self.install.bin("ovn-northd"), f"--ovnnb-db={self._local_remote(self.nb)}",
              f"--ovnsb-db={self._local_remote(self.sb)}",
              f"--pidfile={self.workdir / 'run' / 'ovn-northd.pid'}",
              f"--unixctl={self.workdir / 'run' / 'ovn-northd.ctl'}",
@@ -203,12 +205,12 @@ class OvnCentral:
     def _ctl(self, tool: str, *args: str) -> str:
         db = self.nb if tool == "ovn-nbctl" else self.sb
         remote = self._local_remote(db)
-        res = run([paths.system_bin(tool), f"--db={remote}", "--timeout=20", *args], env=self.env)
+        res = run([self.install.bin(tool), f"--db={remote}", "--timeout=20", *args], env=self.env)
         return res.stdout
 
     def trace(self, datapath: str, microflow: str, *extra: str) -> str:
         """``ovn-trace`` against this SB (``--ct new`` etc. in ``extra``)."""
-        res = run([paths.system_bin("ovn-trace"), f"--db={self._local_remote(self.sb)}",
+        res = run([self.install.bin("ovn-trace"), f"--db={self._local_remote(self.sb)}",
                    *extra, datapath, microflow], env=self.env)
         return res.stdout
 
@@ -222,7 +224,7 @@ class OvnCentral:
         for member in db.members:
             if not member.daemon.alive():
                 continue
-            res = run([paths.system_bin("ovs-appctl"), "-t", str(member.ctl), "cluster/status", db.db_name],
+            res = run([self.install.bin("ovs-appctl"), "-t", str(member.ctl), "cluster/status", db.db_name],
                       env=self.env, check=False, timeout=5)
             if res.returncode == 0 and "Role: leader" in res.stdout:
                 return member.index
@@ -245,8 +247,8 @@ class OvnCentral:
     # -- creation ----------------------------------------------------------
 
     def _create(self, db: OvnDb) -> None:
-        schema = paths.ovn_schema("ovn-nb" if db.kind == "nb" else "ovn-sb")
-        tool = paths.system_bin("ovsdb-tool")
+        schema = self.install.schema("ovn-nb" if db.kind == "nb" else "ovn-sb")
+        tool = self.install.bin("ovsdb-tool")
         raft_ports = [free_port() for _ in range(self.cluster)] if self.cluster > 1 else [None]
         for index in range(self.cluster):
             db_file = self.workdir / "db" / f"ovn{db.kind}_db{index}.db"
@@ -263,7 +265,7 @@ class OvnCentral:
             ctl = self.workdir / "run" / f"ovn{db.kind}_db{index}.ctl"
             client_port = free_port(self.listen_address) if self.tcp else None
             argv = [
-                paths.system_bin("ovsdb-server"), str(db_file),
+                self.install.bin("ovsdb-server"), str(db_file),
                 f"--remote=punix:{sock}",
                 f"--remote=db:{db.db_name},{'NB_Global' if db.kind == 'nb' else 'SB_Global'},connections",
                 f"--pidfile={self.workdir / 'run' / f'ovn{db.kind}_db{index}.pid'}",

@@ -80,6 +80,7 @@ class OvsNode:
     dir: Path
     daemons: dict[str, Daemon] = field(default_factory=dict)
     agent: Daemon | None = None
+    install: paths.OvnInstall = field(default_factory=paths.ovn_install)
 
     @property
     def netns_path(self) -> Path:
@@ -126,7 +127,7 @@ class OvsNode:
         return self.dir / "log" / "ovnk-node.log"
 
     def env(self) -> dict[str, str]:
-        return ovs_env(self.ovs_dir)
+        return ovs_env(self.ovs_dir, self.install)
 
     # -- commands --------------------------------------------------------------
 
@@ -140,14 +141,14 @@ class OvsNode:
                    input=input.encode() if input is not None else None)
 
     def vsctl(self, *args: str) -> str:
-        return run([paths.system_bin("ovs-vsctl"), f"--db={self.ovs_address}", "--timeout=30", *args],
+        return run([self.install.bin("ovs-vsctl"), f"--db={self.ovs_address}", "--timeout=30", *args],
                    env=self.env()).stdout
 
     def ofctl(self, *args: str) -> str:
         """``ovs-ofctl <command> <bridge> ...``: the bridge argument is replaced by its management socket."""
         command, bridge, *rest = args
         target = f"unix:{self.run_dir / (bridge + '.mgmt')}"
-        return run([paths.system_bin("ovs-ofctl"), "-O", "OpenFlow14", command, target, *rest],
+        return run([self.install.bin("ovs-ofctl"), "-O", "OpenFlow14", command, target, *rest],
                    env=self.env()).stdout
 
     # -- OVS -------------------------------------------------------------------
@@ -163,9 +164,9 @@ class OvsNode:
         log_dir = self.ovs_dir / "log"
         db = self.ovs_dir / "db" / "conf.db"
         if not db.exists():
-            run([paths.system_bin("ovsdb-tool"), "create", str(db), paths.ovn_schema("vswitch")], env=env)
+            run([self.install.bin("ovsdb-tool"), "create", str(db), self.install.schema("vswitch")], env=env)
         self.daemons["ovsdb-server"] = Daemon(f"{self.name}/ovsdb-server", [
-            paths.system_bin("ovsdb-server"), str(db), f"--remote=punix:{self.db_sock}",
+            self.install.bin("ovsdb-server"), str(db), f"--remote=punix:{self.db_sock}",
             "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
             f"--pidfile={self.run_dir / 'ovsdb-server.pid'}", f"--unixctl={self.run_dir / 'ovsdb-server.ctl'}",
             f"--log-file={log_dir / 'ovsdb-server.log'}",
@@ -174,14 +175,14 @@ class OvsNode:
                  daemons=[self.daemons["ovsdb-server"]])
         self.vsctl("--no-wait", "init")
         self.daemons["ovs-vswitchd"] = Daemon(f"{self.name}/ovs-vswitchd", [
-            *self.nsenter(), paths.system_bin("ovs-vswitchd"), self.ovs_address,
+            *self.nsenter(), self.install.bin("ovs-vswitchd"), self.ovs_address,
             f"--pidfile={self.run_dir / 'ovs-vswitchd.pid'}", f"--unixctl={self.run_dir / 'ovs-vswitchd.ctl'}",
             f"--log-file={log_dir / 'ovs-vswitchd.log'}",
         ], log_path=log_dir / "ovs-vswitchd.out", env=env).start()
         # Returns once vswitchd applied it, i.e. vswitchd is up.
         self.vsctl("set", "Open_vSwitch", ".", f"external_ids:hostname={self.name}")
         self.daemons["ovn-controller"] = Daemon(f"{self.name}/ovn-controller", [
-            *self.nsenter(), paths.system_bin("ovn-controller"), self.ovs_address,
+            *self.nsenter(), self.install.bin("ovn-controller"), self.ovs_address,
             f"--pidfile={self.run_dir / 'ovn-controller.pid'}", f"--log-file={log_dir / 'ovn-controller.log'}",
         ], log_path=log_dir / "ovn-controller.out", env=env).start()
 
@@ -259,11 +260,13 @@ class NodeLab:
     :param nodes: how many nodes (``node-1``...).
     :param prefix: netns/link name prefix (at most 10 characters); random by default.
     :param subnet: the underlay /24; a random 172.31.x.0/24 by default.
+    :param install: the OVS/OVN installation of the central and the nodes (default: the chosen one).
     """
 
     def __init__(self, workdir: Path, *, nodes: int = 2, prefix: str | None = None, subnet: str | None = None,
-                 cluster_subnets: str = "10.244.0.0/16/24") -> None:
+                 cluster_subnets: str = "10.244.0.0/16/24", install: paths.OvnInstall | None = None) -> None:
         self.workdir = workdir
+        self.install = install or paths.ovn_install()
         self.prefix = prefix or f"ovl{secrets.token_hex(3)}"
         self.underlay = hostnet.Underlay.plan(self.prefix, subnet or f"172.31.{secrets.randbelow(200) + 20}.0/24")
         self.node_names = [f"node-{i}" for i in range(1, nodes + 1)]
@@ -300,11 +303,11 @@ class NodeLab:
         self.kube = KubeControlPlane(self.workdir / "kube", bind_address=self.underlay.host_ip, scheduler=False)
         self.kube.start()
         self.client = KubeClient(kubeconfig=str(self.kube.kubeconfig), qps=1000)
-        self.central = OvnCentral(self.workdir / "ovn").start()
+        self.central = OvnCentral(self.workdir / "ovn", install=self.install).start()
         for index, name in enumerate(self.node_names, start=1):
             ip = self.underlay.node_ip(index)
             netns = hostnet.create_node_network(self.underlay, node=name, address=ip)
-            node = OvsNode(name=name, index=index, ip=ip, netns=netns, dir=self.workdir / name)
+            node = OvsNode(name=name, index=index, ip=ip, netns=netns, dir=self.workdir / name, install=self.install)
             self.nodes[name] = node
             node.start_ovs()
             self.client.create(NODES, {"apiVersion": "v1", "kind": "Node",
@@ -384,8 +387,9 @@ class NodeLab:
         for assignment in self.agent_settings(node, *extra):
             argv += ["--set", assignment]
         argv.append("node")
+        # The agent runs ovs-ofctl by name: the node's OVS/OVN installation comes first on its PATH.
         node.agent = Daemon(f"{node.name}/ovnk-node", argv, log_path=node.agent_log,
-                            env={**os.environ, **(env or {})}).start()
+                            env=node.install.env({**os.environ, **(env or {})})).start()
         if wait:
             self.wait_agent_ready(node)
         return node.agent

@@ -14,12 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ovnk.core.errors import StartupError
+from ovnk_lab import paths
 
 logger = logging.getLogger(__name__)
 
 
 class Daemon:
-    """One process started with ``Popen`` in its own session; output to ``log_path``."""
+    """One process started with ``Popen`` in its own session; output to ``log_path``.
+
+    Without ``env`` it gets this process's environment with the chosen OVS/OVN
+    installation first on ``PATH`` (:func:`ovnk_lab.paths.default_env`).
+    """
 
     def __init__(
         self,
@@ -34,7 +39,7 @@ class Daemon:
         self.name = name
         self.argv = [*preexec, *argv]
         self.log_path = log_path
-        self.env = dict(os.environ if env is None else env)
+        self.env = paths.default_env() if env is None else dict(env)
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -154,10 +159,10 @@ def tcp_ready(host: str, port: int) -> bool:
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, check: bool = True,
         timeout: float = 60, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a short command; on failure raise with its stderr."""
+    """Run a short command (``env`` as for :class:`Daemon`); on failure raise with its stderr."""
     try:
         res = subprocess.run(
-            list(argv), env=dict(env) if env is not None else None, capture_output=True, check=False,
+            list(argv), env=paths.default_env() if env is None else dict(env), capture_output=True, check=False,
             timeout=timeout, input=input.decode() if input is not None else None, text=True,
         )
     except FileNotFoundError as exc:

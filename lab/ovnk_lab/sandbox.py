@@ -258,7 +258,7 @@ class Sandbox:
 
     def _start_ovn(self, options: SandboxOptions, ssl: SslFiles | None = None) -> None:
         mode = "3-member RAFT" if options.db_cluster == 3 else "standalone"
-        self._report(f"starting OVN central ({mode}{', TLS only' if ssl else ''})")
+        self._report(f"starting OVN central ({mode}{', TLS only' if ssl else ''}; {paths.ovn_install().label})")
         self.cluster.add_dir(self.ovn_dir)
         # With TLS the client ports listen on the underlay host address: the nodes reach it too.
         central = OvnCentral(self.ovn_dir, cluster=options.db_cluster, ssl=ssl,
@@ -314,7 +314,7 @@ class Sandbox:
 
     def _start_controller(self, index: int) -> None:
         self._report(f"starting ovnk controller {index}")
-        env = {**os.environ, "OVNK_CONFIG": "", **self.extra_env}
+        env = paths.tool_env({**os.environ, "OVNK_CONFIG": "", **self.extra_env})
         log = self.workdir / "log" / f"ovnk-controller-{index}.log"
         daemon = Daemon(f"ovnk-controller-{index}", [*ovnk_argv(), "--config", str(self.controller_config(index)),
                                                      "controller"], log_path=log, env=env).start()
@@ -353,6 +353,16 @@ class Sandbox:
     def start_controller(self, index: int) -> None:
         """Start controller ``index`` again (after :meth:`kill`), with its configuration from ``up``."""
         self._start_controller(index)
+
+    def start_agent(self, node: str, *, timeout: float = 120) -> None:
+        """Start ``node``'s agent again (after :meth:`kill`) with its configuration from ``up``;
+        returns when it logged that it is ready."""
+        target = self.cluster.node(node)
+        log = target.log_dir / "ovnk-node.log"
+        mark = _log_size(log)
+        self._start_agent(target)
+        wait_for(f"ovnk agent of {node} ready", lambda: _logged_since(log, mark, " ready in "), timeout=timeout,
+                 interval=0.2)
 
     def restart_agent(self, node: str, *, sig: int = signal.SIGKILL) -> None:
         self.kill(f"{node}/ovnk-node", sig=sig)
@@ -466,11 +476,12 @@ def copy_logs(sandbox: Sandbox, dest: Path) -> None:
 
 
 def datapath_crashes(workdir: Path) -> list[str]:
-    """Log lines of every ovs-vswitchd crash its monitor restarted below ``workdir``.
+    """Log lines of every ovs-vswitchd crash below ``workdir`` (assertions; restarts by a monitor).
 
-    OVS 3.1.0's userspace conntrack asserts under connection churn (lab.md); the monitor brings
-    the daemon back in seconds, but meanwhile the node's pod and host networks are gone, which is
-    what a test that fails around then needs to know.
+    OVS 3.1.0's userspace conntrack asserts under connection churn (lab.md); with that OVS the
+    node's monitor brings the daemon back in seconds, but meanwhile the node's pod and host
+    networks are gone, which is what a test that fails around then needs to know. A newer OVS
+    runs without a monitor: a crash there stays down and is reported the same way.
     """
     found = []
     for log in sorted(workdir.rglob("ovs-vswitchd.log")):

@@ -33,6 +33,7 @@ from ovnk import OwnerType
 from ovnk import egress
 from ovnk import names
 from ovnk.names import IPAddress
+from ovnk.names import IPNetwork
 
 REROUTE_POLICY = OwnerType(name="EgressIP", table="Logical_Router_Policy",
                            keys=("name", "priority", "ip-family", "network"))
@@ -159,13 +160,24 @@ def pod_to_node_policy(controller: str, version: int) -> Row:
     })
 
 
-def reply_mark_qos(controller: str, version: int) -> tuple[DbObjectIds, dict[str, object]]:
+def reply_mark_qos(controller: str, version: int, *,
+                   internal: Sequence[IPNetwork]) -> tuple[DbObjectIds, dict[str, object]]:
     """(ids, columns) of the QoS rule marking replies of served pods (``pkt.mark == 42`` is not
-    rerouted): one row per family, referenced by every node switch."""
+    rerouted): one row per family, referenced by every node switch.
+
+    Replies to ``internal`` destinations (the cluster and join subnets) are left unmarked: the
+    Pod-To-Pod and Pod-To-Join policies never reroute them anyway, and a marked packet that then
+    crosses a Geneve tunnel is dropped by OVS's userspace datapath (its tunnel route lookup is keyed
+    by the packet mark and the host's routes exist for mark 0 only; OVS 3.5 with OVN >= 24.09,
+    which always sets the tunnel's ``local_ip``).
+    """
     fam = egress.family_name(version)
     served, _ = served_pods_set(controller, version)
     ids = REPLY_MARK_QOS.ids(controller, name=REPLY_MARK, priority=REPLY_MARK_PRIORITY, ip_family=fam,
                              network=names.DEFAULT_NETWORK)
-    return ids, {"priority": REPLY_MARK_PRIORITY, "direction": "from-lport",
-                 "match": f"{fam}.src == ${served} && ct.trk && ct.rpl",
+    nets = sorted(str(net) for net in internal if net.version == version)
+    match = f"{fam}.src == ${served} && ct.trk && ct.rpl"
+    if nets:
+        match += f" && {fam}.dst != {{{', '.join(nets)}}}"
+    return ids, {"priority": REPLY_MARK_PRIORITY, "direction": "from-lport", "match": match,
                  "action": {"mark": egress.REPLY_TRAFFIC_MARK}}

@@ -110,8 +110,9 @@ class EgressIPPlugin:
         from ovnk import names
 
         switch = Parent(Match.of("Logical_Switch", name=names.node_switch(node["metadata"]["name"])), "qos_rules")
+        internal = [*(s.network for s in ctx.config.default.cluster_subnets), ctx.config.gateway.v4_join_subnet]
         for version in sorted({s.network.version for s in ctx.config.default.cluster_subnets}):
-            ids, columns = nb.reply_mark_qos(ctx.controller_name, version)
+            ids, columns = nb.reply_mark_qos(ctx.controller_name, version, internal=internal)
             txn.ensure("QoS", ids=ids, columns=columns, parent=switch)
 
     # -- node agent ----------------------------------------------------------------------

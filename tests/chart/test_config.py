@@ -40,7 +40,12 @@ def test_default_config_loads_with_the_chart_values(tmp_path: Path) -> None:
     assert (cfg.controller.lease_namespace, cfg.controller.lease_name) == ("net-system", "ovnk-controller")
     assert (cfg.controller.lease_duration, cfg.controller.renew_deadline, cfg.controller.retry_period) == (15, 10, 2)
     assert cfg.controller.metrics_bind_address == "0.0.0.0:9409"
-    assert cfg.node.metrics_bind_address == "0.0.0.0:9410"
+    # The agent's health endpoints and metrics stay on the node's loopback unless asked otherwise.
+    assert cfg.node.health_bind_address == cfg.node.metrics_bind_address == "127.0.0.1:9410"
+    # TLS by default: the controller's client certificate, the node CA for the chassis certificates.
+    assert cfg.ovnnorth.client_cert == cfg.ovnsouth.client_cert == "/etc/ovnk/ssl/cert/tls.crt"
+    assert (cfg.node.chassis_ca_cert, cfg.node.chassis_ca_key) == ("/etc/ovnk/ssl/node-ca/tls.crt",
+                                                                    "/etc/ovnk/ssl/node-ca/tls.key")
     assert (cfg.cni.bin_dir, cfg.cni.conf_dir) == ("/opt/cni/bin", "/etc/cni/net.d")
     assert cfg.plugins.enabled == ()
     # Every key in the file came from the file (nothing silently ignored).
@@ -60,7 +65,7 @@ def test_every_value_reaches_its_key(tmp_path: Path) -> None:
         "ovnDb": {"mode": "raft", "ssl": {"enabled": True}},
         "controller": {"replicas": 3, "metricsPort": 19409,
                        "leaderElection": {"leaseDuration": 137, "renewDeadline": 107, "retryPeriod": 26}},
-        "node": {"metricsPort": 19410},
+        "node": {"healthPort": 19410, "metricsBindAddress": "0.0.0.0:19476"},
         "cni": {"binDir": "/usr/libexec/cni", "confDir": "/etc/kubernetes/cni/net.d"},
         "extraConfig": {"controller": {"workers": 8, "repair-mode": "log"}, "ovs": {"datapath-type": "netdev"}},
     }
@@ -73,7 +78,7 @@ def test_every_value_reaches_its_key(tmp_path: Path) -> None:
     assert (cfg.controller.lease_duration, cfg.controller.renew_deadline, cfg.controller.retry_period) == (
         137, 107, 26)
     assert cfg.controller.metrics_bind_address == "0.0.0.0:19409"
-    assert cfg.node.metrics_bind_address == "0.0.0.0:19410"
+    assert (cfg.node.health_bind_address, cfg.node.metrics_bind_address) == ("127.0.0.1:19410", "0.0.0.0:19476")
     assert (cfg.controller.workers, cfg.controller.repair_mode, cfg.ovs.datapath_type) == (8, "log", "netdev")
     assert (cfg.cni.bin_dir, cfg.cni.conf_dir) == ("/usr/libexec/cni", "/etc/kubernetes/cni/net.d")
     for section in (cfg.ovnnorth, cfg.ovnsouth):

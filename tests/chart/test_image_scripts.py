@@ -7,10 +7,15 @@ Endpoints object in a test namespace, as in the chart. Endpoints refuse loopback
 addresses, so the pods run in a network namespace of their own holding the pod IPs
 on a veth (the test bed's kernel has no dummy links); ovnk-lookup steps back into the test's namespace to reach the
 API server.
+
+The image installs Debian's OVS/OVN packages (hack/Containerfile), so the scripts run the
+machine's Debian packages here too (``paths.system_install()``), with their schemas, not the
+test bed's newer installation.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import shutil
@@ -28,6 +33,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from ovnk_lab import paths
 
 from .conftest import REPO
 from .conftest import render
@@ -72,8 +79,20 @@ def publish_members(kube_cp: Any, namespace: str, members: dict[str, str], servi
     kube_cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(endpoints))
 
 
+def image_ovn() -> paths.OvnInstall:
+    """The OVS/OVN the image has: Debian's packages."""
+    found = paths.system_install()
+    assert found is not None, "Debian's OVS/OVN packages are not installed; run hack/setup.sh"
+    return found
+
+
+def image_path() -> str:
+    """PATH with the Debian packages' OVS/OVN first, as in the image."""
+    return image_ovn().env()["PATH"]
+
+
 def lookup_env(kube_cp: Any, namespace: str) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "KUBECONFIG": str(kube_cp.kubeconfig), "POD_NAMESPACE": namespace,
+    return {"PATH": image_path(), "KUBECONFIG": str(kube_cp.kubeconfig), "POD_NAMESPACE": namespace,
             "OVN_DB_SERVICE": SERVICE}
 
 
@@ -145,7 +164,8 @@ class Pod:
 
     def ctl(self, tool: str, db: str, *args: str) -> str:
         # --no-leader-only: a RAFT follower forwards writes to the leader.
-        return subprocess.run([tool, "--no-leader-only", f"--db=unix:{self.run_dir}/ovn{db}_db.sock", *args],
+        return subprocess.run([image_ovn().bin(tool), "--no-leader-only", f"--db=unix:{self.run_dir}/ovn{db}_db.sock",
+                               *args],
                               capture_output=True,
                               text=True, timeout=30, check=True).stdout
 
@@ -220,7 +240,7 @@ def test_standalone_databases_and_northd(pods: Callable[..., Pod], kube_cp: Any,
                lambda: "sw0" in pod.ctl("ovn-sbctl", "sb", "--columns=external_ids", "list", "Datapath_Binding"))
     # Clients reach the databases on the pod IP and port the chart publishes.
     nb_port = pod.env["OVN_NB_PORT"]
-    remote = subprocess.run(pod.in_netns("ovn-nbctl", f"--db=tcp:10.89.0.1:{nb_port}", "ls-list"), capture_output=True,
+    remote = subprocess.run(pod.in_netns(image_ovn().bin("ovn-nbctl"), f"--db=tcp:10.89.0.1:{nb_port}", "ls-list"), capture_output=True,
                             text=True, timeout=30, check=True).stdout
     assert "sw0" in remote
 
@@ -244,7 +264,7 @@ def test_raft_members_form_one_cluster_whatever_order_they_start_in(
         wait_until("three NB cluster members", all_members)
     except AssertionError:
         raise AssertionError("\n".join(p.log_text() for p in pod.values())) from None
-    status = subprocess.run(["ovs-appctl", "-t", f"{pod['db-0'].run_dir}/ovnnb_db.ctl", "cluster/status",
+    status = subprocess.run([image_ovn().bin("ovs-appctl"), "-t", f"{pod['db-0'].run_dir}/ovnnb_db.ctl", "cluster/status",
                              "OVN_Northbound"], capture_output=True, text=True, timeout=30, check=True).stdout
     raft_port = pod["db-0"].env["OVN_NB_RAFT_PORT"]
     for ip in members.values():
@@ -303,7 +323,7 @@ def test_controller_and_node_containers_start_ovnk_with_the_database_addresses(
             assert container["command"][0] == "/usr/local/bin/ovnk-entrypoint"  # hack/image/, in the image
             fields = {"metadata.namespace": namespace, "metadata.name": f"{name}-x1", "status.podIP": "10.89.0.9",
                       "spec.nodeName": "worker-1"}
-            env = {**chart_env(container, fields), "PATH": os.environ["PATH"], "KUBECONFIG": str(kube_cp.kubeconfig),
+            env = {**chart_env(container, fields), "PATH": image_path(), "KUBECONFIG": str(kube_cp.kubeconfig),
                    "OVNK_LOOKUP": str(lookup), "OVNK": str(stand_in), "OVS_RUNDIR": str(ovs_run)}
             proc = subprocess.run(["bash", str(ENTRYPOINT), *container["command"][1:]], env=env,
                                   capture_output=True, text=True, timeout=120, check=False)
@@ -313,3 +333,82 @@ def test_controller_and_node_containers_start_ovnk_with_the_database_addresses(
             assert lines["nb"] == ",".join(f"{scheme}:10.89.0.{i}:6641" for i in (1, 2, 3))
             assert lines["sb"] == ",".join(f"{scheme}:10.89.0.{i}:6642" for i in (1, 2, 3))
             assert lines["node"] == ("worker-1" if name == "node" else "")
+
+
+def test_tls_by_default_and_node_certificates_reach_only_the_southbound_as_ovn_controller(
+    pods: Callable[..., Pod], kube_cp: Any, namespace: str, tmp_path: Path
+) -> None:
+    """The chart's default PKI (generated by helm) on real ovsdb-servers started by the entry point:
+    the controller's certificate writes the Northbound; a node's chassis certificate, issued by the
+    node agent's code with the node CA, cannot reach the Northbound at all and may change in the
+    Southbound only what OVN's ovn-controller role gives its own chassis (issue 24, secure defaults)."""
+    from ovnk.core.node.chassis_tls import ensure_chassis_certificate
+
+    rendered = render(namespace=namespace)  # no values: TLS is the default
+    secrets = {d["metadata"]["name"]: {k: base64.b64decode(v) for k, v in d["data"].items()}
+               for d in rendered.of_kind("Secret")}
+    assert set(secrets) == {"ovnk-ovn-ca", "ovnk-ovn-ca-key", "ovnk-ovn-server", "ovnk-ovn-client", "ovnk-ovn-node-ca"}
+    files: dict[str, str] = {}
+    for secret, key, name in [("ovnk-ovn-ca", "ca.crt", "ca.crt"), ("ovnk-ovn-server", "tls.key", "server.key"),
+                              ("ovnk-ovn-server", "tls.crt", "server.crt"), ("ovnk-ovn-client", "tls.key", "ctl.key"),
+                              ("ovnk-ovn-client", "tls.crt", "ctl.crt"), ("ovnk-ovn-node-ca", "tls.crt", "node-ca.crt"),
+                              ("ovnk-ovn-node-ca", "tls.key", "node-ca.key")]:
+        (tmp_path / name).write_bytes(secrets[secret][key])
+        files[name] = str(tmp_path / name)
+    # What the chart hands each database container.
+    db_env = {name: {e["name"]: e.get("value") for e in c["env"]}
+              for name, c in rendered.containers("StatefulSet", "-ovn-db").items() if name != "northd"}
+    assert db_env["nb-ovsdb"]["OVN_DB_SCHEME"] == db_env["sb-ovsdb"]["OVN_DB_SCHEME"] == "ssl"
+    assert "OVN_SSL_NODE_CA" in db_env["sb-ovsdb"] and "OVN_SSL_NODE_CA" not in db_env["nb-ovsdb"]
+    node_volumes = {v["name"]: v["secret"]["secretName"]
+                    for v in rendered.one("DaemonSet", "-node")["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    assert set(node_volumes.values()) == {"ovnk-ovn-ca", "ovnk-ovn-node-ca"}  # never the controller's, never the CA key
+
+    pod = pods("db-0", "10.89.0.1", OVN_DB_MODE="standalone", OVN_DB_REPLICAS="1", OVN_DB_SCHEME="ssl",
+               OVN_SSL_KEY=files["server.key"], OVN_SSL_CERT=files["server.crt"], OVN_SSL_CA=files["ca.crt"],
+               OVN_SSL_NODE_CA=files["node-ca.crt"])
+    publish_members(kube_cp, namespace, {"db-0": "10.89.0.1"})
+    for command in ("ovn-nb", "ovn-sb", "ovn-northd"):
+        pod.start(command)
+    wait_until("NB and SB answering", lambda: pod.probe("ovn-nb") and pod.probe("ovn-sb"))
+    wait_until("the Southbound's role-restricted listener",
+               lambda: 'role="ovn-controller"' in pod.ctl("ovn-sbctl", "sb", "get-connection"))
+    # ovn-northd writes the role's permissions; until then the role allows nothing at all.
+    wait_until("the ovn-controller role's permissions", lambda: {"Chassis", "Encap"} <= set(
+        pod.ctl("ovn-sbctl", "sb", "--bare", "--columns=table", "list", "RBAC_Permission").split()))
+    chassis = ensure_chassis_certificate(ca_cert=files["node-ca.crt"], ca_key=files["node-ca.key"],
+                                         chassis="chassis-1", directory=str(tmp_path / "chassis"))
+    nb = f"ssl:10.89.0.1:{pod.env['OVN_NB_PORT']}"
+    sb = f"ssl:10.89.0.1:{pod.env['OVN_SB_PORT']}"
+
+    def client(tool: str, remote: str, key: str, cert: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(pod.in_netns(tool, f"--db={remote}", "--timeout=5", "-p", key, "-c", cert,
+                                           "-C", files["ca.crt"], *args),
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    def wait_written(tool: str, remote: str, key: str, cert: str, *args: str) -> subprocess.CompletedProcess[str]:
+        # The listener may still be coming up: retry a little, then report the last attempt.
+        done = client(tool, remote, key, cert, *args)
+        deadline = time.monotonic() + 30
+        while done.returncode != 0 and "RBAC" not in done.stderr and time.monotonic() < deadline:
+            time.sleep(0.5)
+            done = client(tool, remote, key, cert, *args)
+        return done
+
+    controller = (files["ctl.key"], files["ctl.crt"])
+    node = (str(chassis.key), str(chassis.cert))
+    written = wait_written("ovn-nbctl", nb, *controller, "ls-add", "by-controller")
+    assert written.returncode == 0, written.stderr
+    refused = client("ovn-nbctl", nb, *node, "ls-add", "by-node")
+    assert refused.returncode != 0
+    assert pod.ctl("ovn-nbctl", "nb", "ls-list").count("by-") == 1, "a node certificate wrote the Northbound"
+    # The Southbound: its own chassis yes, another chassis or central tables no.
+    own = wait_written("ovn-sbctl", sb, *node, "chassis-add", "chassis-1", "geneve", "10.89.0.5")
+    assert own.returncode == 0, own.stderr
+    other = client("ovn-sbctl", sb, *node, "chassis-add", "chassis-2", "geneve", "10.89.0.6")
+    assert other.returncode != 0 and "RBAC" in other.stderr, other.stderr
+    central = client("ovn-sbctl", sb, *node, "set", "SB_Global", ".", "options:hijacked=true")
+    assert central.returncode != 0 and "RBAC" in central.stderr, central.stderr
+    chassis_rows = pod.ctl("ovn-sbctl", "sb", "--bare", "--columns=name", "list", "Chassis").split()
+    assert chassis_rows == ["chassis-1"]
+    assert "hijacked" not in pod.ctl("ovn-sbctl", "sb", "get", "SB_Global", ".", "options")

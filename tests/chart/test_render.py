@@ -84,8 +84,11 @@ def test_defaults_render_every_component() -> None:
     assert list(containers) == ["ovsdb-server", "ovs-vswitchd", "ovn-controller", "node"]
     agent = containers["node"]
     assert agent["securityContext"]["privileged"] is True
-    assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9410}
-    assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9410}
+    # Probes go to the agent's loopback listener (the kubelet shares the host network); no metrics port.
+    assert agent["livenessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/healthz", "port": 9410}
+    assert agent["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": 9410}
+    assert "ports" not in agent
+    assert (ini["node"]["health-bind-address"], ini["node"]["metrics-bind-address"]) == ("127.0.0.1:9410",) * 2
     assert {"name": "OVNK_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in agent["env"]
     ds_spec = rendered.one("DaemonSet", "-node")["spec"]["template"]["spec"]
     assert ds_spec["hostNetwork"] is True
@@ -128,6 +131,51 @@ def test_rbac_is_least_privilege() -> None:
     assert next(r for r in lease_rules if "update" in r["verbs"])["resourceNames"] == ["ovnk-controller"]
 
 
+def test_tls_is_the_default_with_a_generated_pki_and_plain_tcp_only_when_asked() -> None:
+    rendered = render()
+    secrets = {d["metadata"]["name"]: d for d in rendered.of_kind("Secret")}
+    assert set(secrets) == {"ovnk-ovn-ca", "ovnk-ovn-ca-key", "ovnk-ovn-server", "ovnk-ovn-client", "ovnk-ovn-node-ca"}
+    assert set(secrets["ovnk-ovn-ca"]["data"]) == {"ca.crt"}  # the central CA's key lives apart
+    for name in ("ovnk-ovn-ca-key", "ovnk-ovn-server", "ovnk-ovn-client", "ovnk-ovn-node-ca"):
+        assert secrets[name]["type"] == "kubernetes.io/tls" and set(secrets[name]["data"]) == {"tls.crt", "tls.key"}
+    for container in rendered.containers("StatefulSet", "-ovn-db").values():
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert container["name"] == "northd" or env["OVN_DB_SCHEME"] == "ssl"
+    assert rendered.ini()["ovnnorth"]["client-cert"] == "/etc/ovnk/ssl/cert/tls.crt"
+
+    def secret_volumes(kind: str, suffix: str) -> dict[str, dict[str, object]]:
+        spec = rendered.one(kind, suffix)["spec"]["template"]["spec"]
+        return {v["secret"]["secretName"]: v["secret"] for v in spec["volumes"] if "secret" in v}
+
+    # Who may read what: no pod mounts the central CA's key; nodes get the node CA, never the
+    # controller's certificate; everyone gets only ca.crt of the CA Secret.
+    db, controller, node = (secret_volumes("StatefulSet", "-ovn-db"), secret_volumes("Deployment", "-controller"),
+                            secret_volumes("DaemonSet", "-node"))
+    assert set(db) == {"ovnk-ovn-ca", "ovnk-ovn-server", "ovnk-ovn-node-ca"}
+    assert db["ovnk-ovn-node-ca"]["items"] == [{"key": "tls.crt", "path": "tls.crt"}]
+    assert set(controller) == {"ovnk-ovn-ca", "ovnk-ovn-client"}
+    assert set(node) == {"ovnk-ovn-ca", "ovnk-ovn-node-ca"}
+    for volumes in (db, controller, node):
+        assert volumes["ovnk-ovn-ca"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    # ovn-controller gets no certificate of its own: it reads the chassis certificate from OVS.
+    ovn_controller = rendered.containers("DaemonSet", "-node")["ovn-controller"]
+    assert "env" not in ovn_controller
+
+    plain = render({"ovnDb": {"ssl": {"enabled": False}}})
+    assert plain.of_kind("Secret") == []
+    assert "client-cert" not in plain.ini()["ovnnorth"] and "chassis-ca-cert" not in plain.ini()["node"]
+    nb = plain.containers("StatefulSet", "-ovn-db")["nb-ovsdb"]
+    assert {e["name"]: e.get("value") for e in nb["env"]}["OVN_DB_SCHEME"] == "tcp"
+
+
+def test_node_metrics_where_configured() -> None:
+    rendered = render({"node": {"metricsBindAddress": "0.0.0.0:9476"}})
+    agent = rendered.containers("DaemonSet", "-node")["node"]
+    assert agent["ports"] == [{"name": "metrics", "containerPort": 9476, "protocol": "TCP"}]
+    assert rendered.ini()["node"]["metrics-bind-address"] == "0.0.0.0:9476"
+    assert rendered.ini()["node"]["health-bind-address"] == "127.0.0.1:9410"
+
+
 def test_raft_and_ssl() -> None:
     rendered = render({"ovnDb": {"mode": "raft", "ssl": {"enabled": True}}, "controller": {"replicas": 3}},
                       kube_version="v1.20.15")
@@ -140,7 +188,7 @@ def test_raft_and_ssl() -> None:
     volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
     assert volumes["ssl-cert"]["secret"]["secretName"] == "ovnk-ovn-server"
     ds_volumes = {v["name"]: v for v in rendered.one("DaemonSet", "-node")["spec"]["template"]["spec"]["volumes"]}
-    assert ds_volumes["ssl-cert"]["secret"]["secretName"] == "ovnk-ovn-client"
+    assert "ssl-cert" not in ds_volumes and ds_volumes["ssl-node-ca"]["secret"]["secretName"] == "ovnk-ovn-node-ca"
     ini = rendered.ini()
     for section in ("ovnnorth", "ovnsouth"):
         assert ini[section] == {"client-privkey": "/etc/ovnk/ssl/cert/tls.key",

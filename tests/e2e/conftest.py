@@ -212,7 +212,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(f"{'total: ' + str(len(_E2E_DURATIONS)) + ' tests':40s} "
                                 f"{sum(by_module.values()):7.1f} s")
     if _DATAPATH_CRASHES:
-        terminalreporter.write_sep("-", "ovs-vswitchd crashed and was restarted by its monitor")
+        terminalreporter.write_sep("-", "ovs-vswitchd crashed (restarted by its monitor only with OVS < 3.3)")
         for line in _DATAPATH_CRASHES:
             terminalreporter.write_line(line)
 

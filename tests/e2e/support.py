@@ -179,7 +179,7 @@ def as_list(value: Any) -> list[Any]:
 
 def nb_rows(sandbox: Sandbox, table: str) -> list[dict[str, Any]]:
     """Every row of ``table``, read with ``ovn-nbctl --format=json list`` (from the RAFT leader)."""
-    res = subprocess.run([paths.system_bin("ovn-nbctl"), f"--db={sandbox.nb_address()}", "--timeout=30",
+    res = subprocess.run([paths.ovs_bin("ovn-nbctl"), f"--db={sandbox.nb_address()}", "--timeout=30",
                           "--format=json", "list", table], capture_output=True, text=True, timeout=60, check=True)
     doc = json.loads(res.stdout)
     return [{heading: _value(cell) for heading, cell in zip(doc["headings"], row, strict=True)} for row in doc["data"]]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
 
+from ovnk_lab import paths
+from ovnk_lab.kubenode import CONTAINERD_SOCK
 from tests.e2e.conftest import ECHO_TCP
 from tests.e2e.conftest import ECHO_UDP
 from tests.e2e.conftest import Cluster
@@ -130,3 +133,104 @@ def test_restarts_never_break_existing_pods_and_new_pods_still_come_up(cluster: 
         f"{failed} failed probes during the {component} restart ({restarted[0]}-{restarted[-1]}): {probe.failures()}")
     fresh = cluster.run_pods(ns, [{"name": "after", "node": node1, "kind": "echo"}], timeout=180)["after"]
     assert cluster.probe(ns, "client", "tcp", fresh["status"]["podIP"], ECHO_TCP) == "after"
+
+
+def pod_ports(cluster: Cluster, node: str, iface_id: str) -> list[str]:
+    """Names of the OVS interfaces on ``node`` carrying ``iface_id``."""
+    out = cluster.sandbox.cluster.node(node).ovs_vsctl("--bare", "--columns=name", "find", "Interface",
+                                                       f"external_ids:iface-id={iface_id}")
+    return sorted(out.split())
+
+
+def test_sandbox_recreated_after_containerd_lost_the_old_one_takes_over_its_port(cluster: Cluster, ns: str) -> None:
+    """containerd restarted without the record of a pod's running sandbox (its metadata gone): nothing
+    will ever DEL that sandbox, and the kubelet re-creates it under a new container id, whose ADD finds
+    the old port of the same pod on br-int. The agent evicts it, with its veth, and wires the pod
+    (issue 24 D4; before the fix that ADD failed with CNI error 5 on every retry)."""
+    node1, node2 = cluster.nodes[0], cluster.nodes[1]
+    box = cluster.sandbox
+    target = box.cluster.node(node1)
+    peer_ip = cluster.run_pods(ns, [{"name": "peer", "node": node2, "kind": "echo"}])["peer"]["status"]["podIP"]
+    cluster.run_pods(ns, [{"name": "phoenix", "node": node1}])
+    iface_id = f"{ns}_phoenix"
+    (first,) = pod_ports(cluster, node1, iface_id)
+    pod_filter = f'labels."io.kubernetes.pod.namespace"=={ns},labels."io.kubernetes.pod.name"==phoenix'
+    (sandbox_id,) = target.ctr("containers", "ls", "-q", pod_filter + ',labels."io.cri-containerd.kind"==sandbox').split()
+    assert sandbox_id.startswith(first)  # the port is named after the sandbox
+    # containerd loses every record of the pod (its app container too: a kubelet meeting a container
+    # of an unknown sandbox refuses to start). The kubelet stays away meanwhile: it would stop the
+    # sandbox (and DEL it) once its task is gone.
+    box.kill(f"{node1}/kubelet", sig=signal.SIGTERM)
+    try:
+        ctr = [paths.system_bin("ctr"), "-a", CONTAINERD_SOCK, "-n", "k8s.io"]
+        records = target.ctr("containers", "ls", "-q", pod_filter).split()
+        for record in sorted(records, key=lambda r: r == sandbox_id):  # the sandbox last
+            target.exec([*ctr, "tasks", "kill", "--signal", "SIGKILL", record], check=False)
+
+            def stopped(record: str = record) -> bool:
+                line = next((x for x in target.ctr("tasks", "ls").splitlines() if x.startswith(record)), "")
+                return "RUNNING" not in line
+
+            poll_until(f"task {record[:12]} stopped", stopped, timeout=30)
+            # containerd's CRI plugin may have deleted the exited task itself already.
+            target.exec([*ctr, "tasks", "delete", record], check=False)
+            target.ctr("containers", "delete", record)
+        box.kill(f"{node1}/containerd", sig=signal.SIGKILL)
+        target.start_containerd()
+        poll_until(f"containerd of {node1}", target.containerd_ready, timeout=60)
+    finally:
+        assert box.cluster.control_plane is not None
+        target.start_kubelet(box.cluster.control_plane)
+    # The kubelet's new sandbox: its ADD replaces the old port.
+    poll_until("a new sandbox's port replacing the old one",
+               lambda: (ports := pod_ports(cluster, node1, iface_id)) != [] and first not in ports, timeout=180)
+    cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/phoenix", "--timeout=120s", timeout=150)
+    ports = pod_ports(cluster, node1, iface_id)
+    assert len(ports) == 1 and ports[0] != first, ports
+    assert f"removed stale OVS port {first}" in (target.log_dir / "ovnk-node.log").read_text()
+    assert first not in target.exec(["ip", "-o", "link", "show"]).stdout  # its veth went with it
+    assert cluster.ping(ns, "phoenix", peer_ip)
+
+
+def lsps_holding(cluster: Cluster, ip: str) -> list[str]:
+    """Names of the NB logical switch ports whose addresses carry ``ip``."""
+    rows = json.loads(cluster.sandbox.central.nbctl("--format=json", "--columns=name,addresses", "list",
+                                                    "Logical_Switch_Port"))
+    holders = []
+    for name, addresses in rows["data"]:
+        values = addresses[1] if isinstance(addresses, list) and addresses[0] == "set" else [addresses]
+        if any(ip in str(value).split() for value in values):
+            holders.append(name)
+    return holders
+
+
+def test_a_hand_written_annotation_never_takes_a_pods_ip_across_a_controller_restart(cluster: Cluster, ns: str) -> None:
+    """Issue 24 D1 on the sandbox: a pod whose ``pod-networks`` annotation claims another pod's IP and MAC
+    is refused, and a kill -9 of the controller does not hand it the victim's addresses on restore."""
+    node1, node2 = cluster.nodes[0], cluster.nodes[1]
+    pods = cluster.run_pods(ns, [{"name": "dup-1", "node": node1, "kind": "echo"}, {"name": "peer", "node": node2}])
+    victim_ip = pods["dup-1"]["status"]["podIP"]
+    forged = pods["dup-1"]["metadata"]["annotations"]["k8s.ovn.org/pod-networks"]
+    # Sorted before dup-1: restore used to walk pods in list order and let the forger win.
+    cluster.apply({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "bad-otherpod", "namespace": ns,
+                                "annotations": {"k8s.ovn.org/pod-networks": forged}},
+                   "spec": {"nodeName": node1, "terminationGracePeriodSeconds": 1,
+                            "containers": [{"name": "client", "image": "busybox", "imagePullPolicy": "Never",
+                                            "command": ["sleep", "100000"]}]}})
+
+    def refused() -> bool:
+        out = cluster.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=bad-otherpod",
+                              "-o", "json")
+        return any(e["reason"] == "ErrorAllocatingIP" for e in json.loads(out)["items"])
+
+    poll_until("bad-otherpod refused with an ErrorAllocatingIP event", refused, timeout=60)
+    assert lsps_holding(cluster, victim_ip) == [f"{ns}_dup-1"]
+
+    cluster.sandbox.restart_controller(0)
+    # A pod created after the restart is wired: the controller has restored and is serving again.
+    cluster.run_pods(ns, [{"name": "after", "node": node1}], timeout=180)
+    assert lsps_holding(cluster, victim_ip) == [f"{ns}_dup-1"], "the victim keeps its IP, nobody else holds it"
+    assert cluster.pod(ns, "bad-otherpod")["status"].get("podIP") != victim_ip
+    for _ in range(3):  # cross-node traffic to the victim still reaches the victim
+        assert cluster.probe(ns, "peer", "tcp", victim_ip, ECHO_TCP) == "dup-1"

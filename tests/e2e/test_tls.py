@@ -34,7 +34,7 @@ def tls_cluster() -> Iterator[Cluster]:
 
 def list_dbs(remote: str, *pki: str) -> subprocess.CompletedProcess[str]:
     """``ovsdb-client list-dbs`` against ``remote`` (``-p/-c/-C`` files in ``pki`` for ssl:)."""
-    return subprocess.run([paths.system_bin("ovsdb-client"), "--timeout=10", *pki, "list-dbs", remote],
+    return subprocess.run([paths.ovs_bin("ovsdb-client"), "--timeout=10", *pki, "list-dbs", remote],
                           capture_output=True, text=True, timeout=30, check=False)
 
 

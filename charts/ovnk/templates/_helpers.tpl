@@ -174,37 +174,74 @@ and where the OVN databases are looked up (hack/image/ovnk-lookup).
   value: {{ .Values.ovnDb.lookupTimeout | quote }}
 {{- end -}}
 
-{{/* SSL files as mounted by "ovnk.sslVolumes" (server or client certificate). */}}
+{{/*
+TLS files of the database pods' containers (their server certificate, the central CA, and for
+the Southbound the node CA that signs the chassis certificates): include "ovnk.sslEnv" (list $ "sb")
+*/}}
 {{- define "ovnk.sslEnv" -}}
-{{- if .Values.ovnDb.ssl.enabled }}
+{{- $root := index . 0 -}}
+{{- if $root.Values.ovnDb.ssl.enabled }}
 - name: OVN_SSL_KEY
   value: /etc/ovnk/ssl/cert/tls.key
 - name: OVN_SSL_CERT
   value: /etc/ovnk/ssl/cert/tls.crt
 - name: OVN_SSL_CA
   value: /etc/ovnk/ssl/ca/ca.crt
+{{- if eq (index . 1) "sb" }}
+- name: OVN_SSL_NODE_CA
+  value: /etc/ovnk/ssl/node-ca/tls.crt
+{{- end }}
 {{- end }}
 {{- end -}}
 
+{{/*
+Mounts of the TLS volumes "ovnk.sslVolumes" makes: include "ovnk.sslMounts" (list $ "cert" "ca" ...)
+with the volumes a container needs: cert (its own certificate), ca (the central CA), node-ca.
+*/}}
 {{- define "ovnk.sslMounts" -}}
-{{- if .Values.ovnDb.ssl.enabled }}
-- {name: ssl-cert, mountPath: /etc/ovnk/ssl/cert, readOnly: true}
-- {name: ssl-ca, mountPath: /etc/ovnk/ssl/ca, readOnly: true}
-{{- end }}
-{{- end -}}
-
-{{/* include "ovnk.sslVolumes" (list $ "server"|"client") */}}
-{{- define "ovnk.sslVolumes" -}}
 {{- $root := index . 0 -}}
 {{- if $root.Values.ovnDb.ssl.enabled }}
-- name: ssl-cert
-  secret:
-    secretName: {{ ternary $root.Values.ovnDb.ssl.serverSecret $root.Values.ovnDb.ssl.clientSecret (eq (index . 1) "server") }}
-    defaultMode: 0440
+{{- range $what := rest . }}
+- {name: ssl-{{ $what }}, mountPath: /etc/ovnk/ssl/{{ $what }}, readOnly: true}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+TLS volumes of a pod: include "ovnk.sslVolumes" (list $ "server"|"client"|"node"). Every pod gets
+the central CA certificate (never its key); the database pods their server certificate and the
+node CA's certificate; the controller its client certificate; the nodes the node CA, key
+included, to issue their chassis certificates. A pod references only the Secrets it needs: the
+kubelet may read exactly those.
+*/}}
+{{- define "ovnk.sslVolumes" -}}
+{{- $root := index . 0 -}}
+{{- $who := index . 1 -}}
+{{- $ssl := $root.Values.ovnDb.ssl -}}
+{{- if $ssl.enabled }}
 - name: ssl-ca
   secret:
-    secretName: {{ $root.Values.ovnDb.ssl.caSecret }}
+    secretName: {{ $ssl.caSecret }}
+    items: [{key: ca.crt, path: ca.crt}]
     defaultMode: 0444
+{{- if ne $who "node" }}
+- name: ssl-cert
+  secret:
+    secretName: {{ ternary $ssl.serverSecret $ssl.clientSecret (eq $who "server") }}
+    defaultMode: 0440
+{{- end }}
+{{- if eq $who "server" }}
+- name: ssl-node-ca
+  secret:
+    secretName: {{ $ssl.nodeCaSecret }}
+    items: [{key: tls.crt, path: tls.crt}]
+    defaultMode: 0444
+{{- else if eq $who "node" }}
+- name: ssl-node-ca
+  secret:
+    secretName: {{ $ssl.nodeCaSecret }}
+    defaultMode: 0400
+{{- end }}
 {{- end }}
 {{- end -}}
 

@@ -19,6 +19,7 @@ hairpin (both directions, clusterPortGroup) 1001      allow-related
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from ovnk.core.ovn.ids import DbObjectIds
 from ovnk.core.ovn.ids import OwnerType
 from ovnk.core.ovn.ids import hashed_name
 from ovnk.core.topology.naming import IPAddress
+from ovnk.core.topology.naming import IPNetwork
 
 NETPOL_NAMESPACE_PG = OwnerType(name="NetpolNamespace", table="Port_Group", keys=("name", "direction"))
 NETPOL_NAMESPACE_ACL = OwnerType(name="NetpolNamespace", table="ACL", keys=("name", "direction", "type"))
@@ -163,17 +165,56 @@ def selector_match(controller: str, selectors: Iterable[PeerSelector], *, direct
     return clauses[0] if len(clauses) == 1 else "(" + " || ".join(clauses) + ")"
 
 
-def ip_block_match(blocks: Iterable[IPBlock], *, direction: str) -> str:
-    """``(ip4.src == 10.0.0.0/8 && ip4.src != {10.1.0.0/16}) || ...`` (all blocks of a rule combined)."""
+def allowed_networks(blocks: Iterable[IPBlock]) -> dict[int, list[IPNetwork]]:
+    """The addresses a rule's ipBlocks allow, per IP version, as the fewest disjoint prefixes.
+
+    Each block is its ``cidr`` minus its ``except`` entries; the blocks of a rule are alternatives,
+    so their results are united. Only positive prefixes come out: written as ``ip4.src !=
+    {...}``, excepts make ovn-controller's flow count grow exponentially with their number
+    (issue 24: 8 excepted /32s took ovn-controller past 2 GB), while N excepts cut a prefix into
+    at most 32 N (128 N for IPv6) prefixes, one flow each.
+    """
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for block in blocks:
+        start, end = int(block.cidr.network_address), int(block.cidr.broadcast_address)
+        holes = sorted((int(e.network_address), int(e.broadcast_address)) for e in block.excepts)
+        kept = ranges.setdefault(block.cidr.version, [])
+        for hole_start, hole_end in holes:
+            if hole_start > start:
+                kept.append((start, hole_start - 1))
+            start = max(start, hole_end + 1)
+        if start <= end:
+            kept.append((start, end))
+    networks: dict[int, list[IPNetwork]] = {}
+    for version, spans in sorted(ranges.items()):
+        merged: list[tuple[int, int]] = []
+        for span_start, span_end in sorted(spans):
+            if merged and span_start <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], span_end))
+            else:
+                merged.append((span_start, span_end))
+        address = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+        found: list[IPNetwork] = []
+        for span_start, span_end in merged:
+            found.extend(ipaddress.summarize_address_range(address(span_start), address(span_end)))
+        if found:
+            networks[version] = found
+    return networks
+
+
+def ip_block_match(blocks: Iterable[IPBlock], *, direction: str) -> str | None:
+    """``ip4.src == {10.0.0.0/16, 10.2.0.0/15, ...}`` for all blocks of a rule combined (see
+    :func:`allowed_networks`); ``None`` when the excepts leave nothing, so the rule allows no address."""
     peer = "src" if direction == INGRESS else "dst"
     terms = []
-    for block in blocks:
-        ip = _ip(block.cidr.version)
-        if block.excepts:
-            excepts = ", ".join(str(e) for e in block.excepts)
-            terms.append(f"({ip}.{peer} == {block.cidr} && {ip}.{peer} != {{{excepts}}})")
+    for version, networks in allowed_networks(blocks).items():
+        ip = _ip(version)
+        if len(networks) == 1:
+            terms.append(f"{ip}.{peer} == {networks[0]}")
         else:
-            terms.append(f"{ip}.{peer} == {block.cidr}")
+            terms.append(f"{ip}.{peer} == {{{', '.join(str(n) for n in networks)}}}")
+    if not terms:
+        return None
     return terms[0] if len(terms) == 1 else "(" + " || ".join(terms) + ")"
 
 
@@ -241,8 +282,9 @@ def policy_acls(model: NetworkPolicyModel, *, controller: str, port_group: str, 
             targets = (named_targets or {}).get((direction, rule.index), ())
             for protocol, l4 in l4_matches(rule, targets).items():
                 peers: list[tuple[int, str]] = []
-                if rule.ip_blocks:
-                    peers.append((IP_BLOCK_COMBINED, ip_block_match(rule.ip_blocks, direction=direction)))
+                blocks = ip_block_match(rule.ip_blocks, direction=direction) if rule.ip_blocks else None
+                if blocks is not None:
+                    peers.append((IP_BLOCK_COMBINED, blocks))
                 if rule.selectors:
                     peers.append((IP_BLOCK_SELECTORS, selector_match(
                         controller, rule.selectors, direction=direction, families=families, hairpin_ip=hairpin_ip)))

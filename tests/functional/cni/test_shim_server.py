@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import socket
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -464,3 +466,91 @@ def test_silent_node_agent_times_out_as_error_11(
     error = json.loads(output)
     assert error["code"] == 11
     assert f"not reachable on {socket_path}: no answer in time" in error["msg"]
+
+
+# -- robustness against hostile or broken clients (issue 24, D5) ---------------------------
+
+
+@pytest.mark.usefixtures("cni_server")
+def test_request_over_the_size_limit_is_the_agents_error_6_not_a_broken_pipe(
+    run_shim: RunShim, pod_env: PodEnv, handler: RecordingHandler, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="ovnk.cni.server")
+    # 2 MiB of config: the agent refuses it after reading the headers, before the shim has sent it all.
+    done = run_shim(pod_env("ADD"), netconf(padding="x" * (2 * 1024 * 1024)))
+    assert done.returncode == 1, done.stdout
+    error = json.loads(done.stdout)
+    assert error["code"] == 6, error
+    assert "exceeds 1048576" in error["msg"]
+    assert handler.calls == []
+    refused = [r.getMessage() for r in caplog.records if r.name == "ovnk.cni.server" and "exceeds" in r.getMessage()]
+    assert len(refused) == 1, [r.getMessage() for r in caplog.records]
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.usefixtures("cni_server")
+@pytest.mark.parametrize("where", ["config", "body"])
+def test_deeply_nested_json_gets_error_6_and_the_server_keeps_serving(
+    socket_path: str, pod_env: PodEnv, run_shim: RunShim, where: str
+) -> None:
+    env = pod_env("ADD")
+    if where == "config":  # past both shims only by a client of its own: the socket is root's
+        config = '{"cniVersion": "1.0.0", "name": "n", "type": "t", "x": ' + nested(50000) + "}"
+        body = json.dumps({"env": env, "config": config}).encode()
+    else:
+        body = b'{"env": ' + nested(50000).encode() + b', "config": ""}'
+    request = b"POST /cni HTTP/1.1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    status, reply = raw_exchange(socket_path, request)
+    assert status == 400
+    error = reply["error"]
+    assert isinstance(error, dict) and error["code"] == 6, error
+    assert "nested too deeply" in str(error["msg"])
+    assert run_shim(env, netconf()).returncode == 0
+
+
+@pytest.mark.usefixtures("cni_server")
+def test_aborted_client_connections_log_one_line_each(socket_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="ovnk.cni.server")
+    aborts = 20
+    for _ in range(aborts):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(socket_path)
+        # Headers promising a body that never comes: the server answers into a closed socket.
+        client.sendall(b"POST /cni HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        client.close()
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "ovnk.cni.server" and "connection" in r.getMessage()
+                and r.levelno >= logging.WARNING]
+
+    deadline = time.monotonic() + 30
+    while len(failures()) < aborts and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = failures()
+    assert len(lines) == aborts, [r.getMessage() for r in lines]
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in lines), lines[0].exc_info
+
+
+@pytest.mark.usefixtures("cni_server")
+def test_client_supplied_names_are_logged_escaped_and_capped(
+    run_shim: RunShim, pod_env: PodEnv, handler: RecordingHandler, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="ovnk.cni")
+    forged = "\n2026-01-01 00:00:00,000 INFO    ovnk.cni.server: CNI ADD kube-system/forged result=ok"
+    runs = [
+        run_shim(pod_env("ADD", CNI_CONTAINERID="abc" + forged), netconf()),
+        run_shim(pod_env("ADD", CNI_ARGS="K8S_POD_NAMESPACE=web;K8S_POD_NAME=p" + forged.replace(";", ",")), netconf()),
+        run_shim(pod_env("DEL", CNI_ARGS="K8S_POD_NAMESPACE=web;K8S_POD_NAME=" + "n" * 20000), netconf()),
+    ]
+    for done in runs:
+        error = json.loads(done.stdout)
+        assert done.returncode == 1 and error["code"] == 4, done.stdout
+    assert handler.calls == []
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("ovnk.cni")]
+    assert messages
+    for message in messages:
+        assert "\n" not in message and "\r" not in message, message
+        assert len(message) < 1000, message[:200]

@@ -7,6 +7,7 @@ and ports from core (no kubelet). Each test works in its own namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -24,6 +25,7 @@ from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NETWORKPOLICIES
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
+from ovnk_lab import paths
 from ovnk_lab.kube import KubeControlPlane
 from ovnk_lab.ovn import OvnCentral
 from tests.functional.topology.conftest import ClusterEnv
@@ -219,11 +221,13 @@ def as_list(value: Any) -> list[Any]:
     return [value]
 
 
-@pytest.fixture(scope="module")
-def cluster(module_kube: KubeControlPlane, lab_dir: Path) -> Iterator[NetpolCluster]:  # noqa: F811
-    central = OvnCentral(lab_dir / f"ovn-np-{uuid.uuid4().hex[:8]}")
+@contextlib.contextmanager
+def netpol_cluster(kube: KubeControlPlane, lab_dir: Path, *,
+                   install: paths.OvnInstall | None = None) -> Iterator[NetpolCluster]:
+    """A controller with two nodes against a fresh OVN central of ``install`` (default: the chosen one)."""
+    central = OvnCentral(lab_dir / f"ovn-np-{uuid.uuid4().hex[:8]}", install=install)
     central.start()
-    env = ClusterEnv(module_kube, central)
+    env = ClusterEnv(kube, central)
     env.start_controller()
     for index, node in enumerate(NODE_NAMES):
         env.create_node(node, index)
@@ -238,3 +242,9 @@ def cluster(module_kube: KubeControlPlane, lab_dir: Path) -> Iterator[NetpolClus
     for ns in env.client.list(NAMESPACES)[0]:
         if ns["metadata"]["name"].startswith("t-"):
             env.client.delete(NAMESPACES, ns["metadata"]["name"])
+
+
+@pytest.fixture(scope="module")
+def cluster(module_kube: KubeControlPlane, lab_dir: Path) -> Iterator[NetpolCluster]:  # noqa: F811
+    with netpol_cluster(module_kube, lab_dir) as made:
+        yield made

@@ -49,6 +49,19 @@ def addresses(cluster: NetpolCluster, name: str) -> set[str]:
     raise AssertionError(f"no address set {name}")
 
 
+def expected_tier(cluster: NetpolCluster) -> int | None:
+    """Tier 2 (NetworkPolicy's, as upstream) where the NB schema has ACL tiers, none on OVN 23.03."""
+    return 2 if cluster.central.install.acl_tiers else None
+
+
+def assert_tier(cluster: NetpolCluster, acl: dict[str, Any]) -> None:
+    tier = expected_tier(cluster)
+    if tier is None:
+        assert "tier" not in acl  # priorities alone order the ACLs
+    else:
+        assert acl["tier"] == tier, f"{acl['external_ids']['k8s.ovn.org/id']}: tier {acl['tier']}"
+
+
 def committed(cluster: NetpolCluster, owner: str) -> float:
     return cluster.env.metric("ovnk_nb_txn_total", {"owner": owner, "result": "committed"})
 
@@ -95,8 +108,10 @@ def test_policy_rows_default_deny_shared_sets_and_cluster_acls(cluster: NetpolCl
         ("Ingress", "0", "-1", "tcp"): f"{hairpin_same} && tcp && tcp.dst == 80 && outport == @{pg}",
         ("Ingress", "0", "-1", "tcp-namedPort"): f"{hairpin_same} && ({named}) && outport == @{pg}",
         ("Ingress", "1", "-1", "None"): f"{hairpin_peer} && outport == @{pg}",
-        ("Ingress", "2", "-2", "None"): ("((ip4.src == 10.0.0.0/8 && ip4.src != {10.1.0.0/16}) || "
-                                         f"ip4.src == 192.168.0.0/16) && outport == @{pg}"),
+        # 10.0.0.0/8 without 10.1.0.0/16, and 192.168.0.0/16: positive prefixes only (issue 24 D2).
+        ("Ingress", "2", "-2", "None"): ("ip4.src == {10.0.0.0/16, 10.2.0.0/15, 10.4.0.0/14, 10.8.0.0/13, "
+                                         "10.16.0.0/12, 10.32.0.0/11, 10.64.0.0/10, 10.128.0.0/9, 192.168.0.0/16} "
+                                         f"&& outport == @{pg}"),
         ("Egress", "0", "-1", "udp"): f"ip4 && udp && udp.dst == 53 && inport == @{pg}",
     }
     acls = acls_by_id(cluster, "NetworkPolicy", f"{ns}:web")
@@ -111,7 +126,7 @@ def test_policy_rows_default_deny_shared_sets_and_cluster_acls(cluster: NetpolCl
         assert acl["priority"] == 1001 and acl["action"] == "allow-related"
         assert acl["name"] == f"NP:{ns}:web:{direction}:{gress}"
         assert acl["log"] is False and acl["severity"] == [] and acl["meter"] == []
-        assert "tier" not in acl  # OVN 23.03 has no tier column: priorities alone order ACLs
+        assert_tier(cluster, acl)
         if direction == "Ingress":
             assert acl["direction"] == "to-lport" and acl["options"] == {}
         else:
@@ -136,6 +151,7 @@ def test_policy_rows_default_deny_shared_sets_and_cluster_acls(cluster: NetpolCl
             assert (acl["priority"], acl["action"], acl["match"]) == (1000, "drop", lport)
         else:
             assert (acl["priority"], acl["action"], acl["match"]) == (1001, "allow", f"{lport} && (arp || nd)")
+        assert_tier(cluster, acl)
         assert acl["_uuid"][1] in acl_uuids_of(cluster, "Port_Group", group)
 
     # Hairpin allow on clusterPortGroup, management-IP allow on each node switch, the logging meter.
@@ -147,12 +163,15 @@ def test_policy_rows_default_deny_shared_sets_and_cluster_acls(cluster: NetpolCl
     }
     assert {a["_uuid"][1] for a in hairpin.values()} <= acl_uuids_of(cluster, "Port_Group",
                                                                        pg_name("Cluster", "clusterPortGroup"))
+    for acl in hairpin.values():
+        assert_tier(cluster, acl)
     for node in ("np-a", "np-b"):
         (node_acl,) = cluster.owned("ACL", "NetpolNode", node)
         mgmt = cluster.mgmt_ip(node)
         assert (node_acl["direction"], node_acl["match"], node_acl["action"], node_acl["priority"]) == (
             "to-lport", f"ip4.src == {mgmt}", "allow-related", 1001)
         assert node_acl["external_ids"]["ip"] == mgmt
+        assert_tier(cluster, node_acl)
         assert node_acl["_uuid"][1] in acl_uuids_of(cluster, "Logical_Switch", node)
     (meter,) = cluster.owned("Meter", "NetpolDefault")
     assert (meter["name"], meter["unit"], meter["fair"]) == ("acl-logging", "pktps", True)
@@ -393,3 +412,28 @@ def test_repair_removes_rows_of_what_vanished_while_down_and_restart_writes_noth
         assert committed(cluster, owner) == 0, owner
     assert cluster.snapshot() == before
     assert time.monotonic() - started < 60
+
+
+def test_acls_from_before_tiers_move_to_tier_2_when_the_controller_starts(cluster: NetpolCluster) -> None:
+    """An OVN upgrade from 23.03 converts the NB database: ACLs written without a tier get the
+    column's default, tier 0, where they would be evaluated before admin network policies (tier 1).
+    The controller's start-up reconcile moves every NetworkPolicy ACL to tier 2."""
+    if expected_tier(cluster) is None:
+        pytest.skip(f"{cluster.central.install.label} has no ACL tiers (tests/functional/netpol/test_ovn_23_03.py)")
+    ns = cluster.namespace("tiers")
+    cluster.pod(ns, "p1", node="np-a", labels={"app": "web"})
+    cluster.pods(ns, 1)
+    cluster.policy(ns, "web", {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress", "Egress"],
+                               "ingress": [{"from": [{"podSelector": {}}]}], "egress": [{"ports": [{"port": 53}]}]})
+    cluster.settle()
+    cluster.env.stop_controller()
+    ours = [acl for owner in ("NetworkPolicy", "NetpolNamespace", "NetpolDefault", "NetpolNode")
+            for acl in cluster.owned("ACL", owner)]
+    assert len(ours) >= 7 and {acl["tier"] for acl in ours} == {2}
+    for acl in ours:
+        cluster.central.nbctl("set", "ACL", acl["_uuid"][1], "tier=0")
+    cluster.env.start_controller()
+    cluster.settle()
+    tiers = {acl["_uuid"][1]: acl["tier"] for owner in ("NetworkPolicy", "NetpolNamespace", "NetpolDefault", "NetpolNode")
+             for acl in cluster.owned("ACL", owner)}
+    assert {tiers[acl["_uuid"][1]] for acl in ours} == {2}

@@ -157,6 +157,36 @@ def test_ip_block_with_except_and_port_restrictions(cluster: NetpolCluster) -> N
     check(cluster, pods, [("tcp", 80), ("tcp", 81), ("udp", 53)], expected)
 
 
+def test_excepts_of_everything_and_a_host_excepted_here_but_allowed_elsewhere(cluster: NetpolCluster) -> None:
+    """``0.0.0.0/0`` minus single hosts (issue 24 D2: written as positive prefixes now), with the
+    NetworkPolicy semantics kept: an except only narrows its own block, so a host excepted by one
+    policy (or one block) but allowed by another stays allowed."""
+    ns = cluster.namespace("exc")
+    cluster.pod(ns, "srv", node="np-b", labels={"app": "srv"})
+    for index, node in enumerate(("np-a", "np-b", "np-a", "np-b")):
+        cluster.pod(ns, f"c{index}", node=node, labels={"client": f"c{index}"})
+    pods = {p.label: p for p in cluster.pods(ns, 5).values()}
+    srv, c0, c1, c2, c3 = (f"{ns}/{n}" for n in ("srv", "c0", "c1", "c2", "c3"))
+    host = {label: f"{pods[label].ip}/32" for label in (c0, c1, c2)}
+    # Decoys: 40 excepted /32s around the pods' addresses that belong to nobody.
+    base = int(ipaddress.IPv4Address(pods[c0].ip)) & ~0xFFFF
+    decoys = [f"{ipaddress.IPv4Address(base + 0x8000 + 7 * i)}/32" for i in range(40)]
+    cluster.policy(ns, "most", {"podSelector": {"matchLabels": {"app": "srv"}}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": [host[c0], host[c1], host[c2], *decoys]}}]}]})
+    # c1 comes back through a second policy, c2 through a second block of the same rule.
+    cluster.policy(ns, "back", {"podSelector": {"matchLabels": {"app": "srv"}}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": host[c1]}}]}]})
+    cluster.replace_policy(ns, "most", {"podSelector": {"matchLabels": {"app": "srv"}}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": [host[c0], host[c1], host[c2], *decoys]}},
+        {"ipBlock": {"cidr": host[c2]}}]}]})
+    acl = next(a for a in cluster.owned("ACL", "NetworkPolicy", f"{ns}:most") if "ip4.src ==" in a["match"])
+    assert "!=" not in acl["match"]
+
+    def expected(p: Probe) -> bool:
+        return p.dst != srv or p.src in (c1, c2, c3)
+    check(cluster, pods, TCP80, expected)
+
+
 def test_named_ports_and_end_port_ranges(cluster: NetpolCluster) -> None:
     ns = cluster.namespace("ports")
     cluster.pod(ns, "s1", node="np-a", labels={"app": "srv"}, ports=[{"name": "http", "containerPort": 8080}])

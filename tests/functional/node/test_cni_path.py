@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ovnk_lab import hostnet
 from ovnk_lab import paths
 from ovnk_lab.ovsnode import NodeLab
 from ovnk_lab.ovsnode import OvsNode
@@ -236,3 +239,75 @@ def test_cnitool_drives_add_check_del(lab: NodeLab, node1: OvsNode, node2: OvsNo
     assert deleted.returncode == 0, deleted.stderr
     assert ports[0] not in ovs_ports(node1)
     assert ports[0] not in host_links(node1)
+
+
+@contextlib.contextmanager
+def second_sandbox(pod: PodSandbox) -> Iterator[PodSandbox]:
+    """The same pod in a new sandbox (a netns and container id of its own), as a runtime re-creates it."""
+    netns = f"{pod.netns}-2"
+    subprocess.run([paths.system_bin("ip"), "netns", "add", netns], check=True)
+    try:
+        yield dataclasses.replace(pod, netns=netns, container_id=uuid.uuid4().hex + uuid.uuid4().hex)
+    finally:
+        hostnet.delete_netns(netns)
+
+
+def test_add_under_a_new_sandbox_evicts_the_stale_port(lab: NodeLab, node1: OvsNode, node2: OvsNode,
+                                                       ns: str) -> None:
+    """ADD of an already-wired pod under a second container id (its sandbox re-created by the runtime,
+    the old one never deleted) replaces the old OVS port: one port per pod, traffic through the new one."""
+    _peer, peer_result = wired_pod(lab, node2, ns, "peer")
+    pod, _ = wired_pod(lab, node1, ns, "again")
+    old_host = pod.container_id[:15]
+    with second_sandbox(pod) as again:
+        added = lab.cni(again, "ADD")
+        assert added.returncode == 0, f"ADD under a second container id failed: {added.stdout} {added.stderr}"
+        new_host = again.container_id[:15]
+        ports = ovs_ports(node1)
+        assert new_host in ports and old_host not in ports
+        assert [i for i in ports if iface_map(node1, i, "external_ids").get("iface-id") == f"{ns}_again"] == [new_host]
+        assert ping(again, pod_ip(peer_result)).returncode == 0
+        assert f"pod {ns}/again: removed stale OVS port {old_host}" in node1.agent_log.read_text()
+        assert old_host not in host_links(node1)  # its veth went with it
+        # The runtime's late DEL of the old sandbox succeeds and leaves the new one alone.
+        assert lab.cni(pod, "DEL").returncode == 0
+        assert new_host in ovs_ports(node1)
+        assert lab.cni(again, "DEL").returncode == 0
+        assert new_host not in ovs_ports(node1)
+
+
+@pytest.mark.usefixtures("libcni_cache")
+def test_cnitool_add_under_a_second_sandbox_evicts_the_first(lab: NodeLab, node1: OvsNode, node2: OvsNode, ns: str,
+                                                             tmp_path: Path) -> None:
+    """libcni names the container after the netns: the same pod ADDed from a second netns is a second sandbox."""
+    pod = lab.create_pod(node1, ns, "cnitool-twice")
+    _peer, peer_result = wired_pod(lab, node2, ns, "peer2")
+    lab.wait_pod_annotated(pod)
+    conf = json.loads(node1.cni_conf_file.read_text())
+    conf["cniVersion"] = "1.0.0"  # Debian's libcni knows results up to 1.0.0
+    (tmp_path / node1.cni_conf_file.name).write_text(json.dumps(conf))
+    env = {"NETCONFPATH": str(tmp_path), "CNI_PATH": str(node1.cni_bin_dir),
+           "CNI_ARGS": f"K8S_POD_NAMESPACE={ns};K8S_POD_NAME=cnitool-twice;K8S_POD_UID={pod.uid}",
+           "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    def cnitool(command: str, sandbox: PodSandbox) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([paths.tool_bin("cnitool"), command, "ovn-kubernetes", sandbox.netns_path], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    def pod_ports() -> list[str]:
+        return sorted(p for p in ovs_ports(node1)
+                      if iface_map(node1, p, "external_ids").get("iface-id") == f"{ns}_cnitool-twice")
+
+    first = cnitool("add", pod)
+    assert first.returncode == 0, first.stderr
+    (old_port,) = pod_ports()
+    with second_sandbox(pod) as again:
+        second = cnitool("add", again)
+        assert second.returncode == 0, f"cnitool add from a second sandbox failed: {second.stdout} {second.stderr}"
+        (new_port,) = pod_ports()
+        assert new_port != old_port
+        assert ping(again, pod_ip(peer_result)).returncode == 0
+        assert cnitool("del", pod).returncode == 0
+        assert pod_ports() == [new_port]
+        assert cnitool("del", again).returncode == 0
+        assert pod_ports() == []

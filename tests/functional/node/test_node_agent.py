@@ -19,6 +19,7 @@ from .conftest import dump_flows
 from .conftest import node_annotations
 from .conftest import restart_agent
 from .conftest import shim_status
+from .conftest import wait_gone
 
 pytestmark = [pytest.mark.node, pytest.mark.kube, pytest.mark.ovn, pytest.mark.slow]
 
@@ -214,3 +215,39 @@ def test_cni_config_removed_on_exit_only_when_configured(lab: NodeLab, node2: Ov
     finally:
         restart_agent(lab, node2)
     assert node2.cni_conf_file.exists()
+
+
+def http_get(node: OvsNode, url: str) -> int | str:
+    """Status of GET ``url`` from inside ``node``'s netns, or the connection error's text."""
+    script = (
+        "import sys, urllib.request, urllib.error\n"
+        "try:\n"
+        f"    print(urllib.request.urlopen({url!r}, timeout=5).status)\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code)\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    out = node.exec(["python3", "-c", script]).stdout.strip()
+    return int(out) if out.isdigit() else out
+
+
+def test_health_on_loopback_only_metrics_where_configured(lab: NodeLab, node1: OvsNode, node2: OvsNode) -> None:
+    """/healthz and /readyz answer on the node's loopback only (the kubelet probes from the host network);
+    /metrics is served on the address configured for it, which pods and other nodes may reach, and
+    nothing else is (issue 24, secure defaults)."""
+    metrics = f"{node1.ip}:9476"
+    restart_agent(lab, node1, f"node.metrics-bind-address={metrics}", "node.health-bind-address=127.0.0.1:9410")
+    try:
+        wait_gone("node-1 ready", lambda: http_get(node1, "http://127.0.0.1:9410/readyz") == 200)
+        for path in ("/healthz", "/readyz"):
+            assert agent_http(node1, path)[0] == 200
+            assert http_get(node2, f"http://{metrics}{path}") == 404  # from another node
+            assert http_get(node2, f"http://{node1.ip}:9410{path}") != 200
+        assert http_get(node2, f"http://{metrics}/metrics") == 200
+        assert agent_http(node1, "/metrics")[0] == 404  # the loopback listener serves health only
+    finally:
+        restart_agent(lab, node1)
+    # Defaults: one loopback listener for all three.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert agent_http(node1, path)[0] == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
@@ -18,9 +19,13 @@ from ovnk.core.ovn.connection import RECONNECT_BACKOFF_MS
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.ovn.connection import SslFiles
 from ovnk.core.ovn.txn import TxnManager
+from ovnk_lab import paths
 from ovnk_lab.kube import Pki
 from ovnk_lab.ovn import OvnCentral
 from ovnk_lab.ovn import SslFiles as LabSsl
+from ovnk_lab.procs import Daemon
+from ovnk_lab.procs import unix_socket_ready
+from ovnk_lab.procs import wait_for
 from tests.functional.ovn.conftest import CONTROLLER
 from tests.functional.ovn.conftest import NODE_SWITCH
 from tests.functional.ovn.conftest import POD_PORT
@@ -118,3 +123,81 @@ def test_commit_times_out_when_server_is_gone(ovn_central) -> None:
         assert time.monotonic() - started < 10
     finally:
         client.stop()
+
+
+def connection_lines(caplog: pytest.LogCaptureFixture, remote: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "ovnk.core.ovn.connection" and remote in r.getMessage()
+            and ("lost the connection" in r.getMessage() or "reconnected" in r.getMessage())]
+
+
+def wait_lines(caplog: pytest.LogCaptureFixture, remote: str, count: int, timeout: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while len(connection_lines(caplog, remote)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return connection_lines(caplog, remote)
+
+
+class LocalOvsDb:
+    """A node's Open_vSwitch ovsdb-server (only the database: enough for a connection test)."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True)
+        self.sock = workdir / "db.sock"
+        self.db_name = "Open_vSwitch"
+        db_file = workdir / "conf.db"
+        subprocess.run([paths.ovs_bin("ovsdb-tool"), "create", str(db_file), paths.ovn_schema("vswitch")],
+                       check=True)
+        self.daemon = Daemon("ovsdb-server-ovs", [
+            paths.ovs_bin("ovsdb-server"), str(db_file), f"--remote=punix:{self.sock}",
+            f"--unixctl={workdir / 'db.ctl'}", f"--pidfile={workdir / 'db.pid'}"], log_path=workdir / "db.log")
+
+    def start(self) -> None:
+        self.daemon.start()
+        wait_for("the Open_vSwitch database", lambda: unix_socket_ready(self.sock), timeout=15,
+                 daemons=[self.daemon])
+
+
+def test_outage_of_each_database_logs_one_disconnect_and_one_reconnect_with_the_down_time(
+    ovn_central, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that goes away and comes back: one line when the connection is lost, one when it is
+    back saying how long it was down (issue 24 D6), for the NB, the SB and a node's Open_vSwitch DB."""
+    caplog.set_level("INFO", logger="ovnk.core.ovn.connection")
+    ovs = LocalOvsDb(tmp_path / "ovs")
+    ovs.start()
+    clients = [OvsdbClient(remote=ovn_central.nb_address, schema="OVN_Northbound", name="nb", timeout=10).start(),
+               OvsdbClient(remote=ovn_central.sb_address, schema="OVN_Southbound", name="sb", timeout=10).start(),
+               OvsdbClient(remote=f"unix:{ovs.sock}", schema="Open_vSwitch", name="ovs", timeout=10).start()]
+
+    def stop(index: int) -> None:
+        (ovn_central.nb.members[0].daemon, ovn_central.sb.members[0].daemon, ovs.daemon)[index].stop()
+
+    def restart(index: int) -> None:
+        if index < 2:
+            ovn_central.restart_member((ovn_central.nb, ovn_central.sb)[index], 0)
+        else:
+            ovs.start()
+
+    try:
+        for index, (db_name, client) in enumerate(zip(("OVN_Northbound", "OVN_Southbound", "Open_vSwitch"), clients,
+                                                      strict=True)):
+            stop(index)
+            lines = wait_lines(caplog, client.remote, 1)
+            assert len(lines) == 1 and "lost the connection" in lines[0], lines
+            assert lines[0].startswith(f"{db_name} at {client.remote}: lost the connection"), lines[0]
+            time.sleep(2.5)  # down for a while: the reconnect backoff retries meanwhile, silently
+            assert len(connection_lines(caplog, client.remote)) == 1
+            restart(index)
+            lines = wait_lines(caplog, client.remote, 2)
+            assert len(lines) == 2, lines
+            prefix = f"{db_name} at {client.remote}: reconnected after "
+            assert lines[1].startswith(prefix), lines[1]
+            down = float(lines[1][len(prefix):].split(" ")[0].rstrip("s"))
+            assert 2.5 <= down < 30, lines[1]
+            time.sleep(1.5)
+            assert len(connection_lines(caplog, client.remote)) == 2  # once each
+    finally:
+        for client in clients:
+            client.stop()
+        ovs.daemon.stop()

@@ -53,7 +53,7 @@ class GatewayBed:
     patch: int
 
     def trace(self, flow: str) -> str:
-        return run([paths.system_bin("ovs-appctl"), "-t", str(self.node.run_dir / "ovs-vswitchd.ctl"),
+        return run([self.node.install.bin("ovs-appctl"), "-t", str(self.node.run_dir / "ovs-vswitchd.ctl"),
                     "ofproto/trace", BRIDGE, flow], env=self.node.env()).stdout
 
 

@@ -257,7 +257,16 @@ def test_hook_ovnk_controllers_load_balancer_rows_for_every_kind_of_service(env:
         f"ip4.src == 172.30.0.200 && ip4.dst == {node_ip(0)} && ip.ttl == 64 && "
         f"tcp && tcp.src == 40000 && tcp.dst == {node_port(np)}"), "--ct", "new")
     assert 'ingress(dp="GR_node-a"' in trace, trace
-    assert "lr_in_dnat" in trace and "ct_lb_mark(backends=10.244.60.1:80; force_snat)" in trace, trace
+    # Past the gateway router's un-SNAT stage ovn-trace goes on only with OVN < 23.06, where northd
+    # let LB VIPs that are also NAT addresses skip it (priority 120 "next;"). Newer northd sends them
+    # through "ct_snat;", after which ovn-trace stops on any gateway router (its ct_snat has "no
+    # visible effect" there). So the DNAT flow that load-balances the NodePort is read directly.
+    vip = f"ip4.dst == {node_ip(0)} && tcp && tcp.dst == {node_port(np)}"
+    dnat = [line for line in env.central.sbctl("lflow-list", "GR_node-a").splitlines()
+            if "lr_in_dnat" in line and vip in line and "ct.new" in line]
+    assert any("ct_lb_mark(backends=10.244.60.1:80; force_snat)" in line for line in dnat), dnat or trace
+    if "lr_in_dnat" in trace:
+        assert "ct_lb_mark(backends=10.244.60.1:80; force_snat)" in trace, trace
 
 
 def test_changes_converge_in_one_transaction_each(env: ClusterEnv, commits: Commits) -> None:

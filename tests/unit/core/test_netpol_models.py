@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 from typing import Any
 
 import pytest
@@ -133,7 +134,8 @@ def test_policy_acls_matches_names_and_pipelines() -> None:
         f"(ip4.src == {{${as_name}}} || (ip4.src == 169.254.0.5 && ip4.dst == {{${as_name}}})) "
         "&& udp && udp.dst == 53 && outport == @pg")
     assert by_key[("Ingress", "-2", "udp")].match == (
-        "(ip4.src == 10.0.0.0/8 && ip4.src != {10.1.0.0/16, 10.2.0.0/16}) && udp && udp.dst == 53 && outport == @pg")
+        "ip4.src == {10.0.0.0/16, 10.3.0.0/16, 10.4.0.0/14, 10.8.0.0/13, 10.16.0.0/12, 10.32.0.0/11, 10.64.0.0/10, "
+        "10.128.0.0/9} && udp && udp.dst == 53 && outport == @pg")
     egress = by_key[("Egress", "-2", "None")]
     assert egress.match == "ip4.dst == 192.168.0.0/16 && inport == @pg"
     columns = egress.columns(tier=True)
@@ -161,3 +163,68 @@ def test_acl_logging_annotation() -> None:
         parse_acl_logging("{x")
     with pytest.raises(PolicyError, match="'loud'"):
         parse_acl_logging('{"allow": "loud"}')
+
+
+def blocks_of(*peers: dict[str, Any]) -> tuple[Any, ...]:
+    model = parse_policy(policy({"podSelector": {}, "ingress": [{"from": [{"ipBlock": p} for p in peers]}]}))
+    return model.ingress[0].ip_blocks
+
+
+def allowed_by_spec(blocks: tuple[Any, ...], ip: Any) -> bool:
+    """NetworkPolicy's own wording: in some block's cidr and in none of that block's excepts."""
+    return any(ip.version == b.cidr.version and ip in b.cidr and not any(ip in e for e in b.excepts) for b in blocks)
+
+
+@pytest.mark.parametrize("peers", [
+    [{"cidr": "0.0.0.0/0", "except": ["10.0.0.1/32", "10.0.0.3/32", "192.168.7.7/32", "255.255.255.255/32"]}],
+    [{"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16", "10.1.2.0/24", "10.255.255.0/24"]},
+     {"cidr": "10.1.2.0/24"}],  # a second block gives back part of the first one's except
+    [{"cidr": "10.0.0.0/24", "except": ["10.0.0.0/25"]}, {"cidr": "10.0.0.0/26"}, {"cidr": "10.0.0.64/26"}],
+    [{"cidr": "fd00::/8", "except": ["fd00::1/128", "fd12::/16"]}, {"cidr": "192.0.2.0/24", "except": ["192.0.2.9/32"]}],
+])
+def test_allowed_networks_are_exactly_the_blocks_minus_their_excepts(peers: list[dict[str, Any]]) -> None:
+    blocks = blocks_of(*peers)
+    networks = nb.allowed_networks(blocks)
+    flat = [n for nets in networks.values() for n in nets]
+    # Disjoint and minimal: no prefix overlaps another, no two could merge into one.
+    for version, nets in networks.items():
+        assert all(n.version == version for n in nets)
+        assert list(ipaddress.collapse_addresses(nets)) == nets  # type: ignore[arg-type]
+    # Every boundary (each cidr's and except's first and last address, and their neighbours) and
+    # random addresses agree with the spec's wording.
+    rng = random.Random(7)
+    samples = []
+    for block in blocks:
+        for net in (block.cidr, *block.excepts):
+            for edge in (int(net.network_address), int(net.broadcast_address)):
+                samples += [edge - 1, edge, edge + 1]
+        lo, hi = int(block.cidr.network_address), int(block.cidr.broadcast_address)
+        samples += [rng.randint(lo, hi) for _ in range(300)]
+        maximum = 2 ** block.cidr.max_prefixlen - 1
+        for value in samples:
+            if 0 <= value <= maximum:
+                ip = ipaddress.ip_address(value) if block.cidr.version == 4 else ipaddress.IPv6Address(value)
+                assert any(ip in n for n in flat if n.version == ip.version) == allowed_by_spec(blocks, ip), ip
+        samples.clear()
+
+
+def test_ip_block_match_is_linear_in_the_excepts_and_positive_only() -> None:
+    rng = random.Random(24)
+    for count in (1, 8, 64, 256):
+        excepts = sorted({f"{ipaddress.IPv4Address(rng.randint(1, 2**32 - 2))}/32" for _ in range(count)})
+        blocks = blocks_of({"cidr": "0.0.0.0/0", "except": excepts})
+        match = nb.ip_block_match(blocks, direction="Ingress")
+        assert match is not None and "!=" not in match
+        assert len(nb.allowed_networks(blocks)[4]) <= 32 * len(excepts)
+
+
+def test_ip_block_fully_excepted_allows_nothing_and_writes_no_acl() -> None:
+    model = parse_policy(policy({"podSelector": {}, "ingress": [
+        {"from": [{"ipBlock": {"cidr": "10.0.0.0/24", "except": ["10.0.0.0/25", "10.0.0.128/25"]}}]},
+        {"from": [{"ipBlock": {"cidr": "10.0.0.0/24", "except": ["10.0.0.0/24"]}},
+                  {"podSelector": {}}]},
+    ]}))
+    assert nb.ip_block_match(model.ingress[0].ip_blocks, direction="Ingress") is None
+    acls = nb.policy_acls(model, controller="c", port_group="pg", families=[4], hairpin_ip=None, logging=AclLogging())
+    # Rule 0 allows nothing (no ACL at all); rule 1 keeps its selector ACL only.
+    assert [(a.ids.value("gress-index"), a.ids.value("ip-block-index")) for a in acls] == [("1", "-1")]

@@ -17,6 +17,8 @@ keys in alphabetical order.
 {{- $nb := dict -}}
 {{- $sb := dict -}}
 {{- if $v.ovnDb.ssl.enabled -}}
+{{- /* The controller's certificate (nodes never mount it: they open no database connection
+       themselves, and their ovn-controller uses the chassis certificate the agent issues). */ -}}
 {{- $nb = dict "client-privkey" "/etc/ovnk/ssl/cert/tls.key" "client-cert" "/etc/ovnk/ssl/cert/tls.crt" "client-cacert" "/etc/ovnk/ssl/ca/ca.crt" -}}
 {{- $sb = deepCopy $nb -}}
 {{- end -}}
@@ -40,7 +42,14 @@ keys in alphabetical order.
     "lease-duration" $le.leaseDuration
     "renew-deadline" $le.renewDeadline
     "retry-period" $le.retryPeriod) -}}
-{{- $_ = set $ini "node" (dict "metrics-bind-address" (printf "0.0.0.0:%v" $v.node.metricsPort)) -}}
+{{- $health := printf "127.0.0.1:%v" $v.node.healthPort -}}
+{{- $node := dict "health-bind-address" $health "metrics-bind-address" ($v.node.metricsBindAddress | default $health) -}}
+{{- if $v.ovnDb.ssl.enabled -}}
+{{- $_ = set $node "chassis-ca-cert" "/etc/ovnk/ssl/node-ca/tls.crt" -}}
+{{- $_ = set $node "chassis-ca-key" "/etc/ovnk/ssl/node-ca/tls.key" -}}
+{{- $_ = set $node "chassis-cert-dir" "/var/run/ovn/chassis-tls" -}}
+{{- end -}}
+{{- $_ = set $ini "node" $node -}}
 {{- $_ = set $ini "cni" (dict "bin-dir" $v.cni.binDir "conf-dir" $v.cni.confDir "shim" $v.cni.shim) -}}
 {{- $enabled := include "ovnk.enabledPlugins" . -}}
 {{- $_ = set $ini "plugins" (dict "enabled" $enabled) -}}

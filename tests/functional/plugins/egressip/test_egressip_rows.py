@@ -273,3 +273,18 @@ def mac_of(env: ClusterEnv, ns: str, pod: str) -> str:
 def router_mac(env: ClusterEnv, node: str) -> str:
     row = next(r for r in env.nb_rows("Logical_Router_Port") if nb_value(r["name"]) == f"rtos-{node}")
     return str(nb_value(row["mac"]))
+
+
+def test_two_ips_on_two_nodes_reroute_over_both_and_snat_on_each(env: ClusterEnv, crd: None) -> None:
+    env.start_controller(*ENABLE)
+    ready_node(env, "ecmp-a", 0, labelled=True)
+    ready_node(env, "ecmp-b", 1, labelled=True)
+    team = namespace(env, {"team": "ecmp"})
+    env.create_pod(team, "p", "ecmp-b")
+    p = pod_ip(env, team, "p")
+    create_eip(env, "two", ["172.30.0.100", "172.30.0.101"], {"team": "ecmp"})
+    wait_for("one IP on each node", lambda: set(status(env, "two").values()) == {"ecmp-a", "ecmp-b"})
+    env.wait_idle()
+    held = {node: ip for ip, node in status(env, "two").items()}
+    assert reroutes(env) == {f"ip4.src == {p}": sorted([join_ip(env, "ecmp-a"), join_ip(env, "ecmp-b")])}
+    assert snats(env) == {("GR_ecmp-a", held["ecmp-a"], p), ("GR_ecmp-b", held["ecmp-b"], p)}

@@ -53,3 +53,14 @@ def test_arp_flows_of_the_egress_ips_this_node_holds() -> None:
     assert held_ips(objects, "n1") == ["172.30.0.100"], "IPv4 only (ARP), malformed entries skipped"
     assert arp_flows(["172.30.0.100"], uplink=1, patch=3) == [
         "table=0,priority=85,in_port=1,arp,arp_op=1,arp_tpa=172.30.0.100 actions=output:3"]
+
+
+def test_reply_mark_leaves_replies_to_cluster_and_join_addresses_unmarked() -> None:
+    internal = [ipaddress.ip_network("10.244.0.0/16"), ipaddress.ip_network("100.64.0.0/16"),
+                ipaddress.ip_network("fd00:10:244::/48")]
+    _, columns = nb.reply_mark_qos("ctl", 4, internal=internal)
+    assert columns["match"] == ("ip4.src == $" + nb.served_pods_set("ctl", 4)[0]
+                                + " && ct.trk && ct.rpl && ip4.dst != {10.244.0.0/16, 100.64.0.0/16}")
+    assert columns["action"] == {"mark": 42} and columns["direction"] == "from-lport"
+    _, v6 = nb.reply_mark_qos("ctl", 6, internal=internal)
+    assert v6["match"].endswith("ip6.dst != {fd00:10:244::/48}")
