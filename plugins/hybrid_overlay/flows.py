@@ -22,6 +22,8 @@ table  priority  match                                              actions
 10     100       ``ip, nw_dst=<mgmt IP>``                           ``eth_src=M, eth_dst=<mgmt MAC>, output:ext``
 10     100       ``ip, nw_dst=D``                                   ``nw_dst=J, eth_src=M, eth_dst=G, output:ext``
                                                                     (replies to what the GR sent, below)
+10     10        ``ip, nw_dst=S``                                   ``eth_src=M, eth_dst=0a:58:<IP>, output:ext``
+                                                                    (a pod not known here yet: core's MAC rule)
 =====  ========  =================================================  =============================================
 
 Per foreign node ``F`` (subnet ``SF``, VXLAN endpoint ``IF``, MAC ``MF``), with
@@ -124,6 +126,10 @@ def local_flows(facts: LocalFacts, pods: Iterable[LocalPod]) -> list[str]:
     if facts.gr_join_ip is not None:
         flows.append(f"table=10,priority=100,ip,nw_dst={facts.dr_ip} actions=mod_nw_dst:{facts.gr_join_ip},"
                      f"mod_dl_src:{m},mod_dl_dst:{facts.gateway_mac},output:{PATCH_EXT}")
+    # A pod the agent has not seen yet (its flow below comes with the next reconcile) still gets its
+    # packets: core derives a pod's MAC from its IP (0a:58:<IP>) unless the pod asks for another one.
+    flows.append(f"table=10,priority=10,ip,nw_dst={s} actions=mod_dl_src:{m},load:0xa58->NXM_OF_ETH_DST[32..47],"
+                 f"move:NXM_OF_IP_DST[]->NXM_OF_ETH_DST[0..31],output:{PATCH_EXT}")
     for pod in sorted(pods, key=lambda p: p.ip):
         if pod.ip in s and pod.ip not in (facts.mgmt_ip, facts.dr_ip):
             flows.append(f"table=10,priority=100,ip,nw_dst={pod.ip} "

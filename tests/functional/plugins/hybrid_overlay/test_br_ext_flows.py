@@ -145,11 +145,14 @@ def test_tunnel_traffic_for_local_pods_is_dispatched_to_them(bed: Bed) -> None:
                       f"nw_dst={POD.ip},nw_ttl=64")
     assert "goto_table:10" in trace, trace
     assert f"set_field:{POD.mac}->eth_dst" in trace and f"output:{bed.ofports[fl.PATCH_EXT]}" in trace, trace
-    # The host (management port) is reachable too; an address nobody has is dropped.
+    # The host (management port) is reachable too; a pod this node's agent does not know yet gets the MAC
+    # core gives every pod that asks for no other (0a:58:<IP>).
     mgmt = bed.trace(f"{tunnel},ip,dl_dst={FACTS.dr_mac},nw_src=10.132.0.10,nw_dst={FACTS.mgmt_ip}")
     assert f"mod_dl_dst:{FACTS.mgmt_mac}" in mgmt or f"set_field:{FACTS.mgmt_mac}->eth_dst" in mgmt, mgmt
-    nobody = bed.trace(f"{tunnel},ip,dl_dst={FACTS.dr_mac},nw_src=10.132.0.10,nw_dst=10.244.1.99")
-    assert "Datapath actions: drop" in nobody, nobody
+    new_pod = bed.trace(f"{tunnel},ip,dl_dst={FACTS.dr_mac},nw_src=10.132.0.10,nw_dst=10.244.1.99")
+    assert "dl_dst=0a:58:0a:f4:01:63" in new_pod.split("Final flow:")[1] and f"output:{bed.ofports[fl.PATCH_EXT]}" in new_pod, new_pod
+    outside = bed.trace(f"{tunnel},ip,dl_dst={FACTS.dr_mac},nw_src=10.132.0.10,nw_dst=10.244.2.9")
+    assert "Datapath actions: drop" in outside, outside
     # ARP from the foreign node for a local address: answered through the tunnel it came from.
     arp = bed.trace(f"{tunnel},arp,arp_op=1,dl_src={REMOTE.dr_mac},dl_dst=ff:ff:ff:ff:ff:ff,arp_spa=10.132.0.1,"
                     f"arp_tpa={POD.ip},arp_sha={REMOTE.dr_mac}")
