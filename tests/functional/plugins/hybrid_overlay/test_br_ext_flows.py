@@ -46,7 +46,7 @@ class Bed:
     ofports: dict[str, int]
 
     def trace(self, flow: str) -> str:
-        return run([paths.system_bin("ovs-appctl"), "-t", str(self.node.run_dir / "ovs-vswitchd.ctl"),
+        return run([paths.ovs_bin("ovs-appctl"), "-t", str(self.node.run_dir / "ovs-vswitchd.ctl"),
                     "ofproto/trace", fl.BRIDGE, flow], env=self.node.env()).stdout
 
 
@@ -75,7 +75,7 @@ def bed(lab_dir: Path) -> Iterator[Bed]:
         for link in ("phy0", "phy1"):
             node.exec(["ip", "link", "set", link, "up"])
         ovs.ensure_port("br-phy", "phy0")
-        run([paths.system_bin("ovs-appctl"), "-t", str(node.run_dir / "ovs-vswitchd.ctl"), "tnl/neigh/set", "br-phy",
+        run([paths.ovs_bin("ovs-appctl"), "-t", str(node.run_dir / "ovs-vswitchd.ctl"), "tnl/neigh/set", "br-phy",
              str(REMOTE.address), "0a:00:00:00:00:50"], env=node.env())
         flows = FlowManager(run_dir=str(node.run_dir), env=node.env())
         flows.manage(fl.BRIDGE)
