@@ -224,6 +224,8 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
     from ovnk_lab.paths import system_bin
     from ovnk_lab.sandbox import Sandbox
     from ovnk_lab.sandbox import SandboxOptions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: ``tests`` helpers
     from tests.e2e.support import free_underlay_subnet
 
     box = Sandbox(work / "sandbox", prefix="beip", subnet=free_underlay_subnet())
