@@ -365,11 +365,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         # under --monitor (as ovs-ctl does in production): a monitor process restarts vswitchd after a
         # crash (the monitor is the recorded pid; `down` kills the node's cgroup tree, which holds both).
         # A newer OVS runs without it: a crash there is a finding, and the tests must see it fail.
-        monitor = ["--monitor"] if ovn.old_ovs else []
-        vswitchd = self.start_process("ovs-vswitchd", [
-            ovn.bin("ovs-vswitchd"), f"unix:{sock}", *monitor, f"--pidfile={run_dir / 'ovs-vswitchd.pid'}",
-            f"--unixctl={run_dir / 'ovs-vswitchd.ctl'}", f"--log-file={log_dir / 'ovs-vswitchd.log'}",
-        ], env=env, tier=TIER_OVS)
+        vswitchd = self.start_vswitchd()
         # Returns once vswitchd has applied the change, i.e. it is up and connected.
         run([*vsctl, "set", "Open_vSwitch", ".", f"external_ids:system-id={self.name}",
              f"external_ids:hostname={self.name}", "external_ids:ovn-bridge-datapath-type=netdev"], env=env)
@@ -378,6 +374,18 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             f"--log-file={log_dir / 'ovn-controller.log'}",
         ], env=env, tier=TIER_OVS)
         return [ovsdb, vswitchd, controller]
+
+    def start_vswitchd(self) -> Daemon:
+        """Start the node's ovs-vswitchd (``start_ovs`` does; a test that killed it starts it again).
+
+        Under ``--monitor`` only with an OVS older than ``paths.OVS_FIXED_VERSION`` (see ``start_ovs``)."""
+        ovn = self.ovn
+        run_dir, log_dir = self.ovs_dir / "run", self.ovs_dir / "log"
+        monitor = ["--monitor"] if ovn.old_ovs else []
+        return self.start_process("ovs-vswitchd", [
+            ovn.bin("ovs-vswitchd"), f"unix:{run_dir / 'db.sock'}", *monitor, f"--pidfile={run_dir / 'ovs-vswitchd.pid'}",
+            f"--unixctl={run_dir / 'ovs-vswitchd.ctl'}", f"--log-file={log_dir / 'ovs-vswitchd.log'}",
+        ], env=ovs_env(self.ovs_dir, ovn), tier=TIER_OVS)
 
     def ovs_vsctl(self, *args: str) -> str:
         if self.ovs_db_sock is None:
