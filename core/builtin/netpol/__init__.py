@@ -105,3 +105,8 @@ def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
 @hookimpl
 def ovnk_node_txn(ctx: ControllerContext, txn: NbTxn, node: Mapping[str, Any], deleted: bool) -> None:
     ctl.node_txn(ctx, txn, node, deleted)
+
+
+@hookimpl
+def ovnk_trace_explain(table: str, external_ids: Mapping[str, str]) -> str | None:
+    return nb.explain_acl(external_ids) if table == "ACL" else None
