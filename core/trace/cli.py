@@ -20,6 +20,8 @@ def render(result: Any) -> str:
     if result.backend:
         lines.append(f"  load balancer chose backend {result.backend['ip']}:{result.backend['port']}"
                      + (f" (pod {result.backend['pod']})" if result.backend.get("pod") else ""))
+    if result.snat:
+        lines.append(f"  SNAT to {result.snat['external_ip']} on {result.snat['router']}")
     if result.findings:
         lines.append("  on the way:")
         for finding in result.findings:

@@ -42,7 +42,7 @@ from ovnk.core.trace.parse import parse
 CT_STEPS = 8
 SOURCE_PORT = 33333
 DEFAULT_PORT = 80
-ALLOWED, DROPPED, UNREACHABLE = "allowed", "dropped", "unreachable"
+ALLOWED, DROPPED, REJECTED, UNREACHABLE = "allowed", "dropped", "rejected", "unreachable"
 #: Port types through which a packet leaves the cluster's logical network.
 EXIT_PORT_TYPES = ("localnet", "l2gateway")
 
@@ -85,6 +85,7 @@ class TraceResult:
     findings: list[Finding] = field(default_factory=list)
     decisive: Finding | None = None
     backend: dict[str, Any] | None = None
+    snat: dict[str, Any] | None = None
     microflow: str = ""
     datapath: str = ""
     outputs: list[str] = field(default_factory=list)
@@ -95,7 +96,7 @@ class TraceResult:
             "source": self.source.as_dict(), "destination": self.destination.as_dict(),
             "protocol": self.protocol, "port": self.port, "verdict": self.verdict, "reason": self.reason,
             "decisive": self.decisive.as_dict() if self.decisive else None,
-            "findings": [f.as_dict() for f in self.findings], "backend": self.backend,
+            "findings": [f.as_dict() for f in self.findings], "backend": self.backend, "snat": self.snat,
             "microflow": self.microflow, "datapath": self.datapath, "outputs": self.outputs,
         }
 
@@ -229,6 +230,7 @@ def interpret(state: OvnState, parsed: ParsedTrace, *, source: Endpoint, destina
                               "logical_port": delivered_to.name}
         if delivered_to.type in EXIT_PORT_TYPES:
             result.reason = f"leaves the cluster network through {delivered_to.name} (switch {delivered_to.switch})"
+            _gateway_snat(state, parsed, result, hook=hook)
         else:
             target = delivered_to.pod or delivered_to.name
             result.reason = f"delivered to {target}" + (
@@ -238,6 +240,19 @@ def interpret(state: OvnState, parsed: ParsedTrace, *, source: Endpoint, destina
         if allows:
             result.decisive = allows[-1]
             result.reason += "; allowed by " + "; ".join(f.text for f in allows)
+        return result
+    rejecting = next((s for s in parsed.steps if s.rejects), None)
+    if rejecting is not None:
+        result.verdict = REJECTED
+        row = state.row_of_lflow(rejecting.lflow)
+        if row is not None:
+            result.decisive = explain(row, hook=hook, datapath=rejecting.pipeline.datapath,
+                                      pipeline=rejecting.pipeline.direction, stage=rejecting.stage)
+            result.reason = f"rejected (TCP reset / ICMP unreachable) by {result.decisive.text}"
+            if row.table == "Load_Balancer" and destination.vip is not None and not destination.vip.backends:
+                result.reason += f": service {destination.vip.service} has no ready endpoints"
+        else:
+            result.reason = f"rejected by OVN in {rejecting.stage} on {rejecting.pipeline.datapath}"
         return result
     dropping = next((s for s in reversed(parsed.steps) if s.drops), None)
     if dropping is not None:
@@ -261,6 +276,28 @@ def interpret(state: OvnState, parsed: ParsedTrace, *, source: Endpoint, destina
     else:
         result.reason = f"the packet never reaches {destination.name}{where}"
     return result
+
+
+def _gateway_snat(state: OvnState, parsed: ParsedTrace, result: TraceResult, *, hook: Any) -> None:
+    """Name the SNAT of the last gateway router the packet crossed on its way out.
+
+    ``ovn-trace`` has no MAC binding for the physical next hop, so the IP packet stops at ARP
+    resolution on the gateway router and its ``lr_out_snat`` stage is never printed: the SNAT
+    that applies is read from that router's NAT rows (most specific ``logical_ip`` first).
+    """
+    routers = [s.pipeline.datapath for s in parsed.steps if s.pipeline.datapath in state.router_nats]
+    for router in reversed(routers):
+        nat = state.snat_for(router, result.source.ip)
+        if nat is None:
+            continue
+        finding = explain(nat, hook=hook, datapath=router, pipeline="egress", stage="lr_out_snat")
+        if all(f.uuid != finding.uuid for f in result.findings):
+            result.findings.append(finding)
+        external = nat.columns.get("external_ip")
+        result.snat = {"router": router, "external_ip": str(external), "logical_ip": str(nat.columns.get("logical_ip")),
+                       "text": finding.text}
+        result.reason += f", SNATed to {external} by {router} ({finding.text})"
+        return
 
 
 def _delivered(state: OvnState, destination: Endpoint, outputs: Sequence[str]) -> LogicalPort | None:

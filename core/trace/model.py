@@ -29,6 +29,7 @@ NB_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "Logical_Switch": ("ports", "other_config"),
     "Logical_Switch_Port": ("addresses", "type", "options"),
     "Logical_Router_Port": ("mac", "networks"),
+    "Logical_Router": ("nat",),
     "Port_Group": ("ports",),
     "ACL": ("match", "action", "direction", "priority"),
     "Load_Balancer": ("vips", "protocol"),
@@ -125,6 +126,7 @@ class OvnState:
     hinted: dict[str, RowSnapshot] = field(default_factory=dict)  # NB uuid prefix (8 hex) -> row
     lflow_hints: dict[str, str] = field(default_factory=dict)  # SB Logical_Flow uuid prefix -> stage-hint
     load_balancers: list[RowSnapshot] = field(default_factory=list)
+    router_nats: dict[str, list[RowSnapshot]] = field(default_factory=dict)  # router name -> its NAT rows
 
     @classmethod
     def from_rows(cls, nb: Mapping[str, list[RowSnapshot]], sb: Mapping[str, list[RowSnapshot]]) -> OvnState:
@@ -157,6 +159,10 @@ class OvnState:
         for table in EXPLAINED_TABLES:
             for row in nb.get(table, []):
                 state.hinted[row.uuid[:8]] = row
+        nats = {r.uuid: r for r in nb.get("NAT", [])}
+        for router in nb.get("Logical_Router", []):
+            state.router_nats[router.name or router.uuid] = [
+                nats[str(u)] for u in _column_list(router.columns.get("nat")) if str(u) in nats]
         for lflow in sb.get("Logical_Flow", []):
             hint = lflow.external_ids.get("stage-hint")
             if hint:
@@ -195,6 +201,21 @@ class OvnState:
             if port.uuid in {str(u) for u in _column_list(group.columns.get("ports"))}:
                 names.append(group.external_ids.get(OBJECT_NAME_KEY, group.name or group.uuid))
         return sorted(names)
+
+    def snat_for(self, router: str, source: IPAddress) -> RowSnapshot | None:
+        """The SNAT row of ``router`` that applies to ``source`` (the most specific ``logical_ip``)."""
+        best: tuple[int, RowSnapshot] | None = None
+        for nat in self.router_nats.get(router, []):
+            if _scalar(nat.columns.get("type")) != "snat":
+                continue
+            try:
+                network = ipaddress.ip_network(str(_scalar(nat.columns.get("logical_ip"))), strict=False)
+            except ValueError:
+                continue
+            if source.version == network.version and source in network:
+                if best is None or network.prefixlen > best[0]:
+                    best = (network.prefixlen, nat)
+        return best[1] if best else None
 
     def service_vips(self, service: str | None = None) -> list[ServiceVip]:
         """Every VIP of Service ``<namespace>/<name>``'s load balancers (of every Service without a name)."""

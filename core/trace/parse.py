@@ -56,6 +56,11 @@ class TraceStep:
         return any(a.rstrip(";").strip() == "drop" for a in self.actions)
 
     @property
+    def rejects(self) -> bool:
+        """``reject { ... }``: the packet is answered with a TCP reset or ICMP unreachable instead."""
+        return any(a.startswith("reject") for a in self.actions)
+
+    @property
     def output_port(self) -> str | None:
         for action in self.actions:
             found = _OUTPUT.search(action)

@@ -444,6 +444,7 @@ def describe_usage(sandbox: Sandbox) -> str:
         f"  {kubectl} get nodes -o wide        # kubectl 1.20, matching the API server",
         f"  {ovnk} exec <ns>/<pod> -- ping -c1 <ip>   # a host command inside a pod's network namespace",
         f"  {ovnk} status                # nodes, pods, daemons with pids",
+        f"  {ovnk} trace <ns>/<pod> <ns>/<pod>|<ip>|<ns>/<service> [--tcp|--udp PORT]   # why (not) reachable",
         f"  {ovnk} down                  # remove everything",
         f"OVN: ovn-nbctl --db={sandbox.nb_address()} show",
         f"controllers serve /metrics on {', '.join(sandbox.controller_metrics_address(i) for i in range(sandbox.controller_count()))}",

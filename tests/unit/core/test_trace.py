@@ -206,3 +206,62 @@ def test_hook_ovnk_trace_explain_names_a_plugins_rows_and_falls_back_to_core(pm:
     bare = engine.trace(st, source="ns/c", destination="ns/b", run=lambda dp, flow: DROPPED, hook=None)
     assert bare.decisive is not None
     assert bare.decisive.text == f"NetpolNamespace {NS} (direction=Ingress, type=defaultDeny): ACL drop"
+
+
+REJECTED = """\
+ingress(dp="np-a", inport="ns_c")
+---------------------------------
+12. ls_in_lb (northd.c:7558): ct.new && ip4.dst == 10.96.0.10 && tcp.dst == 80, priority 120, uuid 5fc3ba48
+    reg0 = 0;
+    reject { outport <-> inport; next(pipeline=egress, table=5); };
+
+tcp_reset
+---------
+    outport <-> inport;
+    next(pipeline=egress, table=5);
+
+egress(dp="np-a", outport="ns_c")
+---------------------------------
+ 9. ls_out_apply_port_sec (northd.c:5777): 1, priority 0, uuid 0ba8d1b2
+    output;
+    /* output to "ns_c", type "" */
+"""
+
+
+def test_a_service_without_endpoints_is_rejected_by_its_load_balancer() -> None:
+    st = state()
+    st.load_balancers[0].columns["vips"]["10.96.0.10:80"] = ""  # type: ignore[index]
+    st.lflow_hints["5fc3ba48"] = "lb1"[:8]
+    st.hinted["lb1"] = st.load_balancers[0]
+    result = engine.trace(st, source="ns/c", destination="ns/web", run=lambda dp, flow: REJECTED, hook=None)
+    assert result.verdict == engine.REJECTED and result.decisive is not None
+    assert result.decisive.owner == "ns/web" and result.reason.endswith("service ns/web has no ready endpoints")
+
+
+def test_traffic_leaving_the_cluster_names_the_gateway_snat() -> None:
+    nb_snat = row("NAT", "n1", type="snat", logical_ip="10.244.0.0/16", external_ip="172.30.0.11",
+                  ext={"k8s.ovn.org/owner-type": "Node", "k8s.ovn.org/name": "np-a"})
+    pod_snat = row("NAT", "n2", type="snat", logical_ip="10.244.0.4", external_ip="172.30.0.100",
+                   ext={"k8s.ovn.org/owner-type": "EgressIP", "k8s.ovn.org/name": "eip"})
+    st = state()
+    st.router_nats["GR_np-a"] = [nb_snat, pod_snat]
+    st.ports["breth0_np-a"] = st.ports["stor-np-a"].__class__(
+        name="breth0_np-a", uuid="p-ln", switch="ext_np-a", type="localnet", mac=None, ips=(), options={},
+        external_ids={})
+    out = """\
+ingress(dp="GR_np-a", inport="rtoj-GR_np-a")
+--------------------------------------------
+13. lr_in_ip_routing (northd.c:10388): ip4.dst == 0.0.0.0/0, priority 1, uuid 4775c4c7
+    outport = "rtoe-GR_np-a";
+
+egress(dp="ext_np-a", inport="etor-GR_np-a", outport="breth0_np-a")
+-------------------------------------------------------------------
+ 9. ls_out_apply_port_sec (northd.c:5777): 1, priority 0, uuid 0ba8d1b2
+    output;
+    /* output to "breth0_np-a", type "localnet" */
+"""
+    result = engine.trace(st, source="ns/c", destination="192.0.2.1", run=lambda dp, flow: out, hook=None)
+    assert result.verdict == engine.ALLOWED and result.snat is not None
+    # The pod's own SNAT (an egress IP) is more specific than the cluster subnet's.
+    assert result.snat["external_ip"] == "172.30.0.100" and result.snat["router"] == "GR_np-a"
+    assert "SNATed to 172.30.0.100 by GR_np-a (EgressIP eip" in result.reason
