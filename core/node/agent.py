@@ -73,6 +73,7 @@ from ovnk.core.kube.informer import InformerFactory
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.metrics import new_registry
+from ovnk.core.metrics import node_metrics
 from ovnk.core.node.cleanup import release_disabled_owners
 from ovnk.core.node.cni_handler import CniHandler
 from ovnk.core.node.cni_handler import PodCache
@@ -97,6 +98,7 @@ from ovnk.core.node.publish import NodeAnnotator
 from ovnk.core.node.publish import compact_json
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.process import stop_on_signals
+from ovnk.core.reconcile.runner import NODE_PREFIX
 from ovnk.core.reconcile.runner import ControllerRunner
 from ovnk.core.reconcile.spec import ControllerSpec
 from ovnk.core.topology import annotations as ann
@@ -268,7 +270,8 @@ class NodeAgent:
         self.gateway = SharedGateway(config=cfg, node_name=self.node_name, ovs=ovs, net=self.net, flows=flows)
         info = self.gateway.setup()
         system_id, encap_ip = self._configure_ovs(info)
-        self.runner = ControllerRunner(informers=informers, workers=1, registry=registry, events=events)
+        self.runner = ControllerRunner(informers=informers, workers=1, registry=registry, events=events,
+                                       metrics_prefix=NODE_PREFIX)
         self.ctx = ctx = NodeContext(config=cfg, pm=rt.pm, kube=self.kube, node_name=self.node_name, ovs=ovs,
                                      flows=flows, net=self.net, nft=self.nft, registry=registry, events=events,
                                      informers=informers, controllers=self.runner, gateway_bridge=info.bridge)
@@ -324,6 +327,7 @@ class NodeAgent:
         self.phase = "ready"
         write_cni_config(cfg.cni)
         self.state.set_ready(True)
+        node_metrics(registry).ready_duration.set(time.monotonic() - started)
         logger.info("node %s ready in %.1fs: gateway %s, management port %s (%s), %d node controllers, "
                     "%d managers", self.node_name, time.monotonic() - started, info.bridge, mgmt.name, mgmt.mac,
                     len(specs), len(managers))
