@@ -64,7 +64,7 @@ def test_defaults_render_every_component() -> None:
     assert pod["hostNetwork"] is True
     assert [c["name"] for c in pod["containers"]] == ["nb-ovsdb", "sb-ovsdb", "northd"]
     assert {s["metadata"]["name"] for s in rendered.of_kind("Service")} == {
-        "ovnk-ovn-db", "ovnk-ovn-nb", "ovnk-ovn-sb"}
+        "ovnk-ovn-db", "ovnk-ovn-nb", "ovnk-ovn-sb", "ovnk-controller-metrics", "ovnk-node-metrics"}
     assert rendered.one("Service", "-ovn-db")["spec"]["publishNotReadyAddresses"] is True
 
     # The controller: leader election on, probes on the metrics port 9409.

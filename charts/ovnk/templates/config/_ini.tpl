@@ -33,14 +33,14 @@ keys in alphabetical order.
 {{- fail "controller.leaderElection: retryPeriod < renewDeadline < leaseDuration is required" -}}
 {{- end -}}
 {{- $_ = set $ini "controller" (dict
-    "metrics-bind-address" (printf "0.0.0.0:%v" $v.controller.metricsPort)
+    "metrics-bind-address" (printf "%s:%v" ($v.controller.metricsBindHost | default "0.0.0.0") $v.controller.metricsPort)
     "leader-election" true
     "lease-namespace" .Release.Namespace
     "lease-name" (include "ovnk.leaseName" .)
     "lease-duration" $le.leaseDuration
     "renew-deadline" $le.renewDeadline
     "retry-period" $le.retryPeriod) -}}
-{{- $_ = set $ini "node" (dict "metrics-bind-address" (printf "0.0.0.0:%v" $v.node.metricsPort)) -}}
+{{- $_ = set $ini "node" (dict "metrics-bind-address" (printf "%s:%v" ($v.node.metricsBindHost | default "0.0.0.0") $v.node.metricsPort)) -}}
 {{- $_ = set $ini "cni" (dict "bin-dir" $v.cni.binDir "conf-dir" $v.cni.confDir "shim" $v.cni.shim) -}}
 {{- $enabled := include "ovnk.enabledPlugins" . -}}
 {{- $_ = set $ini "plugins" (dict "enabled" $enabled) -}}
