@@ -36,6 +36,7 @@ from ovnk.core.trace.model import LogicalPort
 from ovnk.core.trace.model import OvnState
 from ovnk.core.trace.model import ServiceVip
 from ovnk.core.trace.parse import ParsedTrace
+from ovnk.core.trace.parse import TraceStep
 from ovnk.core.trace.parse import parse
 
 #: ``--ct=new`` for more connection-tracking steps than any path takes (both switches, LB, gateway).
@@ -200,11 +201,17 @@ def collect_findings(state: OvnState, parsed: ParsedTrace, *, hook: Any) -> list
     return findings
 
 
-def _selecting_policies(state: OvnState, finding: Finding, source: Endpoint, destination: Endpoint) -> str:
-    """For a namespace default deny: which NetworkPolicies select the pod it protects."""
+def _selecting_policies(state: OvnState, finding: Finding, step: TraceStep) -> str:
+    """For a namespace default deny: which NetworkPolicies select the pod it protects.
+
+    The protected pod is the port of the dropping pipeline: the output port of a to-lport
+    (ingress) ACL, the input port of a from-lport (egress) one; for a service that is the
+    backend the load balancer chose.
+    """
     if finding.owner_type != "NetpolNamespace":
         return ""
-    protected = destination.port if finding.keys.get("direction") == "Ingress" else source.port
+    name = step.pipeline.outport if finding.keys.get("direction") == "Ingress" else step.pipeline.inport
+    protected = state.ports.get(name or "")
     if protected is None:
         return ""
     # NetworkPolicy rows are named <namespace>:<name> (ovn-kubernetes' keys); say it the Kubernetes way.
@@ -262,7 +269,7 @@ def interpret(state: OvnState, parsed: ParsedTrace, *, source: Endpoint, destina
             result.decisive = explain(row, hook=hook, datapath=dropping.pipeline.datapath,
                                       pipeline=dropping.pipeline.direction, stage=dropping.stage)
             result.reason = f"dropped by {result.decisive.text}" + _selecting_policies(
-                state, result.decisive, source, destination)
+                state, result.decisive, dropping)
         else:
             result.reason = (f"dropped by OVN in {dropping.stage} on {dropping.pipeline.datapath} "
                              f"(logical flow {dropping.lflow}: {dropping.match})")

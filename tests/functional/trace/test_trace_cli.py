@@ -171,3 +171,5 @@ def test_service_names_the_load_balancer_backend_and_the_policy_behind_it(cluste
     dropped = trace_json(cluster, f"{ns}/other", f"{ns}/websvc")
     assert dropped["verdict"] == "dropped" and dropped["decisive"]["keys"]["type"] == "defaultDeny", dropped
     assert any(f["table"] == "Load_Balancer" for f in dropped["findings"]), dropped["findings"]
+    # The pod the default deny protects is the backend the load balancer chose.
+    assert f"NetworkPolicies selecting {ns}/web: {ns}/web-from-cli" in dropped["reason"], dropped["reason"]
