@@ -186,7 +186,9 @@ class ControllerProcess:
             # The probe reports an unreachable SB through its metrics; it does not stop the controller.
             logger.warning("e2e timestamp probe: %s; ovnkube_controller_sb_e2e_timestamp stays 0", exc)
             self.sb = None
-        probe = E2eTimestampProbe(nb=self.nb, sb=self.sb, txns=txns, metrics=self._upstream)
+        servers = {"OVN_Northbound": (cfg.ovnnorth.address, ssl_files(cfg.ovnnorth)),
+                   "OVN_Southbound": (cfg.ovnsouth.address, ssl_files(cfg.ovnsouth))}
+        probe = E2eTimestampProbe(nb=self.nb, sb=self.sb, txns=txns, metrics=self._upstream, servers=servers)
         self.runner.add_task(PeriodicTask(name="e2e-timestamp", interval=cfg.controller.e2e_timestamp_interval,
                                           run=probe.run))
 

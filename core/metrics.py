@@ -85,6 +85,13 @@ class ControllerMetrics:
         self.db_e2e_timestamp = Gauge("ovn_db_e2e_timestamp",
                                       "The current e2e-timestamp value as observed in this instance of the database.",
                                       ["db_name"], registry=registry)
+        self.db_server_role = Gauge("ovn_db_cluster_server_role",
+                                    "1 for the role each NB/SB server has (leader, follower, standalone, relay, "
+                                    "unreachable), read from its _Server database by the leading controller.",
+                                    ["db_name", "server", "server_role"], registry=registry)
+        self.db_server_connected = Gauge("ovn_db_cluster_server_connected",
+                                         "1 while the NB/SB server answers and (clustered) is connected to its cluster.",
+                                         ["db_name", "server"], registry=registry)
 
 
 class NodeMetrics:

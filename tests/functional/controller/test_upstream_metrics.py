@@ -69,6 +69,9 @@ def test_upstream_controller_metrics_are_served_with_data(env: ClusterEnv) -> No
     assert now - 30 < nb_ts <= now + 1 and now - 30 < sb_ts <= nb_ts, (nb_ts, sb_ts, now)
     assert got['ovn_db_e2e_timestamp{db_name="OVN_Northbound"}'] > 0
     assert "ovnkube_resource_retry_failures_total" in got
+    nb_server = env.central.nb_address
+    assert got[f'ovn_db_cluster_server_role{{db_name="OVN_Northbound",server="{nb_server}",server_role="standalone"}}'] == 1
+    assert got[f'ovn_db_cluster_server_connected{{db_name="OVN_Northbound",server="{nb_server}"}}'] == 1
     options = env.central.nbctl("get", "NB_Global", ".", "options:e2e_timestamp").strip().strip('"')
     assert now - 30 < float(options) <= now + 1
 
