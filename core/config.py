@@ -237,6 +237,8 @@ class NodeSettings:
     encap_ip: str = s.setting("", help="tunnel endpoint IP; empty = the node's primary IP")
     mgmt_port: str = s.setting("ovn-k8s-mp0", help="management port interface name")
     run_dir: str = s.setting("/var/run/ovnk", help="runtime state of the node agent")
+    ovn_run_dir: str = s.setting(
+        "/var/run/ovn", help="where ovn-controller keeps its pidfile and control socket (health metrics)")
 
 
 @dataclass(frozen=True)

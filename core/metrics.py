@@ -103,6 +103,9 @@ class NodeMetrics:
                                               buckets=EXPONENTIAL_BUCKETS, registry=registry)
         self.ready_duration = Gauge("ovnkube_node_ready_duration_seconds",
                                     "The duration for the node to get to ready state.", registry=registry)
+        self.sb_connected = Gauge("ovn_controller_southbound_database_connected",
+                                  "Whether this node's ovn-controller is connected to the Southbound database (1) "
+                                  "or not (0), asked at scrape time.", registry=registry)
 
 
 def _once(table: weakref.WeakKeyDictionary[CollectorRegistry, Any], registry: CollectorRegistry,

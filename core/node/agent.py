@@ -88,6 +88,7 @@ from ovnk.core.node.net import NetError
 from ovnk.core.node.net import NetFacade
 from ovnk.core.node.nft import NftError
 from ovnk.core.node.nft import NftFacade
+from ovnk.core.node.ovn_health import southbound_connected
 from ovnk.core.node.ovs import MONITORED_COLUMNS
 from ovnk.core.node.ovs import OvsError
 from ovnk.core.node.ovs import OvsFacade
@@ -231,6 +232,8 @@ class NodeAgent:
         rt = self.runtime
         registry = new_registry(component="node")
         rt.pm.hook.ovnk_register_metrics(registry=registry)
+        ovn_run_dir = cfg.node.ovn_run_dir
+        node_metrics(registry).sb_connected.set_function(lambda: southbound_connected(ovn_run_dir))
         self.state.readiness["setup"] = lambda: None if self.setup_done else self.phase
         self.state.readiness["cni"] = lambda: None if self.cni_server is not None else "CNI server not started"
         if cfg.node.metrics_bind_address:

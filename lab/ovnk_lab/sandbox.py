@@ -307,6 +307,7 @@ class Sandbox:
                      f"run-dir = {node.ovs_db_sock.parent}",
                      "[node]", f"name = {node.name}", f"metrics-bind-address = {node.ip}:{NODE_METRICS_PORT}",
                      f"encap-ip = {node.ip}", f"run-dir = {node.dir / 'ovnk-run'}",
+                     f"ovn-run-dir = {node.ovs_db_sock.parent}",
                      "[gateway]", "interface = eth0",
                      "[cni]", "conf-dir = /etc/cni/net.d", "bin-dir = /opt/cni/bin",
                      "socket-path = /var/run/ovn-kubernetes/cni/ovn-cni-server.sock"]

@@ -12,6 +12,7 @@ from ovnk.core.config import CniSettings
 from ovnk.core.kube.resources import EVENTS
 from ovnk.core.kube.resources import NODES
 from ovnk.core.node.flows import FlowManager
+from ovnk.core.node.ovn_health import southbound_connected
 from ovnk_lab.ovsnode import NodeLab
 from ovnk_lab.ovsnode import OvsNode
 
@@ -151,6 +152,10 @@ def test_cni_config_shim_status_and_readiness(node1: OvsNode) -> None:
     assert float(ready.split()[-1]) > 0
     assert "ovnk_node_controller_reconcile_total{" in metrics and "ovnk_controller_reconcile_total" not in metrics
     assert "ovnkube_resource_retry_failures_total" in metrics
+    # ovn-controller's SB connection, asked through its control socket at scrape time.
+    assert "\novn_controller_southbound_database_connected 1.0\n" in metrics
+    assert southbound_connected(str(node1.run_dir)) == 1.0
+    assert southbound_connected(str(node1.run_dir / "nowhere")) == 0.0
 
 
 def test_restart_writes_nothing(lab: NodeLab, node2: OvsNode) -> None:
