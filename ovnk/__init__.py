@@ -74,6 +74,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "OwnerType": ("ovnk.core.ovn.ids", "OwnerType"),
     "DbObjectIds": ("ovnk.core.ovn.ids", "DbObjectIds"),
     "hashed_name": ("ovnk.core.ovn.ids", "hashed_name"),
+    "parse_ids": ("ovnk.core.ovn.ids", "parse_ids"),
     # -- the default network's topology ---------------------------------------------
     "ClusterTopology": ("ovnk.core.topology.intents", "ClusterTopology"),
     "NodeTopology": ("ovnk.core.topology.intents", "NodeTopology"),
@@ -178,6 +179,7 @@ __all__ = [
     "hashed_name",
     "hookimpl",
     "hookspec",
+    "parse_ids",
     "object_key",
     "parse_selector",
     "setting",
@@ -245,6 +247,7 @@ if TYPE_CHECKING:
     from ovnk.core.ovn.ids import DbObjectIds as DbObjectIds
     from ovnk.core.ovn.ids import OwnerType as OwnerType
     from ovnk.core.ovn.ids import hashed_name as hashed_name
+    from ovnk.core.ovn.ids import parse_ids as parse_ids
     from ovnk.core.ovn.reader import RowSnapshot as RowSnapshot
     from ovnk.core.ovn.sync import RepairPlan as RepairPlan
     from ovnk.core.ovn.txn import NbTxn as NbTxn
