@@ -265,3 +265,20 @@ egress(dp="ext_np-a", inport="etor-GR_np-a", outport="breth0_np-a")
     # The pod's own SNAT (an egress IP) is more specific than the cluster subnet's.
     assert result.snat["external_ip"] == "172.30.0.100" and result.snat["router"] == "GR_np-a"
     assert "SNATed to 172.30.0.100 by GR_np-a (EgressIP eip" in result.reason
+
+
+def test_core_names_the_default_networks_gateway_rows(pm: OvnkPluginManager) -> None:
+    from ovnk.core.topology import builder
+
+    nat = builder.NODE_OWNERS["NAT"].ids("default-network-controller", name="node-2", type="nat:snat:0")
+    text = pm.hook.ovnk_trace_explain(table="NAT", external_ids=nat.external_ids(),
+                                      columns={"type": "snat", "logical_ip": "10.244.0.0/16",
+                                               "external_ip": "172.30.0.12"})
+    assert text == "node node-2's gateway snat: 10.244.0.0/16 to 172.30.0.12"
+    route = builder.NODE_OWNERS["Logical_Router_Static_Route"].ids("c", name="node-2", type="route:gr-default:0")
+    assert pm.hook.ovnk_trace_explain(table="Logical_Router_Static_Route", external_ids=route.external_ids(),
+                                      columns={"ip_prefix": "0.0.0.0/0", "nexthop": "172.30.0.254"}) == (
+        "node node-2's route 0.0.0.0/0 via 172.30.0.254")
+    # Rows of other owners: core's network plugin has no opinion, the generic text applies.
+    assert pm.hook.ovnk_trace_explain(table="NAT", external_ids={"k8s.ovn.org/owner-type": "EgressIP"},
+                                      columns={}) is None
