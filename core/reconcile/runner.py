@@ -138,20 +138,21 @@ class _SpecRunner:
         self._active_lock = threading.Lock()
         # When the oldest event not yet programmed arrived, per key (network programming duration).
         self._pending_since: dict[str, float] = {}
+        self._pending_lock = threading.Lock()
         self._measure = metrics_kind(spec) is not None and self.metrics.programming is not None
 
     def event(self, key: str) -> None:
         """A Kubernetes event maps to ``key``: queue it (and start timing it for the programming metric)."""
         if self._measure and self._threads:
             # Only events after the workers started: the initial list measures start-up, not programming.
-            with self._deleted_lock:
+            with self._pending_lock:
                 self._pending_since.setdefault(key, time.monotonic())
         self.queue.add(key)
 
     def _programmed(self, key: str, *, ok: bool) -> None:
         if not self._measure:
             return
-        with self._deleted_lock:
+        with self._pending_lock:
             since = self._pending_since.pop(key, None)
         if since is not None and ok and self.metrics.programming is not None:
             self.metrics.programming.labels(kind=metrics_kind(self.spec)).observe(time.monotonic() - since)
@@ -263,7 +264,7 @@ class _SpecRunner:
         """A successful reconcile programmed every event that arrived before it started."""
         if not self._measure:
             return
-        with self._deleted_lock:
+        with self._pending_lock:
             since = self._pending_since.get(key)
             if since is None or since > picked_up:
                 return  # a newer event arrived during the reconcile: its own run will measure it
