@@ -48,6 +48,7 @@ from ovnk.cni.types import CniResult
 from ovnk.cni.types import printable
 from ovnk.cni.types import version_info
 from ovnk.core.errors import StartupError
+from ovnk.core.metrics import node_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,8 @@ class CniServer:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        # ovn-kubernetes' name for dashboards: err="true"/"false" instead of our result code.
+        self.upstream_duration = node_metrics(self.registry).cni_request_duration
         self._locks = _ContainerLocks()
         self._http: _UnixHttpServer | None = None
         self._thread: threading.Thread | None = None
@@ -334,6 +337,7 @@ class CniServer:
         label = _command_label(command)
         pod_key = printable(pod_key, 2 * PRINTABLE_LIMIT)
         self.duration.labels(command=label, result=outcome).observe(duration)
+        self.upstream_duration.labels(command=label, err="false" if outcome == "ok" else "true").observe(duration)
         if outcome == "ok":
             logger.info(
                 "CNI %s %s container=%s result=ok duration=%.3fs", label, pod_key, container, duration

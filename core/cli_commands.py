@@ -48,3 +48,6 @@ def register(cli: click.Group) -> None:
     from ovnk.core import cni_cli
 
     cni_cli.register(cli)
+    from ovnk.core.trace import cli as trace_cli
+
+    trace_cli.register(cli)

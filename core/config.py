@@ -77,6 +77,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
 def _address(value: str) -> str | None:
     """Accept an OVSDB remote list: unix:, tcp:, ssl: entries separated by commas."""
     for part in value.split(","):
@@ -211,6 +215,9 @@ class ControllerSettings:
     workers: int = s.setting(4, help="default worker threads per controller", check=_range(1, 256))
     max_attempts: int = s.setting(15, help="attempts before a key is reported as failed", check=_range(1, 1000))
     max_backoff: float = s.setting(60.0, help="cap of the per-key retry backoff in seconds", check=_positive)
+    e2e_timestamp_interval: float = s.setting(
+        30.0, help="seconds between e2e-timestamp probes written to NB_Global and read back from SB (0 disables)",
+        check=_not_negative)
 
     def validate(self) -> None:
         if self.renew_deadline >= self.lease_duration:
@@ -243,6 +250,8 @@ class NodeSettings:
         "reads them from there)")
     mgmt_port: str = s.setting("ovn-k8s-mp0", help="management port interface name")
     run_dir: str = s.setting("/var/run/ovnk", help="runtime state of the node agent")
+    ovn_run_dir: str = s.setting(
+        "/var/run/ovn", help="where ovn-controller keeps its pidfile and control socket (health metrics)")
 
 
 @dataclass(frozen=True)

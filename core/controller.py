@@ -4,7 +4,8 @@ Start-up, each step failing with a message that says why:
 
 1. metrics and health endpoint (``[controller] metrics-bind-address``);
 2. Kubernetes client; the CRDs claimed by enabled plugins are applied;
-3. NB connection (the controller needs no SB connection);
+3. NB connection; an SB connection to ``SB_Global`` only, for the e2e-timestamp probe
+   (``[controller] e2e-timestamp-interval``, :mod:`ovnk.core.ovn.probe`);
 4. controllers from ``ovnk_controllers`` and tasks from
    ``ovnk_controller_tasks``; the watches start and the caches sync (the
    process is *ready* from here: a standby keeps warm caches);
@@ -49,14 +50,17 @@ from ovnk.core.kube.events import EventRecorder
 from ovnk.core.kube.informer import InformerFactory
 from ovnk.core.kube.leader import LeaderElector
 from ovnk.core.kube.resources import CRDS
+from ovnk.core.metrics import controller_metrics
 from ovnk.core.metrics import new_registry
 from ovnk.core.ovn import sync
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.ovn.connection import SslFiles
+from ovnk.core.ovn.probe import E2eTimestampProbe
 from ovnk.core.ovn.reader import NbReader
 from ovnk.core.ovn.txn import TxnManager
 from ovnk.core.process import stop_on_signals
 from ovnk.core.reconcile.runner import ControllerRunner
+from ovnk.core.reconcile.spec import PeriodicTask
 from ovnk.core.topology.state import TopologyState
 
 logger = logging.getLogger(__name__)
@@ -84,6 +88,7 @@ class ControllerProcess:
     elector: LeaderElector | None = None
     informers: InformerFactory | None = None
     nb: OvsdbClient | None = None
+    sb: OvsdbClient | None = None
     state: HealthState | None = None
     lost_leadership: threading.Event | None = None
     repaired: int = 0
@@ -91,6 +96,8 @@ class ControllerProcess:
     failure: BaseException | None = None
     _leading: bool = False
     _leader_gauge: Any = None
+    _upstream: Any = None
+    _started_at: float = 0.0
 
     def start(self) -> ControllerProcess:
         """Start every part (module docstring); on failure what was started is stopped again."""
@@ -103,9 +110,11 @@ class ControllerProcess:
     def _start(self) -> ControllerProcess:
         rt = self.runtime
         cfg = rt.config
+        self._started_at = time.monotonic()
         registry = new_registry(component="controller")
         self._leader_gauge = Gauge("ovnk_controller_leader", "1 while this controller holds the leader lease.",
                                    registry=registry)
+        self._upstream = controller_metrics(registry)
         rt.pm.hook.ovnk_register_metrics(registry=registry)
         self.state = HealthState()
         self.lost_leadership = threading.Event()
@@ -155,6 +164,8 @@ class ControllerProcess:
         for tasks in rt.pm.call_each("ovnk_controller_tasks", ctx=self.ctx):
             for task in tasks:
                 self.runner.add_task(task)
+        if cfg.controller.e2e_timestamp_interval > 0:
+            self._start_e2e_probe(txns)
         self.runner.start_watches()
         started = time.monotonic()
         if not self.runner.wait_for_sync(CACHE_SYNC_TIMEOUT):
@@ -186,11 +197,31 @@ class ControllerProcess:
                     labels.get("app.kubernetes.io/managed-by") or "someone else")
         return True
 
+
+    def _start_e2e_probe(self, txns: TxnManager) -> None:
+        """The NB -> northd -> SB freshness probe: a small SB connection (SB_Global only) and a leader-only task."""
+        assert self.runner is not None and self.nb is not None
+        cfg = self.runtime.config
+        self.sb = OvsdbClient(remote=cfg.ovnsouth.address, schema="OVN_Southbound", name="sb", leader_only=False,
+                              tables=("SB_Global",), ssl=ssl_files(cfg.ovnsouth),
+                              inactivity_probe_ms=cfg.default.inactivity_probe, timeout=cfg.default.db_txn_timeout)
+        try:
+            self.sb.start()
+        except StartupError as exc:
+            # The probe reports an unreachable SB through its metrics; it does not stop the controller.
+            logger.warning("e2e timestamp probe: %s; ovnkube_controller_sb_e2e_timestamp stays 0", exc)
+            self.sb = None
+        servers = {"OVN_Northbound": (cfg.ovnnorth.address, ssl_files(cfg.ovnnorth)),
+                   "OVN_Southbound": (cfg.ovnsouth.address, ssl_files(cfg.ovnsouth))}
+        probe = E2eTimestampProbe(nb=self.nb, sb=self.sb, txns=txns, metrics=self._upstream, servers=servers)
+        self.runner.add_task(PeriodicTask(name="e2e-timestamp", interval=cfg.controller.e2e_timestamp_interval,
+                                          run=probe.run))
+
     def _on_leading(self) -> None:
         assert self.ctx is not None and self.runner is not None
         logger.info("leading: restoring, repairing, then starting workers")
         self._leading = True
-        self._leader_gauge.set(1)
+        self._set_leader(1)
         try:
             self.restore()
             self.repaired = self.repair()
@@ -199,20 +230,25 @@ class ControllerProcess:
             logger.error("start-up failed, giving up leadership: %s", exc)
             self.failure = exc
             self._leading = False
-            self._leader_gauge.set(0)
+            self._set_leader(0)
             if self.lost_leadership is not None:
                 self.lost_leadership.set()
             return
         self.runner.start_workers()
+        self._upstream.ready_duration.set(time.monotonic() - self._started_at)
 
     def _on_lost(self) -> None:
         if not self._leading:
             return
         logger.error("lost leadership; stopping writes and exiting so a restart re-syncs")
         self._leading = False
-        self._leader_gauge.set(0)
+        self._set_leader(0)
         if self.lost_leadership is not None:
             self.lost_leadership.set()
+
+    def _set_leader(self, value: int) -> None:
+        self._leader_gauge.set(value)
+        self._upstream.leader.set(value)
 
     def restore(self) -> None:
         """Run ``ovnk_restore`` (always, whatever the repair mode); any NB write in it is refused.
@@ -270,6 +306,8 @@ class ControllerProcess:
             self.informers.stop()
         if self.nb is not None:
             self.nb.stop()
+        if self.sb is not None:
+            self.sb.stop()
         if self.health is not None:
             self.health.stop()
 

@@ -607,3 +607,30 @@ def ovnk_cni_del(ctx: NodeContext, request: CniRequest) -> None:
 
     Honoured in: CNI server, DEL.
     """
+
+
+# ---------------------------------------------------------------------------
+# Tools (``ovnk trace``)
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ovnk_trace_explain(table: str, external_ids: Mapping[str, str], columns: Mapping[str, Any]) -> str | None:
+    """Name, in Kubernetes terms, an NB row a traced packet met (``ovnk trace``).
+
+    ``ovnk trace`` maps every logical flow of an ``ovn-trace`` back to the NB
+    row it was made from (an ACL, a load balancer, a router policy, a NAT) and
+    asks the plugins to name it: ``"NetworkPolicy ns/web, ingress rule 0 (allow-related)"``.
+    A plugin answers for the owner types it claims and returns ``None`` for the
+    rest; a row nobody names is described from its ownership ``external_ids``.
+
+    :param table: the NB table (``ACL``, ``Load_Balancer``, ``Logical_Router_Policy``, ``NAT``...).
+    :param external_ids: the row's ``external_ids`` (owner type, ``k8s.ovn.org/name``, the type's keys).
+    :param columns: plain copies of the row's ``match``, ``action``, ``priority``, ``direction``
+        (ACL), ``type`` (NAT), ``vips``/``protocol`` (Load_Balancer) where the table has them.
+    :return: one line naming the object and its rule, or ``None``.
+
+    First result: the first non-None answer wins.
+
+    Honoured in: ``ovnk trace`` (the command, not the controller); no I/O.
+    """

@@ -76,6 +76,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "hashed_name": ("ovnk.core.ovn.ids", "hashed_name"),
     "DbView": ("ovnk.core.ovn.view", "DbView"),
     "open_db_view": ("ovnk.core.ovn.view", "open_db_view"),
+
+
+    "parse_ids": ("ovnk.core.ovn.ids", "parse_ids"),
     # -- the default network's topology ---------------------------------------------
     "ClusterTopology": ("ovnk.core.topology.intents", "ClusterTopology"),
     "NodeTopology": ("ovnk.core.topology.intents", "NodeTopology"),
@@ -185,6 +188,9 @@ __all__ = [
     "hookspec",
     "object_key",
     "open_db_view",
+
+
+    "parse_ids",
     "parse_selector",
     "setting",
     "split_key",
@@ -252,6 +258,7 @@ if TYPE_CHECKING:
     from ovnk.core.ovn.ids import DbObjectIds as DbObjectIds
     from ovnk.core.ovn.ids import OwnerType as OwnerType
     from ovnk.core.ovn.ids import hashed_name as hashed_name
+    from ovnk.core.ovn.ids import parse_ids as parse_ids
     from ovnk.core.ovn.reader import RowSnapshot as RowSnapshot
     from ovnk.core.ovn.sync import RepairPlan as RepairPlan
     from ovnk.core.ovn.txn import NbTxn as NbTxn

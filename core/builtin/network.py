@@ -32,6 +32,7 @@ from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Ref
+from ovnk.core.ovn.ids import parse_ids
 from ovnk.core.ovn.sync import RepairPlan
 from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
@@ -244,3 +245,27 @@ class NetworkPlugin:
 @hookimpl
 def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
     pluginmanager.register_runtime("core.network", NetworkPlugin())
+
+
+_ROW_WORDS = {"Logical_Router_Static_Route": "route", "Logical_Router_Policy": "router policy"}
+
+
+@hookimpl
+def ovnk_trace_explain(table: str, external_ids: Mapping[str, str], columns: Mapping[str, Any]) -> str | None:
+    """The default network's rows in a trace: a node's gateway SNAT, its routes and policies."""
+    if table not in builder.NODE_OWNERS and table not in builder.CLUSTER_OWNERS:
+        return None
+    ids = (parse_ids(builder.NODE_OWNERS[table], external_ids) if table in builder.NODE_OWNERS else None) or (
+        parse_ids(builder.CLUSTER_OWNERS[table], external_ids) if table in builder.CLUSTER_OWNERS else None)
+    if ids is None:
+        return None
+    whose = f"node {ids.value('name')}" if ids.owner.name == "Node" else "the cluster network"
+    if table == "NAT":
+        return (f"{whose}'s gateway {columns.get('type', 'NAT')}: {columns.get('logical_ip')} "
+                f"to {columns.get('external_ip')}")
+    what = _ROW_WORDS.get(table)
+    if what is None:
+        return None
+    detail = columns.get("ip_prefix") or columns.get("match") or ""
+    return f"{whose}'s {what}" + (f" {detail}" if detail else "") + (
+        f" via {columns['nexthop']}" if columns.get("nexthop") else "")

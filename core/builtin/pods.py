@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from ovnk.core import metrics
 from ovnk.core.builtin import common
 from ovnk.core.claims import Claims
 from ovnk.core.context import ControllerContext
@@ -132,6 +134,7 @@ class PodController:
         network = self._addresses(pod, facts.subnets, node_name)
         lsp = self._port(pod, network, node_name, facts.chassis_id)
         self.ctx.pm.hook.ovnk_pod_lsp(ctx=self.ctx, pod=pod, lsp=lsp)
+        new_port = self.ctx.nb.get("Logical_Switch_Port", name=lsp.name) is None
         with self.ctx.nb.transaction(reason=f"pod {namespace}/{name}", owner="Pod") as txn:
             txn.ensure("Logical_Switch_Port", name=lsp.name, ids=POD_PORT.ids(self.controller, name=f"{namespace}/{name}"),
                        columns={"addresses": lsp.addresses, "port_security": lsp.port_security,
@@ -151,6 +154,11 @@ class PodController:
                 txn.add_to(Match.of("Address_Set", name=address_set), "addresses", [str(ip) for ip in lsp.ips])
             self.ctx.pm.hook.ovnk_pod_txn(ctx=self.ctx, txn=txn, pod=pod, lsp=lsp, deleted=False)
         logger.debug("pod %s/%s: %s", namespace, name, txn.outcome)
+        if new_port:
+            scheduled = metrics.pod_scheduled_at(pod)
+            if scheduled is not None:
+                metrics.controller_metrics(self.ctx.registry).pod_creation_latency.observe(
+                    max(0.0, time.time() - scheduled))
 
     def _addresses(self, pod: Mapping[str, Any], subnets: tuple[Any, ...], node_name: str) -> PodNetwork:
         """The pod's default network: reuse its annotation, else allocate and annotate."""
@@ -507,7 +515,7 @@ class PodsPlugin:
             ControllerSpec(name="namespaces", watches=(Watch(NAMESPACES),), reconcile=self.namespaces.reconcile),
             # Pods also come back when their node's facts change: the nodes controller queues them.
             ControllerSpec(name=PODS_CONTROLLER, watches=(Watch(PODS, needs_update=pod_needs_update),),
-                           reconcile=self.pods.reconcile),
+                           reconcile=self.pods.reconcile, extra={"programming_kind": "pod"}),
         ]
 
     @hookimpl

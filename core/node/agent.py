@@ -78,6 +78,7 @@ from ovnk.core.kube.informer import InformerFactory
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.metrics import new_registry
+from ovnk.core.metrics import node_metrics
 from ovnk.core.node.chassis_tls import ChassisCertError
 from ovnk.core.node.chassis_tls import configure_ovn_controller_ssl
 from ovnk.core.node.chassis_tls import ensure_chassis_certificate
@@ -95,6 +96,7 @@ from ovnk.core.node.net import NetError
 from ovnk.core.node.net import NetFacade
 from ovnk.core.node.nft import NftError
 from ovnk.core.node.nft import NftFacade
+from ovnk.core.node.ovn_health import southbound_connected
 from ovnk.core.node.ovs import MONITORED_COLUMNS
 from ovnk.core.node.ovs import OvsError
 from ovnk.core.node.ovs import OvsFacade
@@ -105,6 +107,7 @@ from ovnk.core.node.publish import NodeAnnotator
 from ovnk.core.node.publish import compact_json
 from ovnk.core.ovn.connection import OvsdbClient
 from ovnk.core.process import stop_on_signals
+from ovnk.core.reconcile.runner import NODE_PREFIX
 from ovnk.core.reconcile.runner import ControllerRunner
 from ovnk.core.reconcile.spec import ControllerSpec
 from ovnk.core.topology import annotations as ann
@@ -252,6 +255,8 @@ class NodeAgent:
         rt = self.runtime
         registry = new_registry(component="node")
         rt.pm.hook.ovnk_register_metrics(registry=registry)
+        ovn_run_dir = cfg.node.ovn_run_dir
+        node_metrics(registry).sb_connected.set_function(lambda: southbound_connected(ovn_run_dir))
         self.state.readiness["setup"] = lambda: None if self.setup_done else self.phase
         self.state.readiness["cni"] = lambda: None if self.cni_server is not None else "CNI server not started"
         self._serve_health_and_metrics(registry)
@@ -289,7 +294,8 @@ class NodeAgent:
         self.gateway = SharedGateway(config=cfg, node_name=self.node_name, ovs=ovs, net=self.net, flows=flows)
         info = self.gateway.setup()
         system_id, encap_ip = self._configure_ovs(info)
-        self.runner = ControllerRunner(informers=informers, workers=1, registry=registry, events=events)
+        self.runner = ControllerRunner(informers=informers, workers=1, registry=registry, events=events,
+                                       metrics_prefix=NODE_PREFIX)
         self.ctx = ctx = NodeContext(config=cfg, pm=rt.pm, kube=self.kube, node_name=self.node_name, ovs=ovs,
                                      flows=flows, net=self.net, nft=self.nft, registry=registry, events=events,
                                      informers=informers, controllers=self.runner, gateway_bridge=info.bridge)
@@ -349,6 +355,7 @@ class NodeAgent:
         self.phase = "ready"
         write_cni_config(cfg.cni)
         self.state.set_ready(True)
+        node_metrics(registry).ready_duration.set(time.monotonic() - started)
         logger.info("node %s ready in %.1fs: gateway %s, management port %s (%s), %d node controllers, "
                     "%d managers", self.node_name, time.monotonic() - started, info.bridge, mgmt.name, mgmt.mac,
                     len(specs), len(managers))

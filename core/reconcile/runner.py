@@ -29,6 +29,7 @@ from prometheus_client import Gauge
 from prometheus_client import Histogram
 
 from ovnk.core import logs
+from ovnk.core import metrics
 from ovnk.core.errors import PermanentError
 from ovnk.core.errors import TemporaryError
 from ovnk.core.reconcile.queue import ShutDown
@@ -39,6 +40,10 @@ from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk.core.reconcile.spec import Watch
 
 logger = logging.getLogger(__name__)
+
+#: Metric name prefixes: the controller's runner and the node agent's (their controllers differ).
+CONTROLLER_PREFIX = "ovnk_controller"
+NODE_PREFIX = "ovnk_node_controller"
 
 
 class InformerLike(Protocol):
@@ -64,19 +69,23 @@ class EventSink(Protocol):
 
 
 class _Metrics:
-    def __init__(self, registry: CollectorRegistry | None) -> None:
+    def __init__(self, registry: CollectorRegistry | None, *, prefix: str) -> None:
         self.enabled = registry is not None
+        self.programming: Histogram | None = None
         if registry is None:
             return
-        self.reconciles = Counter("ovnk_controller_reconcile_total", "Reconciles by controller and result.",
+        self.reconciles = Counter(f"{prefix}_reconcile_total", "Reconciles by controller and result.",
                                   ["controller", "result"], registry=registry)
-        self.duration = Histogram("ovnk_controller_reconcile_duration_seconds", "Time spent in one reconcile.",
+        self.duration = Histogram(f"{prefix}_reconcile_duration_seconds", "Time spent in one reconcile.",
                                   ["controller"], registry=registry,
                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.depth = Gauge("ovnk_controller_queue_depth", "Keys waiting in the work queue.", ["controller"],
+        self.depth = Gauge(f"{prefix}_queue_depth", "Keys waiting in the work queue.", ["controller"],
                            registry=registry)
-        self.failures = Counter("ovnk_controller_final_failures_total", "Keys given up after the last attempt.",
+        self.failures = Counter(f"{prefix}_final_failures_total", "Keys given up after the last attempt.",
                                 ["controller"], registry=registry)
+        self.retry_failures = metrics.retry_failures(registry)
+        if prefix == CONTROLLER_PREFIX:
+            self.programming = metrics.controller_metrics(registry).network_programming
 
 
 class _Handler:
@@ -89,7 +98,7 @@ class _Handler:
 
     def _enqueue(self, obj: Mapping[str, Any]) -> None:
         for key in self.watch.keys(obj):
-            self.runner.queue.add(key)
+            self.runner.event(key)
 
     def on_add(self, obj: Mapping[str, Any]) -> None:
         self._enqueue(obj)
@@ -99,7 +108,7 @@ class _Handler:
             return
         keys = set(self.watch.keys(old)) | set(self.watch.keys(new))
         for key in keys:
-            self.runner.queue.add(key)
+            self.runner.event(key)
 
     def on_delete(self, obj: Mapping[str, Any]) -> None:
         if self.primary:
@@ -127,6 +136,26 @@ class _SpecRunner:
         self._stopping = threading.Event()
         self.active = 0
         self._active_lock = threading.Lock()
+        # When the oldest event not yet programmed arrived, per key (network programming duration).
+        self._pending_since: dict[str, float] = {}
+        self._pending_lock = threading.Lock()
+        self._measure = metrics_kind(spec) is not None and self.metrics.programming is not None
+
+    def event(self, key: str) -> None:
+        """A Kubernetes event maps to ``key``: queue it (and start timing it for the programming metric)."""
+        if self._measure and self._threads:
+            # Only events after the workers started: the initial list measures start-up, not programming.
+            with self._pending_lock:
+                self._pending_since.setdefault(key, time.monotonic())
+        self.queue.add(key)
+
+    def _programmed(self, key: str, *, ok: bool) -> None:
+        if not self._measure:
+            return
+        with self._pending_lock:
+            since = self._pending_since.pop(key, None)
+        if since is not None and ok and self.metrics.programming is not None:
+            self.metrics.programming.labels(kind=metrics_kind(self.spec)).observe(time.monotonic() - since)
 
     # -- tombstones ----------------------------------------------------------
 
@@ -207,9 +236,11 @@ class _SpecRunner:
             deleted = self._take_deleted(key)
             result = "ok"
             try:
+                picked_up = time.monotonic()
                 self.spec.reconcile(ReconcileRequest(key=key, deleted=deleted))
                 self.queue.forget(key)
                 self._drop_deleted(key, deleted)
+                self._programmed_before(key, picked_up)
             except TemporaryError as exc:
                 result = "retry"
                 self._retry(key, exc, delay=exc.delay)
@@ -229,6 +260,16 @@ class _SpecRunner:
                     self.active -= 1
                 self.queue.done(key)
 
+    def _programmed_before(self, key: str, picked_up: float) -> None:
+        """A successful reconcile programmed every event that arrived before it started."""
+        if not self._measure:
+            return
+        with self._pending_lock:
+            since = self._pending_since.get(key)
+            if since is None or since > picked_up:
+                return  # a newer event arrived during the reconcile: its own run will measure it
+        self._programmed(key, ok=True)
+
     def _retry(self, key: str, exc: BaseException, *, delay: float | None) -> None:
         attempts = self.queue.failures(key) + 1
         if attempts >= self.max_attempts:
@@ -247,8 +288,10 @@ class _SpecRunner:
         self.queue.forget(key)
         message = f"giving up after {attempts} attempt(s): {_describe(exc)}"
         logger.error("%s", message, exc_info=not isinstance(exc, (TemporaryError, PermanentError)))
+        self._programmed(key, ok=False)
         if self.metrics.enabled:
             self.metrics.failures.labels(controller=self.spec.name).inc()
+            self.metrics.retry_failures.inc()
         if self.events is not None and self.primary_informer is not None:
             obj = self.primary_informer.store.get(key)
             if obj is not None:
@@ -263,6 +306,12 @@ class _SpecRunner:
     def idle(self) -> bool:
         with self._active_lock:
             return self.active == 0 and self.queue.idle()
+
+
+def metrics_kind(spec: ControllerSpec) -> str | None:
+    """The ``kind`` label of the network programming metric for ``spec`` (``extra["programming_kind"]``)."""
+    kind = spec.extra.get("programming_kind")
+    return str(kind) if kind else None
 
 
 def _describe(exc: BaseException) -> str:
@@ -313,17 +362,20 @@ class ControllerRunner:
     :param registry: Prometheus registry for controller metrics.
     :param events: where final errors are reported as Warning events.
     :param tasks: periodic tasks, run only between :meth:`start_workers` and :meth:`stop`.
+    :param metrics_prefix: ``ovnk_controller`` (the controller, which also records
+        ``ovnkube_controller_network_programming_duration_seconds``) or ``ovnk_node_controller``.
     """
 
     def __init__(self, specs: Sequence[ControllerSpec] = (), *, informers: InformerSource, workers: int = 4,
                  max_attempts: int = 15, max_backoff: float = 60.0, registry: CollectorRegistry | None = None,
-                 events: EventSink | None = None, tasks: Sequence[PeriodicTask] = ()) -> None:
+                 events: EventSink | None = None, tasks: Sequence[PeriodicTask] = (),
+                 metrics_prefix: str = CONTROLLER_PREFIX) -> None:
         self.informers = informers
         self.workers = workers
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
         self.events = events
-        self._metrics = _Metrics(registry)
+        self._metrics = _Metrics(registry, prefix=metrics_prefix)
         self._lock = threading.RLock()
         self.runners: list[_SpecRunner] = []
         self._handlers: dict[str, list[tuple[Any, _Handler]]] = {}

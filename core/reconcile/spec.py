@@ -84,6 +84,10 @@ class ControllerSpec:
         of every object in the primary cache (mapped by the primary watch's
         ``keys``) and the initial keys: periodic repair of state that can drift
         without an event (kernel and OVS state on the node).
+    :param extra: free-form settings core reads by key; ``programming_kind`` (``pod``,
+        ``service``, ``networkpolicy``...) makes the controller's runner record
+        ``ovnkube_controller_network_programming_duration_seconds{kind=...}``: from a
+        Kubernetes event to the end of the reconcile that programmed it.
     """
 
     name: str

@@ -140,6 +140,24 @@ def exec_command(ctx: click.Context, target: str, command: tuple[str, ...]) -> N
     sys.exit(result.returncode)
 
 
+@sandbox_group.command("trace", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
+@click.pass_context
+def trace_command(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """``ovnk trace`` against this sandbox (its NB, SB and certificates): ``ovnk sandbox trace ns/a ns/b --tcp 80``."""
+    import os
+
+    from ovnk_lab.sandbox import ovnk_argv
+
+    sandbox = _sandbox(ctx.obj["prefix"])
+    config = sandbox.controller_config(0)  # type: ignore[attr-defined]
+    if not config.exists():
+        _fail(OvnkError(f"no sandbox {ctx.obj['prefix']!r} is up ({config} is missing)"))
+    result = subprocess.run([*ovnk_argv(), "--config", str(config), "trace", *args],
+                            env={**os.environ, "OVNK_CONFIG": ""}, check=False)
+    sys.exit(result.returncode)
+
+
 DEMO_PODS = """
 apiVersion: v1
 kind: Pod

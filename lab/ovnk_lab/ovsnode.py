@@ -368,6 +368,7 @@ class NodeLab:
             "ovs.datapath-type=netdev",
             f"node.name={node.name}",
             f"node.run-dir={node.dir / 'agent'}",
+            f"node.ovn-run-dir={node.run_dir}",
             "node.metrics-bind-address=127.0.0.1:9410",
             f"cni.socket-path={node.cni_socket}",
             f"cni.conf-dir={node.cni_conf_dir}",

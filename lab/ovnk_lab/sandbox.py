@@ -307,6 +307,7 @@ class Sandbox:
                      f"run-dir = {node.ovs_db_sock.parent}",
                      "[node]", f"name = {node.name}", f"metrics-bind-address = {node.ip}:{NODE_METRICS_PORT}",
                      f"encap-ip = {node.ip}", f"run-dir = {node.dir / 'ovnk-run'}",
+                     f"ovn-run-dir = {node.ovs_db_sock.parent}",
                      "[gateway]", "interface = eth0",
                      "[cni]", "conf-dir = /etc/cni/net.d", "bin-dir = /opt/cni/bin",
                      "socket-path = /var/run/ovn-kubernetes/cni/ovn-cni-server.sock"]
@@ -454,6 +455,7 @@ def describe_usage(sandbox: Sandbox) -> str:
         f"  {kubectl} get nodes -o wide        # kubectl 1.20, matching the API server",
         f"  {ovnk} exec <ns>/<pod> -- ping -c1 <ip>   # a host command inside a pod's network namespace",
         f"  {ovnk} status                # nodes, pods, daemons with pids",
+        f"  {ovnk} trace <ns>/<pod> <ns>/<pod>|<ip>|<ns>/<service> [--tcp|--udp PORT]   # why (not) reachable",
         f"  {ovnk} down                  # remove everything",
         f"OVN: ovn-nbctl --db={sandbox.nb_address()} show",
         f"     ovn-sbctl --db={sandbox.sb_address()} show   # ovnk --sb-address <same> ... for SB views",

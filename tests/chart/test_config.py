@@ -40,7 +40,8 @@ def test_default_config_loads_with_the_chart_values(tmp_path: Path) -> None:
     assert (cfg.controller.lease_namespace, cfg.controller.lease_name) == ("net-system", "ovnk-controller")
     assert (cfg.controller.lease_duration, cfg.controller.renew_deadline, cfg.controller.retry_period) == (15, 10, 2)
     assert cfg.controller.metrics_bind_address == "0.0.0.0:9409"
-    # The agent's health endpoints and metrics stay on the node's loopback unless asked otherwise.
+    # The agent's health endpoints stay on the node's loopback; /metrics too in the file, the pod's
+    # OVNK_NODE_METRICS_BIND_ADDRESS moves it to the node's address (tests/chart/test_monitoring.py).
     assert cfg.node.health_bind_address == cfg.node.metrics_bind_address == "127.0.0.1:9410"
     # TLS by default: the controller's client certificate, the node CA for the chassis certificates.
     assert cfg.ovnnorth.client_cert == cfg.ovnsouth.client_cert == "/etc/ovnk/ssl/cert/tls.crt"
@@ -65,7 +66,7 @@ def test_every_value_reaches_its_key(tmp_path: Path) -> None:
         "ovnDb": {"mode": "raft", "ssl": {"enabled": True}},
         "controller": {"replicas": 3, "metricsPort": 19409,
                        "leaderElection": {"leaseDuration": 137, "renewDeadline": 107, "retryPeriod": 26}},
-        "node": {"healthPort": 19410, "metricsBindAddress": "0.0.0.0:19476"},
+        "node": {"healthPort": 19410, "metricsPort": 19476, "metricsBindHost": "0.0.0.0"},
         "cni": {"binDir": "/usr/libexec/cni", "confDir": "/etc/kubernetes/cni/net.d"},
         "extraConfig": {"controller": {"workers": 8, "repair-mode": "log"}, "ovs": {"datapath-type": "netdev"}},
     }

@@ -333,6 +333,17 @@ def test_controller_and_node_containers_start_ovnk_with_the_database_addresses(
             assert lines["nb"] == ",".join(f"{scheme}:10.89.0.{i}:6641" for i in (1, 2, 3))
             assert lines["sb"] == ",".join(f"{scheme}:10.89.0.{i}:6642" for i in (1, 2, 3))
             assert lines["node"] == ("worker-1" if name == "node" else "")
+        # What an operator runs in a controller pod: ovnk trace with the same addresses.
+        container = rendered.containers("Deployment", "-controller")["controller"]
+        fields = {"metadata.namespace": namespace, "metadata.name": "controller-x1", "status.podIP": "10.89.0.9"}
+        env = {**chart_env(container, fields), "PATH": os.environ["PATH"], "KUBECONFIG": str(kube_cp.kubeconfig),
+               "OVNK_LOOKUP": str(lookup), "OVNK": str(stand_in), "OVS_RUNDIR": str(ovs_run)}
+        proc = subprocess.run(["bash", str(ENTRYPOINT), "trace", "ns/a", "ns/b", "--json"], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        lines = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+        assert lines["args"] == "trace ns/a ns/b --json"
+        assert lines["sb"] == ",".join(f"{scheme}:10.89.0.{i}:6642" for i in (1, 2, 3))
 
 
 def test_tls_by_default_and_node_certificates_reach_only_the_southbound_as_ovn_controller(

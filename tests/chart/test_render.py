@@ -64,7 +64,7 @@ def test_defaults_render_every_component() -> None:
     assert pod["hostNetwork"] is True
     assert [c["name"] for c in pod["containers"]] == ["nb-ovsdb", "sb-ovsdb", "northd"]
     assert {s["metadata"]["name"] for s in rendered.of_kind("Service")} == {
-        "ovnk-ovn-db", "ovnk-ovn-nb", "ovnk-ovn-sb"}
+        "ovnk-ovn-db", "ovnk-ovn-nb", "ovnk-ovn-sb", "ovnk-controller-metrics", "ovnk-node-metrics"}
     assert rendered.one("Service", "-ovn-db")["spec"]["publishNotReadyAddresses"] is True
 
     # The controller: leader election on, probes on the metrics port 9409.
@@ -84,10 +84,11 @@ def test_defaults_render_every_component() -> None:
     assert list(containers) == ["ovsdb-server", "ovs-vswitchd", "ovn-controller", "node"]
     agent = containers["node"]
     assert agent["securityContext"]["privileged"] is True
-    # Probes go to the agent's loopback listener (the kubelet shares the host network); no metrics port.
+    # Probes go to the agent's loopback listener (the kubelet shares the host network); /metrics on the
+    # node's address (the pod's OVNK_NODE_METRICS_BIND_ADDRESS), as ovn-kubernetes serves it.
     assert agent["livenessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/healthz", "port": 9410}
     assert agent["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": 9410}
-    assert "ports" not in agent
+    assert agent["ports"] == [{"name": "metrics", "containerPort": 9410, "protocol": "TCP"}]
     assert (ini["node"]["health-bind-address"], ini["node"]["metrics-bind-address"]) == ("127.0.0.1:9410",) * 2
     assert {"name": "OVNK_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in agent["env"]
     ds_spec = rendered.one("DaemonSet", "-node")["spec"]["template"]["spec"]
@@ -171,7 +172,7 @@ def test_tls_is_the_default_with_a_generated_pki_and_plain_tcp_only_when_asked()
 
 
 def test_node_metrics_where_configured() -> None:
-    rendered = render({"node": {"metricsBindAddress": "0.0.0.0:9476"}})
+    rendered = render({"node": {"metricsBindHost": "0.0.0.0", "metricsPort": 9476}})
     agent = rendered.containers("DaemonSet", "-node")["node"]
     assert agent["ports"] == [{"name": "metrics", "containerPort": 9476, "protocol": "TCP"}]
     assert rendered.ini()["node"]["metrics-bind-address"] == "0.0.0.0:9476"

@@ -57,6 +57,11 @@ import pytest
 from ovnk_lab import paths
 from ovnk_lab.images import ECHO_IN_IMAGE
 from tests.e2e.conftest import Cluster
+from tests.e2e.tracing import MatrixTracer
+from tests.e2e.tracing import Why
+from tests.e2e.tracing import check_traces
+from tests.e2e.tracing import default_deny
+from tests.e2e.tracing import policy_rule
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -127,6 +132,20 @@ class Matrix:
         self.pods = pods
         self.sources = [f"{ns}/{p}" for ns in NAMESPACES for p in POD_NAMES]
         self.exec_timeouts: list[str] = []
+        self.tracer = MatrixTracer(cluster.sandbox)
+
+    def real(self, short: str) -> str:
+        """The real name of namespace ``x``/``y``/``z``/``dns``."""
+        return self.namespaces[short]
+
+    def explain(self, expectation: Expectation, why: Callable[[Probe], Why | None],
+                ports: tuple[tuple[str, int], ...] = (TCP80,), *, dns: bool = False) -> None:
+        """``ovnk trace`` of every probe: the verdict is ``expectation`` and the rule behind it ``why``
+        (the issue's acceptance: trace names the right policy and rule for each scenario)."""
+        def real_pod(label: str) -> str:
+            return f"{self.pods[label].namespace}/{self.pods[label].name}"
+        probes = {p: (real_pod(p.src), real_pod(p.dst), p.protocol, p.port) for p in self.probes(ports, dns=dns)}
+        check_traces(self.tracer, probes, expectation, why)
 
     def probes(self, ports: tuple[tuple[str, int], ...], *, dns: bool) -> list[Probe]:
         """Every pod to every other pod on ``ports``, and to the DNS server's ports with ``dns``."""
@@ -307,22 +326,41 @@ def allow_all(_probe: Probe) -> bool:
 
 def test_without_policies_everything_is_allowed(matrix: Matrix) -> None:
     matrix.converge(allow_all, ALL_PORTS, dns=True)
+    matrix.explain(allow_all, lambda p: None, ALL_PORTS, dns=True)
 
 
 def test_default_deny_ingress(matrix: Matrix) -> None:
     matrix.cluster.apply(policy(matrix, "x", "deny-all", {"podSelector": {}, "policyTypes": ["Ingress"]}))
     matrix.converge(lambda p: ns_of(p.dst) != "x", (TCP80, UDP80))
+    matrix.explain(lambda p: ns_of(p.dst) != "x",
+                   lambda p: default_deny(matrix.real("x"), "Ingress") if ns_of(p.dst) == "x" else None, (TCP80, UDP80))
 
 
 def test_allow_ingress_from_the_same_namespace(matrix: Matrix) -> None:
     matrix.cluster.apply(policy(matrix, "x", "same-ns", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))
     matrix.converge(lambda p: ns_of(p.dst) != "x" or ns_of(p.src) == "x")
 
+    def why(p: Probe) -> Why | None:
+        if ns_of(p.dst) != "x":
+            return None
+        if ns_of(p.src) == "x":
+            return policy_rule(matrix.real("x"), "same-ns", "Ingress", 0, ip_block_index="-1")
+        return default_deny(matrix.real("x"), "Ingress")
+    matrix.explain(lambda p: ns_of(p.dst) != "x" or ns_of(p.src) == "x", why)
+
 
 def test_allow_ingress_from_a_namespace_selector(matrix: Matrix) -> None:
     matrix.cluster.apply(policy(matrix, "x", "from-y", {"podSelector": {}, "ingress": [{"from": [
         {"namespaceSelector": ns_selector("y")}]}]}))
     matrix.converge(lambda p: ns_of(p.dst) != "x" or ns_of(p.src) == "y")
+
+    def why(p: Probe) -> Why | None:
+        if ns_of(p.dst) != "x":
+            return None
+        if ns_of(p.src) == "y":
+            return policy_rule(matrix.real("x"), "from-y", "Ingress", 0)
+        return default_deny(matrix.real("x"), "Ingress")
+    matrix.explain(lambda p: ns_of(p.dst) != "x" or ns_of(p.src) == "y", why)
 
 
 def test_namespace_and_pod_selector_in_one_peer_and_in_two_peers(matrix: Matrix) -> None:
@@ -341,6 +379,15 @@ def test_namespace_and_pod_selector_in_one_peer_and_in_two_peers(matrix: Matrix)
             return ns_of(p.src) == "y" or p.src == "x/c"
         return True
     matrix.converge(expected)
+
+    def why(p: Probe) -> Why | None:
+        if p.dst not in ("x/a", "x/b"):
+            return None
+        if not expected(p):
+            return default_deny(matrix.real("x"), "Ingress")
+        name = "a-from-y-b" if p.dst == "x/a" else "b-from-y-or-c"
+        return policy_rule(matrix.real("x"), name, "Ingress", 0)
+    matrix.explain(expected, why)
 
 
 def node_subnet(cluster: Cluster, node: str) -> ipaddress.IPv4Network:
@@ -368,11 +415,28 @@ def test_ip_block_with_except(matrix: Matrix) -> None:
         return ip in cidr and ip not in excluded_node and ip not in excluded_pod
     matrix.converge(expected)
 
+    def why(p: Probe) -> Why | None:
+        if p.dst != "x/a":
+            return None
+        if expected(p):
+            return policy_rule(matrix.real("x"), "ipblock", "Ingress", 0, ip_block_index="-2")
+        return default_deny(matrix.real("x"), "Ingress")
+    matrix.explain(expected, why)
+
 
 def test_port_restriction(matrix: Matrix) -> None:
     matrix.cluster.apply(policy(matrix, "x", "only-81", {"podSelector": {}, "ingress": [
         {"ports": [{"protocol": "TCP", "port": 81}]}]}))
-    matrix.converge(lambda p: ns_of(p.dst) != "x" or (p.protocol, p.port) == TCP81, ALL_PORTS)
+    only_81: Expectation = lambda p: ns_of(p.dst) != "x" or (p.protocol, p.port) == TCP81  # noqa: E731
+    matrix.converge(only_81, ALL_PORTS)
+
+    def why(p: Probe) -> Why | None:
+        if ns_of(p.dst) != "x":
+            return None
+        if only_81(p):
+            return policy_rule(matrix.real("x"), "only-81", "Ingress", 0, port_policy_protocol="tcp")
+        return default_deny(matrix.real("x"), "Ingress")
+    matrix.explain(only_81, why, ALL_PORTS)
 
 
 def test_named_port_restriction_resolves_per_pod(matrix: Matrix) -> None:
@@ -387,6 +451,15 @@ def test_named_port_restriction_resolves_per_pod(matrix: Matrix) -> None:
         return (p.protocol, p.port) in (("tcp", web_port), UDP80)
     matrix.converge(expected, ALL_PORTS)
 
+    def why(p: Probe) -> Why | None:
+        if ns_of(p.dst) != "x":
+            return None
+        if expected(p):
+            return policy_rule(matrix.real("x"), "named", "Ingress", 0,
+                               port_policy_protocol=f"{p.protocol}-namedPort")
+        return default_deny(matrix.real("x"), "Ingress")
+    matrix.explain(expected, why, ALL_PORTS)
+
 
 def test_egress_deny_all_with_a_dns_exception(matrix: Matrix) -> None:
     matrix.cluster.apply(policy(matrix, "x", "egress-dns-only", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
@@ -399,6 +472,14 @@ def test_egress_deny_all_with_a_dns_exception(matrix: Matrix) -> None:
         return p.dst == DNS and (p.protocol, p.port) == ("udp", 53)
     matrix.converge(expected, dns=True)
 
+    def why(p: Probe) -> Why | None:
+        if ns_of(p.src) != "x":
+            return None
+        if expected(p):
+            return policy_rule(matrix.real("x"), "egress-dns-only", "Egress", 0, port_policy_protocol="udp")
+        return default_deny(matrix.real("x"), "Egress")
+    matrix.explain(expected, why, dns=True)
+
 
 def test_policy_update_changes_the_matrix(matrix: Matrix) -> None:
     allow_from = {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": ns_selector("y")}]}]}
@@ -408,8 +489,16 @@ def test_policy_update_changes_the_matrix(matrix: Matrix) -> None:
     matrix.cluster.apply(policy(matrix, "x", "allow-from", {"podSelector": {}, "ingress": [{
         "from": [{"namespaceSelector": ns_selector("z"), "podSelector": {"matchLabels": {"pod": "c"}}}],
         "ports": [{"protocol": "TCP", "port": 80}]}]}))
-    matrix.converge(lambda p: ns_of(p.dst) != "x" or (p.src == "z/c" and (p.protocol, p.port) == TCP80),
-                    (TCP80, TCP81))
+    updated: Expectation = lambda p: ns_of(p.dst) != "x" or (p.src == "z/c" and (p.protocol, p.port) == TCP80)  # noqa: E731
+    matrix.converge(updated, (TCP80, TCP81))
+
+    def why(p: Probe) -> Why | None:
+        if ns_of(p.dst) != "x":
+            return None
+        if updated(p):
+            return policy_rule(matrix.real("x"), "allow-from", "Ingress", 0, port_policy_protocol="tcp")
+        return default_deny(matrix.real("x"), "Ingress")
+    matrix.explain(updated, why, (TCP80, TCP81))
 
 
 def test_deleting_policies_restores_traffic(matrix: Matrix) -> None:
@@ -418,6 +507,13 @@ def test_deleting_policies_restores_traffic(matrix: Matrix) -> None:
         policy(matrix, "y", "deny-egress", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]}),
     )
     matrix.converge(lambda p: ns_of(p.dst) != "x" and p.src != "y/a", (TCP80, UDP80))
+
+    def why(p: Probe) -> Why | None:
+        # Egress is decided on the source's switch, before the destination's ingress rules.
+        if p.src == "y/a":
+            return default_deny(matrix.real("y"), "Egress")
+        return default_deny(matrix.real("x"), "Ingress") if ns_of(p.dst) == "x" else None
+    matrix.explain(lambda p: ns_of(p.dst) != "x" and p.src != "y/a", why, (TCP80, UDP80))
     matrix.cluster.kubectl("-n", matrix.namespaces["x"], "delete", "networkpolicy", "deny-ingress")
     matrix.converge(lambda p: p.src != "y/a", (TCP80, UDP80))
     matrix.cluster.kubectl("-n", matrix.namespaces["y"], "delete", "networkpolicy", "deny-egress")

@@ -144,6 +144,17 @@ requiredDuringSchedulingIgnoredDuringExecution:
 Environment shared by the ovnk containers: the API server address (see values apiServer)
 and where the OVN databases are looked up (hack/image/ovnk-lookup).
 */}}
+{{/* [<component>] metrics-bind-address: the node's own address (status.hostIP, = POD_IP on the host
+network) as ovn-kubernetes binds to K8S_NODE_IP, unless <component>.metricsBindHost is set.
+include "ovnk.metricsEnv" (list $ "controller"); after ovnk.commonEnv (it uses $(POD_IP)). */}}
+{{- define "ovnk.metricsEnv" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $values := index $root.Values $component -}}
+- name: OVNK_{{ upper $component }}_METRICS_BIND_ADDRESS
+  value: {{ printf "%s:%v" ($values.metricsBindHost | default "$(POD_IP)") $values.metricsPort | quote }}
+{{- end -}}
+
 {{- define "ovnk.commonEnv" -}}
 {{- if .Values.apiServer.host }}
 - name: KUBERNETES_SERVICE_HOST

@@ -61,7 +61,8 @@ class NetpolControllers:
             ControllerSpec(name="netpol-cluster", watches=(), reconcile=self.cluster.reconcile,
                            initial_keys=lambda: [ctl.CLUSTER_KEY], workers=1),
             ControllerSpec(name="netpol-policies", reconcile=self.policies.reconcile,
-                           max_attempts=ctl.MEMBERSHIP_MAX_ATTEMPTS, watches=(
+                           max_attempts=ctl.MEMBERSHIP_MAX_ATTEMPTS, extra={"programming_kind": "networkpolicy"},
+                           watches=(
                 Watch(NETWORKPOLICIES, needs_update=sel.spec_changed),
                 Watch(PODS, keys=s.policy_keys_for_pod, needs_update=sel.pod_changed),
                 Watch(NAMESPACES, keys=s.policy_keys_for_namespace, needs_update=sel.logging_changed),
@@ -105,3 +106,8 @@ def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
 @hookimpl
 def ovnk_node_txn(ctx: ControllerContext, txn: NbTxn, node: Mapping[str, Any], deleted: bool) -> None:
     ctl.node_txn(ctx, txn, node, deleted)
+
+
+@hookimpl
+def ovnk_trace_explain(table: str, external_ids: Mapping[str, str]) -> str | None:
+    return nb.explain_acl(external_ids) if table == "ACL" else None

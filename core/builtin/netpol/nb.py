@@ -36,6 +36,7 @@ from ovnk.core.builtin.netpol.models import PeerSelector
 from ovnk.core.ovn.ids import DbObjectIds
 from ovnk.core.ovn.ids import OwnerType
 from ovnk.core.ovn.ids import hashed_name
+from ovnk.core.ovn.ids import parse_ids
 from ovnk.core.topology.naming import IPAddress
 from ovnk.core.topology.naming import IPNetwork
 
@@ -345,3 +346,34 @@ def meter_ids(controller: str) -> DbObjectIds:
 
 METER_BAND_COLUMNS: Mapping[str, Any] = {"action": "drop", "rate": METER_RATE_PPS}
 METER_COLUMNS: Mapping[str, Any] = {"unit": "pktps", "fair": [True]}
+
+
+# -- naming rows back (ovnk trace) ----------------------------------------------------
+
+
+def explain_acl(external_ids: Mapping[str, str]) -> str | None:
+    """A NetworkPolicy ACL in Kubernetes terms (``ovnk_trace_explain``); ``None`` for other rows."""
+    policy = parse_ids(NETWORK_POLICY_ACL, external_ids)
+    if policy is not None:
+        namespace, _, name = policy.value("name").partition(":")
+        direction = policy.value("direction").lower()
+        peers = {str(IP_BLOCK_COMBINED): "ipBlock peers", str(IP_BLOCK_SELECTORS): "selector peers"}.get(
+            policy.value("ip-block-index"), f"ipBlock {policy.value('ip-block-index')}")
+        protocol = policy.value("port-policy-protocol")
+        ports = "any port" if protocol == NO_PORTS else f"ports {protocol}"
+        return f"NetworkPolicy {namespace}/{name}, {direction} rule {policy.value('gress-index')} ({peers}, {ports})"
+    namespace_acl = parse_ids(NETPOL_NAMESPACE_ACL, external_ids)
+    if namespace_acl is not None:
+        direction = namespace_acl.value("direction").lower()
+        namespace = namespace_acl.value("name")
+        if namespace_acl.value("type") == "defaultDeny":
+            return (f"the {direction} default deny of namespace {namespace} (a NetworkPolicy with {direction} "
+                    f"rules selects the pod and none of its rules allows this)")
+        return f"ARP/ND let through the {direction} default deny of namespace {namespace}"
+    default = parse_ids(NETPOL_DEFAULT_ACL, external_ids)
+    if default is not None:
+        return "the hairpin allow (a pod reaching itself through a service is never blocked by NetworkPolicy)"
+    node = parse_ids(NETPOL_NODE_ACL, external_ids)
+    if node is not None:
+        return f"the management port allow of node {node.value('name')} (kubelet probes pass NetworkPolicy)"
+    return None

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ovnk.core.builtin.services.controller import LB_OWNER
 from ovnk.core.builtin.services.controller import ServicesController
 from ovnk.core.builtin.services.nodeport import NodePortSteering
@@ -24,6 +26,7 @@ from ovnk.core.claims import Claims
 from ovnk.core.context import ControllerContext
 from ovnk.core.hookspecs import hookimpl
 from ovnk.core.node.context import NodeContext
+from ovnk.core.ovn.ids import parse_ids
 from ovnk.core.ovn.sync import RepairPlan
 from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
@@ -75,3 +78,13 @@ def ovnk_configure(pluginmanager: OvnkPluginManager) -> None:
 
 def _steers(ctx: NodeContext) -> bool:
     return bool(ctx.gateway_bridge) and ctx.config.gateway.nodeport
+
+
+@hookimpl
+def ovnk_trace_explain(table: str, external_ids: Mapping[str, str]) -> str | None:
+    ids = parse_ids(LB_OWNER, external_ids) if table == "Load_Balancer" else None
+    if ids is None:
+        return None
+    scope = ids.value("scope")
+    where = "cluster-wide" if scope == "cluster" else f"scope {scope}"
+    return f"Service {ids.value('name')} load balancer ({ids.value('protocol')}, {where})"

@@ -142,7 +142,7 @@ class ServicesController:
             Watch(SERVICES, needs_update=service_needs_update),
             Watch(ENDPOINTSLICES, keys=slice_keys),
             Watch(NODES, keys=self.node_keys, needs_update=node_needs_update),
-        ), reconcile=self.reconcile)
+        ), reconcile=self.reconcile, extra={"programming_kind": "service"})
 
     def node_keys(self, node: Mapping[str, Any]) -> list[str]:
         """A node change affects the services with per-node rules (NodePorts, ``Local`` policies)."""

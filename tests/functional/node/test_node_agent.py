@@ -12,6 +12,7 @@ from ovnk.core.config import CniSettings
 from ovnk.core.kube.resources import EVENTS
 from ovnk.core.kube.resources import NODES
 from ovnk.core.node.flows import FlowManager
+from ovnk.core.node.ovn_health import southbound_connected
 from ovnk_lab.ovsnode import NodeLab
 from ovnk_lab.ovsnode import OvsNode
 
@@ -145,6 +146,17 @@ def test_cni_config_shim_status_and_readiness(node1: OvsNode) -> None:
     assert 'ovnk_build_info{component="node"' in metrics
     assert "ovnk_cni_ovn_installed_wait_seconds_bucket" in metrics
     assert "ovnk_cni_request_duration_seconds" in metrics
+    # ovn-kubernetes' names for dashboards; the node's own controllers are ovnk_node_controller_*,
+    # not ovnk_controller_* (which is the controller process's).
+    assert "# TYPE ovnkube_node_cni_request_duration_seconds histogram" in metrics
+    ready = next(line for line in metrics.splitlines() if line.startswith("ovnkube_node_ready_duration_seconds "))
+    assert float(ready.split()[-1]) > 0
+    assert "ovnk_node_controller_reconcile_total{" in metrics and "ovnk_controller_reconcile_total" not in metrics
+    assert "ovnkube_resource_retry_failures_total" in metrics
+    # ovn-controller's SB connection, asked through its control socket at scrape time.
+    assert "\novn_controller_southbound_database_connected 1.0\n" in metrics
+    assert southbound_connected(str(node1.run_dir)) == 1.0
+    assert southbound_connected(str(node1.run_dir / "nowhere")) == 0.0
 
 
 def test_restart_writes_nothing(lab: NodeLab, node2: OvsNode) -> None:

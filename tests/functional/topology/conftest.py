@@ -44,8 +44,10 @@ class ClusterEnv:
             env={},
             flags={"kubeconfig": str(self.kube.kubeconfig), "nb_address": self.central.nb_address,
                    "sb_address": self.central.sb_address},
+            # The e2e-timestamp probe writes NB_Global every round: off, so tests can assert "nothing
+            # was written"; tests of the probe turn it on with an extra assignment.
             assignments=["controller.leader-election=false", "controller.metrics-bind-address=",
-                         "controller.workers=8", *extra],
+                         "controller.workers=8", "controller.e2e-timestamp-interval=0", *extra],
         )
         self.process = ControllerProcess(bootstrap(inputs)).start()
         return self.process

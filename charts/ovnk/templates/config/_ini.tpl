@@ -35,7 +35,7 @@ keys in alphabetical order.
 {{- fail "controller.leaderElection: retryPeriod < renewDeadline < leaseDuration is required" -}}
 {{- end -}}
 {{- $_ = set $ini "controller" (dict
-    "metrics-bind-address" (printf "0.0.0.0:%v" $v.controller.metricsPort)
+    "metrics-bind-address" (printf "%s:%v" ($v.controller.metricsBindHost | default "0.0.0.0") $v.controller.metricsPort)
     "leader-election" true
     "lease-namespace" .Release.Namespace
     "lease-name" (include "ovnk.leaseName" .)
@@ -43,7 +43,9 @@ keys in alphabetical order.
     "renew-deadline" $le.renewDeadline
     "retry-period" $le.retryPeriod) -}}
 {{- $health := printf "127.0.0.1:%v" $v.node.healthPort -}}
-{{- $node := dict "health-bind-address" $health "metrics-bind-address" ($v.node.metricsBindAddress | default $health) -}}
+{{- /* /metrics: the node's address in the pod (OVNK_NODE_METRICS_BIND_ADDRESS, ovnk.metricsEnv); loopback here */ -}}
+{{- $metrics := printf "%s:%v" ($v.node.metricsBindHost | default "127.0.0.1") $v.node.metricsPort -}}
+{{- $node := dict "health-bind-address" $health "metrics-bind-address" $metrics -}}
 {{- if $v.ovnDb.ssl.enabled -}}
 {{- $_ = set $node "chassis-ca-cert" "/etc/ovnk/ssl/node-ca/tls.crt" -}}
 {{- $_ = set $node "chassis-ca-key" "/etc/ovnk/ssl/node-ca/tls.key" -}}

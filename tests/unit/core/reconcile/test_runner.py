@@ -333,3 +333,46 @@ def test_resync_queues_the_watch_keys_of_cached_objects_and_the_initial_keys() -
             assert set(seen) == {"node-a", "bridge"}, "never a raw cache key (ns/p0...)"
     finally:
         runner.stop()
+
+
+def test_network_programming_duration_and_retry_failures_are_recorded() -> None:
+    """``extra["programming_kind"]``: events after the workers started are timed to their successful
+    reconcile; the initial list is not (it measures start-up); a key given up counts in
+    ovnkube_resource_retry_failures_total and is not timed."""
+    factory = MemoryFactory()
+    registry = CollectorRegistry()
+
+    def reconcile(req: ReconcileRequest) -> None:
+        if req.key == "ns/broken":
+            raise PermanentError("bad spec")
+        time.sleep(0.05)
+
+    runner = ControllerRunner([ControllerSpec(name="pods", watches=(Watch(PODS),), reconcile=reconcile,
+                                              extra={"programming_kind": "pod"})],
+                              informers=factory, registry=registry)
+    runner.start_watches()
+    informer = factory.informers[PODS]
+    informer.add(pod("before"))
+    runner.start_workers()
+    assert runner.wait_idle(10, settle=0.2)
+
+    def count() -> float:
+        return registry.get_sample_value("ovnkube_controller_network_programming_duration_seconds_count",
+                                         {"kind": "pod"}) or 0.0
+    assert count() == 0  # the initial list is start-up, not programming
+    informer.add(pod("after"))
+    informer.add(pod("broken"))
+    assert runner.wait_idle(10, settle=0.2)
+    runner.stop()
+    assert count() == 1
+    total = registry.get_sample_value("ovnkube_controller_network_programming_duration_seconds_sum", {"kind": "pod"})
+    assert total is not None and 0.05 <= total < 5
+    assert registry.get_sample_value("ovnkube_resource_retry_failures_total") == 1
+    # The node agent's runner uses its own names and records no controller-only metric.
+    node_registry = CollectorRegistry()
+    ControllerRunner([ControllerSpec(name="flows", watches=(Watch(PODS),), reconcile=reconcile,
+                                     extra={"programming_kind": "pod"})],
+                     informers=MemoryFactory(), registry=node_registry, metrics_prefix="ovnk_node_controller")
+    names = {m.name for m in node_registry.collect()}
+    assert "ovnk_node_controller_reconcile" in names and "ovnk_controller_reconcile" not in names
+    assert "ovnkube_controller_network_programming_duration_seconds" not in names
