@@ -299,7 +299,10 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
             time.sleep(0.1)
             while holder("bench") in ("", now):
                 time.sleep(0.02)
-            label_times.append(first_seen(ip, since))
+            # The old node SNATs until its rows go: count from the trigger to the first datagram sent after
+            # the IP moved (status follows the NB transaction), i.e. through the new node.
+            moved = time.monotonic()
+            label_times.append(moved - since + first_seen(ip, moved))
             # failover by a killed agent
             k("label", "node", now, f"{LABEL}=", "--overwrite")
             now = holder("bench")
@@ -307,7 +310,8 @@ def run_failover(work: Path, *, rounds: int) -> dict[str, Any]:
             box.kill(f"{now}/ovnk-node")
             while holder("bench") in ("", now):
                 time.sleep(0.05)
-            agent_times.append(first_seen(ip, since))
+            moved = time.monotonic()
+            agent_times.append(moved - since + first_seen(ip, moved))
             box.start_agent(now)
             k("delete", "egressip", "bench")
             time.sleep(1.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import ovnk.annotations as ann
 from ovnk import LabelSelector
 from ovnk import SelectorError
+from ovnk import egress
 from ovnk import parse_selector
 from ovnk.names import IPAddress
 from ovnk.names import IPNetwork
@@ -157,32 +157,13 @@ def node_is_ready(node: Mapping[str, Any]) -> bool:
 def egress_node(node: Mapping[str, Any], *, reachable: bool = True) -> EgressNode:
     """The :class:`EgressNode` of a Node object (primary address and host CIDRs from its annotations)."""
     labels = (node.get("metadata") or {}).get("labels") or {}
-    networks: list[IPNetwork] = []
-    addresses: list[IPAddress] = []
     try:
         primary = ann.primary_ifaddr(node)
     except ann.AnnotationError:
         primary = None
-    if primary is not None:
-        networks.append(primary.network)
-        addresses.append(primary.ip)
-    raw = ann.annotations_of(node).get(ann.HOST_CIDRS)
-    if raw:
-        try:
-            for cidr in json.loads(raw):
-                iface = ipaddress.ip_interface(cidr)
-                if iface.ip not in addresses:
-                    addresses.append(iface.ip)
-        except (ValueError, TypeError):
-            pass
-    for address in (node.get("status") or {}).get("addresses") or ():
-        if address.get("type") in ("InternalIP", "ExternalIP"):
-            try:
-                ip = ipaddress.ip_address(address.get("address", ""))
-            except ValueError:
-                continue
-            if ip not in addresses:
-                addresses.append(ip)
+    # The node's own addresses are the shared node-ips definition (an egress IP must be none of them).
+    networks = [primary.network] if primary is not None else []
+    addresses = list(egress.node_host_addresses(node))
     return EgressNode(name=str((node.get("metadata") or {}).get("name", "")), networks=tuple(networks),
                       addresses=tuple(addresses), labelled=ASSIGNABLE_LABEL in labels,
                       ready=node_is_ready(node), reachable=reachable)

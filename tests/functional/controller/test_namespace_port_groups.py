@@ -32,7 +32,8 @@ def groups(env: ClusterEnv) -> dict[str, list[str]]:
         if ids.get("k8s.ovn.org/owner-type") == "Namespace":
             members = nb_value(row["ports"])
             members = members if isinstance(members, list) else [members]
-            found[ids["k8s.ovn.org/name"]] = sorted(ports[m[1]] for m in members if m)
+            # Two reads, not one snapshot: a port deleted between them is gone from the group next time.
+            found[ids["k8s.ovn.org/name"]] = sorted(ports[m[1]] for m in members if m and m[1] in ports)
             assert nb_value(row["name"]) == namespace_port_group(CONTROLLER, ids["k8s.ovn.org/name"])[0]
     return found
 

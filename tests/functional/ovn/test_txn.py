@@ -65,11 +65,22 @@ def test_txn_second_identical_reconcile_writes_nothing(ovn_central, txns) -> Non
     assert len(nb_json(ovn_central, "ACL")) == 1
 
 
-def test_txn_drift_is_fixed_with_minimal_writes(ovn_central, txns) -> None:
+def test_txn_drift_is_fixed_with_minimal_writes(ovn_central, txns, nb_client) -> None:
     program(txns, pods=5)
     ovn_central.nbctl("set", "Logical_Switch_Port", "ns_pod1", "options:requested-chassis=wrong",
                       "options:extra=1", "addresses=bogus")
     ovn_central.nbctl("remove", "Logical_Switch", "node1", "other_config", "exclude_ips")
+    # Both drifts must reach our IDL copy before the repair: plans are made against it, and a
+    # drift that arrives after the repair would make the final reconcile write again.
+    reader = NbReader(nb_client, controller=CONTROLLER)
+
+    def both_drifts_seen() -> bool:
+        switch = reader.get("Logical_Switch", name="node1", columns=["other_config"])
+        port = reader.get("Logical_Switch_Port", name="ns_pod1", columns=["addresses"])
+        return (switch is not None and "exclude_ips" not in switch.columns["other_config"]
+                and port is not None and list(port.columns["addresses"]) == ["bogus"])
+
+    wait_for("both drifts in our IDL", both_drifts_seen, timeout=10)
     assert program(txns, pods=5) == "committed"
     port = next(p for p in nb_json(ovn_central, "Logical_Switch_Port") if p["name"] == "ns_pod1")
     assert port["options"] == ["map", [["iface-id-ver", "uid1"], ["requested-chassis", "node1"]]]
