@@ -9,11 +9,12 @@ connection-tracking step, and reads the result back:
 * **allowed** when the packet is output to the destination's logical port
   (for a Service: to the port of one of its backends; for an address no
   port holds: to a ``localnet`` or gateway port, i.e. out of the cluster);
-* **dropped** when a step's action is ``drop``; the step names the row it was
-  made from (the flow's ``stage-hint``), and that row's ``external_ids`` name
+* **dropped** when a step's action is ``drop`` (or, with OVN's tiered ACLs, an
+  ACL sets the drop verdict bit); the step names the row it was made from (the flow's ``stage-hint``), and that row's ``external_ids`` name
   the NetworkPolicy and rule (or egress firewall, admin rule...);
-* **unreachable** when the packet neither arrives nor is dropped (no port has
-  the address: it ends in an ARP request or nowhere).
+* **unreachable** when the packet neither arrives nor is dropped by a row (no
+  port has the address: it ends in an ARP request, nowhere, or in the switch's
+  "unknown destination" drop).
 
 Every ovnk-owned row the packet met (ACLs it passed, the load balancer that
 chose a backend, router policies, NAT) is listed in order as a finding.
@@ -44,6 +45,9 @@ CT_STEPS = 8
 SOURCE_PORT = 33333
 DEFAULT_PORT = 80
 ALLOWED, DROPPED, REJECTED, UNREACHABLE = "allowed", "dropped", "rejected", "unreachable"
+# Stages whose drop means "no port has this address" (newer OVN drops there explicitly, older
+# OVN just ends the trace): the verdict is unreachable, not a policy's drop.
+NO_DESTINATION_STAGES = frozenset({"ls_in_l2_unknown"})
 #: Port types through which a packet leaves the cluster's logical network.
 EXIT_PORT_TYPES = ("localnet", "l2gateway")
 
@@ -261,7 +265,7 @@ def interpret(state: OvnState, parsed: ParsedTrace, *, source: Endpoint, destina
         else:
             result.reason = f"rejected by OVN in {rejecting.stage} on {rejecting.pipeline.datapath}"
         return result
-    dropping = next((s for s in reversed(parsed.steps) if s.drops), None)
+    dropping = next((s for s in reversed(parsed.steps) if s.drops and s.stage not in NO_DESTINATION_STAGES), None)
     if dropping is not None:
         result.verdict = DROPPED
         row = state.row_of_lflow(dropping.lflow)

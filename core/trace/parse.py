@@ -15,6 +15,12 @@ load balancer, a router policy, a NAT), which is how a step maps back to the
 ``external_ids`` ovnk wrote. Connection-tracking actions (``ct_lb_mark``,
 ``ct_next``) open sections of their own; the steps after them continue the
 same pipeline.
+
+Since OVN 23.06 an ACL's flow in ``ls_*_acl_eval`` (and the ``after_lb`` variant) only
+sets a verdict bit (``reg8[17] = 1;`` for drop, ``reg8[18]`` for reject) and the
+following ``*_acl_action`` stage acts on it without printing ``drop;``; such an
+eval step counts as the drop or reject, which keeps the ACL row it came from
+as the decisive one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ _FLOW = re.compile(r"^\s*(\d+)\. (\S+) \(([^)]*)\): (.*), priority (\d+), uuid (
 _PIPELINE = re.compile(r'^(ingress|egress)\((.*)\)\s*$')
 _FIELD = re.compile(r'(\w+)="([^"]*)"')
 _OUTPUT = re.compile(r'/\* output to "([^"]+)", type "([^"]*)" \*/')
+# The ACL verdict registers of OVN's tiered ACL stages (northd's REGBIT_ACL_VERDICT_DROP/REJECT).
+_ACL_DROP = "reg8[17]"
+_ACL_REJECT = "reg8[18]"
 
 
 @dataclass(frozen=True)
@@ -53,12 +62,18 @@ class TraceStep:
 
     @property
     def drops(self) -> bool:
-        return any(a.rstrip(";").strip() == "drop" for a in self.actions)
+        """``drop;``, or an ACL evaluation stage setting the drop verdict bit (OVN with ACL tiers)."""
+        return any(a.rstrip(";").strip() == "drop" for a in self.actions) or self._sets_acl_verdict(_ACL_DROP)
 
     @property
     def rejects(self) -> bool:
-        """``reject { ... }``: the packet is answered with a TCP reset or ICMP unreachable instead."""
-        return any(a.startswith("reject") for a in self.actions)
+        """``reject { ... }`` or the reject verdict bit: answered with a TCP reset or ICMP unreachable instead."""
+        return any(a.startswith("reject") for a in self.actions) or self._sets_acl_verdict(_ACL_REJECT)
+
+    def _sets_acl_verdict(self, bit: str) -> bool:
+        # OVN >= 23.06 splits ACLs into an eval stage that only records the verdict in a register
+        # bit and an action stage that acts on it; that action stage prints no ``drop;``.
+        return self.stage.endswith("_eval") and "_acl" in self.stage and f"{bit} = 1;" in self.actions
 
     @property
     def output_port(self) -> str | None:

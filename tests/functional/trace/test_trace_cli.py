@@ -29,9 +29,11 @@ pytestmark = [pytest.mark.kube, pytest.mark.ovn, pytest.mark.slow]
 def ovnk_trace(cluster: NetpolCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """The real command line, pointed at this cluster's NB and SB."""
     central = cluster.central
+    # ovn-trace must come from the OVN this central runs (its SB pipeline changes between releases);
+    # a deployment has one OVN, the lab may have two.
     res = subprocess.run([sys.executable, "-m", "ovnk", "--config", "/dev/null",
                           "--nb-address", central.nb_address, "--sb-address", central.sb_address, "trace", *args],
-                         capture_output=True, text=True, timeout=180, check=False)
+                         capture_output=True, text=True, timeout=180, check=False, env=central.install.env())
     if check:
         assert res.returncode == 0, res.stderr
     return res

@@ -60,6 +60,28 @@ egress(dp="np-b", inport="stor-np-b", outport="ns_b")
     /* output to "ns_b", type "" */
 """
 
+# The same drop on OVN 25.03 (tiered ACLs): the ACL's eval flow only sets the drop verdict bit,
+# the action stage acts on it and ovn-trace prints no ``drop;``.
+TIERED_DROP_TAIL = """\
+egress(dp="np-b", inport="stor-np-b", outport="ns_b")
+-----------------------------------------------------
+ 6. ls_out_acl_eval (northd.c:7449): ip && !ct.est, priority 1, uuid 2fe33dd3
+    reg0[1] = 1;
+    next;
+ 8. ls_out_acl_action (northd.c:7270): reg8[30..31] == 0, priority 500, uuid d25a4222
+    reg8[30..31] = 1;
+    next(6);
+ 6. ls_out_acl_eval (northd.c:7072): reg8[30..31] == 2 && reg0[9] == 1 && (outport == @a7694955774882470915), \
+priority 2000, uuid 407d2f30
+    reg8[17] = 1;
+    next;
+ 8. ls_out_acl_action (northd.c:7243): reg8[17] == 1, priority 1000, uuid 19b757a8
+    reg8[16] = 0;
+    reg8[17] = 0;
+    reg8[18] = 0;
+    reg8[30..31] = 0;
+"""
+
 NS = "ns"
 DENY_IDS = {"k8s.ovn.org/owner-controller": "default-network-controller", "k8s.ovn.org/owner-type": "NetpolNamespace",
             "k8s.ovn.org/name": NS, "direction": "Ingress", "type": "defaultDeny",
@@ -282,3 +304,20 @@ def test_core_names_the_default_networks_gateway_rows(pm: OvnkPluginManager) -> 
     # Rows of other owners: core's network plugin has no opinion, the generic text applies.
     assert pm.hook.ovnk_trace_explain(table="NAT", external_ids={"k8s.ovn.org/owner-type": "EgressIP"},
                                       columns={}) is None
+
+
+def test_tiered_acl_verdict_bits_count_as_drop_and_reject(pm: OvnkPluginManager) -> None:
+    """OVN >= 23.06: the eval step that sets ``reg8[17]`` (drop) or ``reg8[18]`` (reject) decides."""
+    tiered = DROPPED[:DROPPED.index('egress(dp="np-b"')] + TIERED_DROP_TAIL
+    parsed = parse(tiered)
+    verdicts = [(s.stage, s.drops) for s in parsed.steps if s.pipeline.datapath == "np-b"]
+    assert verdicts == [("ls_out_acl_eval", False), ("ls_out_acl_action", False),
+                        ("ls_out_acl_eval", True), ("ls_out_acl_action", False)]
+    dropped = engine.trace(state(), source="ns/c", destination="ns/b", run=lambda dp, flow: tiered, hook=pm.hook)
+    assert dropped.verdict == engine.DROPPED
+    assert dropped.decisive is not None and dropped.decisive.owner_type == "NetpolNamespace"
+    assert dropped.reason.startswith(f"dropped by the ingress default deny of namespace {NS}")
+    # Clearing the bit in the action stage is not a verdict; setting the reject bit is.
+    assert not parse(tiered).steps[-1].rejects
+    rejected = parse(tiered.replace("reg8[17] = 1;", "reg8[18] = 1;"))
+    assert [s.rejects for s in rejected.steps if s.stage == "ls_out_acl_eval"] == [False, True]
