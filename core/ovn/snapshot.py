@@ -48,14 +48,16 @@ def read_tables(*, remote: str, schema: str, tables: Mapping[str, Sequence[str]]
 
 def ovn_trace(*, sb_remote: str, datapath: str, microflow: str, ct_states: Sequence[str] = (),
               lb_dst: str | None = None, ssl: SslFiles | None = None,
-              timeout: float = OVN_TRACE_TIMEOUT) -> str:
+              timeout: float = OVN_TRACE_TIMEOUT, binary: str | None = None) -> str:
     """``ovn-trace --detailed`` of ``microflow`` entering ``datapath``; its output.
 
     :param ct_states: one ``--ct`` value per connection-tracking step, in order (``new``, ``est``...).
     :param lb_dst: ``IP[:PORT]`` a load balancer should pick (``--lb-dst``).
+    :param binary: the ``ovn-trace`` to run (default: the one on ``PATH``); it must come from the
+        OVN release that built the SB's logical flows.
     :raises OvnkError: ``ovn-trace`` is missing or fails (its message included).
     """
-    binary = shutil.which("ovn-trace")
+    binary = binary or shutil.which("ovn-trace")
     if binary is None:
         raise OvnkError("ovn-trace is not installed (Debian package ovn-central or ovn-common)")
     argv = [binary, f"--db={sb_remote}", "--detailed", *(f"--ct={s}" for s in ct_states)]

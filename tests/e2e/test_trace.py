@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ovnk_lab import paths
 from tests.e2e.conftest import ECHO_TCP
 from tests.e2e.conftest import Cluster
 from tests.e2e.conftest import poll_until
@@ -27,7 +28,7 @@ def ovnk_trace(cluster: Cluster, *args: str, check: bool = True) -> subprocess.C
     config = cluster.sandbox.controller_config(0)
     res = subprocess.run([*cluster.sandbox_ovnk(), "--config", str(config), "trace", *args],
                          capture_output=True, text=True, timeout=180, check=False,
-                         env={**os.environ, "OVNK_CONFIG": ""})
+                         env=paths.ovn_install().env({**os.environ, "OVNK_CONFIG": ""}))
     if check:
         assert res.returncode == 0, res.stderr
     return res

@@ -21,6 +21,7 @@ from ovnk.core.trace import engine
 from ovnk.core.trace.model import NB_COLUMNS
 from ovnk.core.trace.model import SB_COLUMNS
 from ovnk.core.trace.model import OvnState
+from ovnk_lab import paths
 from ovnk_lab.sandbox import Sandbox
 
 
@@ -56,6 +57,8 @@ class MatrixTracer:
         self.nb = sandbox.nb_address()
         self.sb = sandbox.sb_address()
         self.hook = get_plugin_manager().hook
+        # The sandbox's own OVN release: ovn-trace must read the SB pipeline its northd wrote.
+        self.ovn_trace = paths.ovn_install().bin("ovn-trace")
 
     def trace_all(self, probes: Iterable[tuple[str, str, str, int]]) -> dict[tuple[str, str, str, int], Any]:
         state = OvnState.from_rows(read_tables(remote=self.nb, schema="OVN_Northbound", tables=NB_COLUMNS),
@@ -63,7 +66,7 @@ class MatrixTracer:
 
         def run(datapath: str, flow: str) -> str:
             return ovn_trace(sb_remote=self.sb, datapath=datapath, microflow=flow,
-                             ct_states=["new"] * engine.CT_STEPS)
+                             ct_states=["new"] * engine.CT_STEPS, binary=self.ovn_trace)
 
         def one(probe: tuple[str, str, str, int]) -> Any:
             src, dst, protocol, port = probe
