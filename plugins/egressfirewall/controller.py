@@ -206,8 +206,7 @@ class EgressFirewallControllers:
         for dns_name in sorted(before - dns_names):
             self.ctx.enqueue(DNS, dns_name)
         if self.metrics is not None:
-            self.metrics.firewalls.set(firewalls)
-            self.metrics.rules.set(total)
+            self.metrics.set_counts(firewalls=firewalls, rules=total)
 
     def _set_status(self, obj: Mapping[str, Any], status: dict[str, Any], *, reason: str) -> None:
         """Write ``status`` where it differs; each new problem message is also an event and a log line."""

@@ -19,9 +19,19 @@ class EgressFirewallMetrics:
 
     firewalls: Gauge
     rules: Gauge
+    # The same two counts under upstream's names, so ovn-kubernetes dashboards and alerts work.
+    upstream_firewalls: Gauge
+    upstream_rules: Gauge
     dns_names: Gauge
     dns_resolution: Histogram
     dns_failures: Counter
+
+    def set_counts(self, *, firewalls: int, rules: int) -> None:
+        """Applied objects and their rules, under both names."""
+        for gauge in (self.firewalls, self.upstream_firewalls):
+            gauge.set(firewalls)
+        for gauge in (self.rules, self.upstream_rules):
+            gauge.set(rules)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> EgressFirewallMetrics:
@@ -30,6 +40,11 @@ class EgressFirewallMetrics:
                             registry=registry),
             rules=Gauge("ovnk_egressfirewall_rules", "Rules of the applied EgressFirewall objects.",
                         registry=registry),
+            upstream_firewalls=Gauge("ovnkube_controller_num_egress_firewalls",
+                                     "EgressFirewall objects whose rules are applied (upstream name).",
+                                     registry=registry),
+            upstream_rules=Gauge("ovnkube_controller_num_egress_firewall_rules",
+                                 "Rules of the applied EgressFirewall objects (upstream name).", registry=registry),
             dns_names=Gauge("ovnk_egressfirewall_dns_names", "Distinct DNS names the rules resolve.",
                             registry=registry),
             dns_resolution=Histogram("ovnk_egressfirewall_dns_resolution_seconds",

@@ -329,6 +329,8 @@ def test_rules_rows_traces_dns_nodes_status_restart_and_plugin_off(env: ClusterE
     firewall(env, team, [{"type": "Allow", "to": {"dnsName": "www.ovnk.test"}}])
     wait_for("programmed again", lambda: 0 in acls(env, team) and "www.ovnk.test" in dns_sets(env))
     assert env.metric("ovnk_egressfirewall_firewalls") == 1 and env.metric("ovnk_egressfirewall_rules") == 1
+    assert env.metric("ovnkube_controller_num_egress_firewalls") == 1
+    assert env.metric("ovnkube_controller_num_egress_firewall_rules") == 1
     env.stop_controller()
     env.start_controller()
     env.wait_idle()
