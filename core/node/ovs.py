@@ -131,13 +131,31 @@ def _row_info(row: Any, owners: Mapping[str, tuple[str, str]]) -> InterfaceInfo:
 
 
 def _interface_owners(idl: Any) -> dict[str, tuple[str, str]]:
-    """Interface uuid -> (port name, bridge name)."""
+    """Interface uuid -> (port name, bridge name), for every interface (a full scan: O(ports))."""
     owners: dict[str, tuple[str, str]] = {}
     for bridge in idl.tables["Bridge"].rows.values():
         for port in bridge.ports:
             for iface in port.interfaces:
                 owners[str(iface.uuid)] = (str(port.name), str(bridge.name))
     return owners
+
+
+def _owner_of(idl: Any, iface: Any) -> dict[str, tuple[str, str]]:
+    """The same map for one interface, without scanning every port.
+
+    The port is looked up by the interface's name (the indexed case: ``add-port`` names both
+    alike), its bridge among the few bridges; only an interface whose port is named otherwise
+    (a bond member) falls back to the full scan. Per-change callers (the CNI wait, the gateway's
+    ofports) run on every OVS update, so a full scan there costs O(pods) per pod event.
+    """
+    uuid = iface.uuid
+    for port in rows_by_name(idl, "Port", str(iface.name)):
+        if any(i.uuid == uuid for i in port.interfaces):
+            for bridge in idl.tables["Bridge"].rows.values():
+                if any(p.uuid == port.uuid for p in bridge.ports):
+                    return {str(uuid): (str(port.name), str(bridge.name))}
+            return {}
+    return _interface_owners(idl)
 
 
 # ---------------------------------------------------------------------------
@@ -533,8 +551,14 @@ class OvsFacade:
             return bool(rows_by_name(idl, "Bridge", name))
 
     def bridge_ports(self, bridge: str) -> list[InterfaceInfo]:
-        """Interfaces of every port of ``bridge`` (empty when it does not exist)."""
-        return [i for i in self.interfaces() if i.bridge == bridge]
+        """Interfaces of every port of ``bridge`` (empty when it does not exist); reads that bridge only."""
+        with self.client.locked() as idl:
+            infos = []
+            for row in rows_by_name(idl, "Bridge", bridge):
+                for port in row.ports:
+                    owner = (str(port.name), str(row.name))
+                    infos += [_row_info(iface, {str(iface.uuid): owner}) for iface in port.interfaces]
+            return infos
 
     def bridge_datapath_type(self, name: str) -> str | None:
         with self.client.locked() as idl:
@@ -670,7 +694,7 @@ class OvsFacade:
             found = rows_by_name(idl, "Interface", name)
             if not found:
                 return None
-            return _row_info(found[0], _interface_owners(idl))
+            return _row_info(found[0], _owner_of(idl, found[0]))
 
     def interfaces(self, where: Callable[[InterfaceInfo], bool] | None = None) -> list[InterfaceInfo]:
         with self.client.locked() as idl:
@@ -681,7 +705,4 @@ class OvsFacade:
     def interfaces_with_iface_id(self, iface_id: str) -> list[InterfaceInfo]:
         with self.client.locked() as idl:
             rows = [r for r in idl.tables["Interface"].rows.values() if r.external_ids.get("iface-id") == iface_id]
-            if not rows:
-                return []
-            owners = _interface_owners(idl)
-            return [_row_info(r, owners) for r in rows]
+            return [_row_info(r, _owner_of(idl, r)) for r in rows]

@@ -271,3 +271,32 @@ def test_ovs_version_and_datapath_types(bed: Bed) -> None:
     finally:
         bed.node.vsctl("clear", "Open_vSwitch", ".", "ovs_version")
     ovs.wait_for("ovs_version cleared", lambda: True if ovs.ovs_version() == "" else None, timeout=10)
+
+
+def test_interface_lookups_name_port_and_bridge_without_a_full_scan(bed: Bed) -> None:
+    """``interface``, ``bridge_ports`` and ``interfaces_with_iface_id`` read one port (by the interface's
+    name) or one bridge; a bond's members, whose port is named otherwise, still find their port."""
+    ovs, net, _nft, _flows = bed.facades()
+    try:
+        ovs.ensure_port(BRIDGE, "lk-a", iface_type="internal", external_ids={"iface-id": "lookup-pod"})
+        bed.node.vsctl("--may-exist", "add-br", "br-lk2", "--", "set", "bridge", "br-lk2", "datapath_type=netdev")
+        bed.node.vsctl("add-bond", "br-lk2", "lk-bond", "lk-m1", "lk-m2", "--", "set", "Interface", "lk-m1",
+                       "type=internal", "--", "set", "Interface", "lk-m2", "type=internal")
+        # ovs-vsctl's writes reach the facade's IDL copy a moment later.
+        ovs.wait_for("the bond in the IDL", lambda: ovs.interface("lk-m2"), timeout=10)
+        found = ovs.interface("lk-a")
+        assert found is not None and (found.port, found.bridge) == ("lk-a", BRIDGE)
+        member = ovs.interface("lk-m2")
+        assert member is not None and (member.port, member.bridge) == ("lk-bond", "br-lk2")
+        assert [(i.name, i.port) for i in ovs.interfaces_with_iface_id("lookup-pod")] == [("lk-a", "lk-a")]
+        ports = {(i.name, i.port, i.bridge) for i in ovs.bridge_ports("br-lk2")}
+        assert {("lk-m1", "lk-bond", "br-lk2"), ("lk-m2", "lk-bond", "br-lk2")} <= ports
+        assert all(i.bridge == "br-lk2" for i in ovs.bridge_ports("br-lk2"))
+        assert {i.name for i in ovs.bridge_ports(BRIDGE)} >= {"lk-a"} and ovs.bridge_ports("br-none") == []
+        # The same answers as the full scan.
+        everything = {i.name: (i.port, i.bridge) for i in ovs.interfaces()}
+        assert everything["lk-m1"] == ("lk-bond", "br-lk2") and everything["lk-a"] == ("lk-a", BRIDGE)
+    finally:
+        bed.node.vsctl("--if-exists", "del-br", "br-lk2")
+        ovs.delete_ports(["lk-a"])
+        net.close()
