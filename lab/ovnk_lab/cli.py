@@ -153,8 +153,11 @@ def trace_command(ctx: click.Context, args: tuple[str, ...]) -> None:
     config = sandbox.controller_config(0)  # type: ignore[attr-defined]
     if not config.exists():
         _fail(OvnkError(f"no sandbox {ctx.obj['prefix']!r} is up ({config} is missing)"))
+    from ovnk_lab import paths
+
+    # The sandbox's own OVN first on PATH: ovn-trace must read the pipeline its ovn-northd wrote.
     result = subprocess.run([*ovnk_argv(), "--config", str(config), "trace", *args],
-                            env={**os.environ, "OVNK_CONFIG": ""}, check=False)
+                            env=paths.ovn_install().env({**os.environ, "OVNK_CONFIG": ""}), check=False)
     sys.exit(result.returncode)
 
 
