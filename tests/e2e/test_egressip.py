@@ -191,12 +191,12 @@ def test_two_ips_two_nodes_failover_by_label_and_by_a_killed_agent(cluster: Clus
     create_eip(cluster, "e2e-two", sorted(both), {"eip": "two"})
     poll_until("one IP on each node", lambda: set(status(cluster, "e2e-two").values()) == {n1, n2})
     # Both IPs used: one reroute policy per pod with both gateway routers as ECMP nexthops, each egress
-    # node SNATs to the IP it holds. OVN's select() hashes each flow (OVS dp_hash, symmetric L4); on the
-    # userspace datapath that hash leaves UDP ports out, so all UDP from one pod to one outside address
-    # takes one nexthop, while each new TCP connection (new source port) is hashed on its own
-    # (docs/plugins/egressip.md, "ECMP"). So, like upstream's e2e (curl from each pod until every egress
-    # IP has been seen), each pod opens fresh TCP connections and both IPs must answer: 16 connections
-    # all on one nexthop by chance has a probability of 2 * 2^-16.
+    # node SNATs to the IP it holds. OVN's select() hashes each flow (OVS dp_hash, symmetric L4); on
+    # the userspace datapath that hash leaves UDP ports out, so all UDP from one pod to one outside
+    # address takes one nexthop, while each new TCP connection (new source port) is hashed on its own
+    # (docs/plugins/egressip.md, "Several egress IPs"). So, like upstream's e2e (curl from each pod
+    # until every egress IP has been seen), each pod opens fresh TCP connections and both IPs must
+    # answer: 16 connections all on one nexthop by chance has a probability of 2 * 2^-16.
     for pod in ("p", "q"):
         pod_ip = cluster.pod_ip(ns, pod)
         poll_until(f"{pod}'s reroute over both egress nodes", lambda ip=pod_ip: len(reroute_nexthops(sandbox, ip)) == 2)
