@@ -12,6 +12,7 @@ import ipaddress
 import json
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 
 from ovnk_lab import paths
 from ovnk_lab.hostnet import netns_path
+from ovnk_lab.images import ECHO_IN_IMAGE
 from ovnk_lab.sandbox import Sandbox
 from tests.e2e.conftest import Cluster
 from tests.e2e.conftest import external_echo
@@ -92,6 +94,31 @@ def source_seen(cluster: Cluster, ns: str, pod: str, target: str) -> str | None:
     return cluster.probe(ns, pod, "udp", target, PORT, "clientip", timeout=2)
 
 
+def sources_of_fresh_flows(cluster: Cluster, ns: str, pod: str, protocol: str, target: str, *,
+                           count: int = 16) -> Counter[str]:
+    """How often the outside host saw each source address over ``count`` new connections (UDP: new
+    sockets) from ``pod``, each from a new ephemeral source port, in one ``kubectl exec``; "-" counts
+    the ones nothing answered."""
+    script = (f"for i in $(seq {count}); do {ECHO_IN_IMAGE} send {protocol} {target} {PORT} clientip 2 "
+              "|| echo -; done")
+    return Counter(cluster.exec(ns, pod, "sh", "-c", script, check=False, timeout=3 * count + 60).split())
+
+
+def wait_spread_over(cluster: Cluster, ns: str, pod: str, target: str, expected: set[str], *,
+                     timeout: float = 30) -> Counter[str]:
+    """Batches of new TCP connections from ``pod`` until one batch is answered from exactly the
+    ``expected`` sources, every one of them seen (the ECMP spread); fails with the last batch."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = sources_of_fresh_flows(cluster, ns, pod, "tcp", target)
+        if set(seen) == expected:
+            return seen
+        assert time.monotonic() < deadline, (
+            f"{ns}/{pod}: new TCP connections were seen from outside as {dict(seen)}; expected every one of "
+            f"{sorted(expected)} and nothing else")
+        time.sleep(0.5)
+
+
 def wait_source(cluster: Cluster, ns: str, pod: str, target: str, expected: str, *, timeout: float = 30) -> float:
     started = time.monotonic()
     poll_until(f"{ns}/{pod} seen from outside as {expected}",
@@ -157,20 +184,26 @@ def test_two_ips_two_nodes_failover_by_label_and_by_a_killed_agent(cluster: Clus
     n1, n2 = egress["nodes"]
     ext = f"{ipaddress.ip_network(sandbox.cluster.underlay.subnet).network_address + 254}"
     ns = cluster.namespace(labels={"eip": "two"})
-    cluster.run_pods(ns, [{"name": "p", "node": n2, "kind": "echo"}])
+    cluster.run_pods(ns, [{"name": "p", "node": n2, "kind": "echo"}, {"name": "q", "node": n1, "kind": "echo"}])
     label(cluster, n1, True)
     label(cluster, n2, True)
     both = {egress["eip1"], egress["eip2"]}
     create_eip(cluster, "e2e-two", sorted(both), {"eip": "two"})
     poll_until("one IP on each node", lambda: set(status(cluster, "e2e-two").values()) == {n1, n2})
-    # Both IPs in use: one reroute policy with both gateway routers as ECMP nexthops, each egress node
-    # SNATs to the IP it holds. Which nexthop a connection takes is the datapath's choice (OVS dp_hash):
-    # on the userspace datapath every connection of one pod took the same one in our runs, so the
-    # spread itself is not asserted; each IP carrying traffic is (here, and after each failover below).
-    pod_ip = cluster.pod_ip(ns, "p")
-    poll_until("reroute over both egress nodes", lambda: len(reroute_nexthops(sandbox, pod_ip)) == 2)
-    seen = [source_seen(cluster, ns, "p", ext) for _ in range(6)]
-    assert set(seen) - {None} and set(seen) - {None} <= both, f"sources seen from outside: {seen}"
+    # Both IPs used: one reroute policy per pod with both gateway routers as ECMP nexthops, each egress
+    # node SNATs to the IP it holds. OVN's select() hashes each flow (OVS dp_hash, symmetric L4); on
+    # the userspace datapath that hash leaves UDP ports out, so all UDP from one pod to one outside
+    # address takes one nexthop, while each new TCP connection (new source port) is hashed on its own
+    # (docs/plugins/egressip.md, "Several egress IPs"). So, like upstream's e2e (curl from each pod
+    # until every egress IP has been seen), each pod opens fresh TCP connections and both IPs must
+    # answer: 16 connections all on one nexthop by chance has a probability of 2 * 2^-16.
+    for pod in ("p", "q"):
+        pod_ip = cluster.pod_ip(ns, pod)
+        poll_until(f"{pod}'s reroute over both egress nodes", lambda ip=pod_ip: len(reroute_nexthops(sandbox, ip)) == 2)
+        wait_spread_over(cluster, ns, pod, ext, both)
+    # UDP is rerouted and SNATed the same way (which of the two IPs it gets is the hash's choice).
+    udp = sources_of_fresh_flows(cluster, ns, "p", "udp", ext, count=4)
+    assert sum(udp.values()) == 4 and set(udp) <= both, f"UDP datagrams seen from outside as {dict(udp)}"
 
     # Failover by label: n1 loses its label, its IP moves to n2 (the only egress node left).
     held_by_n1 = next(ip for ip, node in status(cluster, "e2e-two").items() if node == n1)
