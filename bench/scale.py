@@ -21,16 +21,17 @@ full shape; at each, with everything committed:
    namespace's address set, and LSP -> SB Port_Binding (northd's part); NB and
    SB sizes after compaction and what ovn-northd spent on those changes (its
    CPU time per pod add from ``/proc``, its longest loop, full recomputes);
-3. **leader failover**: two controllers with leader election (short lease,
-   ``--lease``); the leader is SIGKILLed by pid and a pod created at once; time
-   until the standby has committed that pod's LSP (and when it took the lease);
-4. **cold start**: an empty NB/SB (a fresh OVN central); seconds from the
-   controller's exec until every pod's LSP, every service's load balancer and
-   every policy's port group is committed, and until it is idle; its RSS and
-   CPU after that sync. This controller then grows the cluster to the next shape.
+3. **cold start**: an empty NB/SB (a fresh OVN central) and two controllers
+   with leader election (short lease, ``--lease``); seconds from their exec
+   until every pod's LSP, every service's load balancer and every policy's port
+   group is committed, and until the leader is idle; its RSS and CPU then;
+4. **leader failover**: the leader is SIGKILLed by pid and a pod created at
+   once; time until the standby has committed that pod's LSP (and when it took
+   the lease). The survivor grows the cluster to the next shape.
 
-After the full shape the last controller stays idle for ``--idle`` seconds and
-its RSS and CPU are read again (no leak: RSS flat within 5%).
+After the full shape the survivor stays idle for ``--idle`` seconds and its RSS
+and CPU are read again (no leak: RSS flat within 5%). ``--quick`` grows in one
+step (1/4, then its full shape) and runs 1 and 3-4 at its full shape only.
 
 Baseline and ratio: per-event cost must not grow with the cluster, so the
 baseline is the pod-add p50 (create -> LSP) at 1/4 of the shape, measured in the
@@ -60,6 +61,7 @@ from typing import Any
 from scale_support import FRACTIONS
 from scale_support import FULL
 from scale_support import OVNKUBE_RSS_MB
+from scale_support import QUICK_FRACTIONS
 from scale_support import ControllerProc
 from scale_support import NbWatcher
 from scale_support import Shape
@@ -69,6 +71,7 @@ from scale_support import reset_northd_stats
 
 from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.resources import ENDPOINTSLICES
+from ovnk.core.kube.resources import LEASES
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NETWORKPOLICIES
 from ovnk.core.kube.resources import NODES
@@ -248,10 +251,16 @@ class Run:
                               nb=self.central.nb_address, sb=self.central.sb_address,
                               leader_election=leader_election, lease=self.lease).start()
 
-    def wait_committed(self, timeout: float) -> float:
+    def wait_committed(self, timeout: float, controllers: list[ControllerProc] | None = None) -> float:
         """Seconds (monotonic) when the last expected row appeared in NB."""
         lsps, lbs, pgs = self.cluster.expected()
-        return self.watcher.wait_rows(lsps=lsps, lbs=lbs, pgs=pgs, timeout=timeout)
+        running = controllers if controllers is not None else [c for c in (self.controller,) if c is not None]
+
+        def check() -> None:
+            for controller in running:
+                controller.daemon.check_alive()
+
+        return self.watcher.wait_rows(lsps=lsps, lbs=lbs, pgs=pgs, timeout=timeout, check=check)
 
     def close(self) -> None:
         if self.controller is not None:
@@ -270,7 +279,7 @@ class Run:
         self.controller.wait_idle(min_reconciles=0, timeout=timeout)
         return {"create_s": round(created - started, 1), "grow_s": round(time.monotonic() - started, 1)}
 
-    def resync(self, timeout: float) -> dict[str, Any]:
+    def resync(self, _shape: Shape, timeout: float) -> dict[str, Any]:
         assert self.controller is not None
         self.controller.stop()
         nb_before = self.central.nb.members[0].db_file.stat().st_size
@@ -282,7 +291,7 @@ class Run:
                 "resync_nb_bytes": self.central.nb.members[0].db_file.stat().st_size - nb_before,
                 "rss_mb": round(rss / 2**20, 1), "cpu_s": round(cpu, 1)}
 
-    def pod_adds(self) -> dict[str, Any]:
+    def pod_adds(self, _shape: Shape, _timeout: float) -> dict[str, Any]:
         northd_cpu = reset_northd_stats(self.central)
         lsp_lat, as_lat, sb_lat = [], [], []
         cluster = self.cluster
@@ -305,19 +314,29 @@ class Run:
                 "pod_add_address_set_p50_ms": ms(percentile(as_lat, 0.5)),
                 "nb_to_sb_p50_ms": ms(percentile(sb_lat, 0.5)), **northd, **sizes}
 
-    def failover(self, timeout: float) -> dict[str, Any]:
-        assert self.controller is not None
-        self.controller.stop()
-        self.controller = None
-        pair = [self.start_controller(f"le-{self.cluster.pods}-{i}", leader_election=True) for i in (0, 1)]
+    def cold_start_failover(self, shape: Shape, timeout: float) -> dict[str, Any]:
+        """Cold start against an empty NB/SB by two leader-elected controllers, then the leader's SIGKILL."""
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+        self.watcher.stop()
+        self.central.destroy()
+        self.central = self._new_central()
+        self.watcher = NbWatcher(self.central)
+        last = shape.pods == self.cluster.full.pods
+        # The previous pair's survivor stopped without handing over: its lease would make this start wait.
+        self.kube.delete(LEASES, "ovnk-controller", namespace="ovn-kubernetes")
+        cluster = self.cluster
+        started = time.monotonic()
+        pair = [self.start_controller(f"pair-{cluster.pods}-{i}", leader_election=True) for i in (0, 1)]
         try:
-            wait_until(lambda: sum(1 for c in pair if c.is_leader()) == 1, what="one leader", timeout=timeout,
-                       interval=0.2)
-            leader = next(c for c in pair if c.is_leader())
+            rows = self.wait_committed(timeout, pair)
+            leader = next((c for c in pair if c.is_leader()), None)
+            assert leader is not None, "rows were committed but no controller says it leads"
             standby = next(c for c in pair if c is not leader)
-            leader.wait_idle(min_reconciles=self.cluster.pods, timeout=timeout)
+            quiet = leader.wait_idle(min_reconciles=cluster.pods, timeout=timeout)
+            rss, cpu = leader.usage()
             wait_until(standby.ready, what="standby caches synced", timeout=timeout, interval=0.2)
-            cluster = self.cluster
             index = cluster.samples
             namespace, name = f"scale-{index % cluster.namespaces}", f"sample{index}"
             cluster.sample_lsps.add(f"{namespace}_{name}")
@@ -328,26 +347,21 @@ class Run:
             took_lease = standby.wait_leader(timeout=timeout)
             seen = self.watcher.wait_pod(f"{namespace}_{name}", timeout=timeout)
             standby.wait_idle(min_reconciles=0, timeout=timeout)
-            return {"failover_s": round(seen.lsp - killed, 2), "failover_lease_s": round(took_lease - killed, 2),
-                    "failover_after_lease_s": round(seen.lsp - took_lease, 2)}
-        finally:
+        except BaseException:
             for controller in pair:
                 controller.stop()
-
-    def cold_start(self, timeout: float) -> dict[str, Any]:
-        if self.controller is not None:
-            self.controller.stop()
-        self.watcher.stop()
-        self.central.destroy()
-        self.central = self._new_central()
-        self.watcher = NbWatcher(self.central)
-        started = time.monotonic()
-        self.controller = self.start_controller(f"cold-{self.cluster.pods}")
-        rows = self.wait_committed(timeout)
-        quiet = self.controller.wait_idle(min_reconciles=self.cluster.pods, timeout=timeout)
-        rss, cpu = self.controller.usage()
+            raise
+        if last:
+            self.controller = standby  # idles for --idle seconds
+        else:
+            # A short lease is for the failover figure only: growing the cluster under load with it
+            # would risk a missed renewal (which makes the controller exit).
+            standby.stop()
+            self.controller = self.start_controller(f"grow-{cluster.pods}")
         return {"cold_start_rows_s": round(rows - started, 2), "cold_start_idle_s": round(quiet - started, 2),
-                "cold_rss_mb": round(rss / 2**20, 1), "cold_cpu_s": round(cpu, 1)}
+                "cold_rss_mb": round(rss / 2**20, 1), "cold_cpu_s": round(cpu, 1),
+                "failover_s": round(seen.lsp - killed, 2), "failover_lease_s": round(took_lease - killed, 2),
+                "failover_after_lease_s": round(seen.lsp - took_lease, 2)}
 
     def idle(self, seconds: float) -> dict[str, Any]:
         assert self.controller is not None
@@ -366,13 +380,13 @@ def ms(seconds: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the shape, under a minute")
-    parser.add_argument("--idle", type=float, default=None, help="idle seconds at full shape (600; quick: 5)")
+    parser.add_argument("--idle", type=float, default=None, help="idle seconds at full shape (600; quick: 3)")
     parser.add_argument("--samples", type=int, default=None, help="pod adds timed per shape (40; quick: 10)")
     parser.add_argument("--lease", default="4,3,0.5",
                         help="lease-duration,renew-deadline,retry-period of the failover pair (seconds)")
     args = parser.parse_args()
     full = FULL.scaled(0.1) if args.quick else FULL
-    idle = args.idle if args.idle is not None else (5.0 if args.quick else 600.0)
+    idle = args.idle if args.idle is not None else (3.0 if args.quick else 600.0)
     samples = args.samples or (10 if args.quick else 40)
     lease_values = [float(v) for v in args.lease.split(",")]
     lease = (lease_values[0], lease_values[1], lease_values[2])
@@ -382,6 +396,7 @@ def main() -> int:
         workdir = Path(tmp)
         plane = KubeControlPlane(workdir / "kube", scheduler=False, controllers="serviceaccount").start()
         try:
+            progress("control plane up")
             run = Run(workdir=workdir, plane=plane, full=full, samples=samples, lease=lease)
             try:
                 results = measure(run, full=full, idle=idle, quick=args.quick, timeout=timeout)
@@ -393,23 +408,29 @@ def main() -> int:
     return 0
 
 
+def progress(message: str) -> None:
+    print(f"[scale {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def measure(run: Run, *, full: Shape, idle: float, quick: bool, timeout: float) -> dict[str, Any]:
     sizes: dict[str, dict[str, Any]] = {}
     run.controller = run.start_controller("grow-0")
-    for fraction in FRACTIONS:
+    fractions = QUICK_FRACTIONS if quick else FRACTIONS
+    for fraction in fractions:
         shape = full.scaled(fraction)
         label = f"{fraction:g}"
         figures: dict[str, Any] = {"nodes": shape.nodes, "pods": shape.pods, "services": shape.services,
                                    "policies": shape.policies}
-        figures.update(run.grow(shape, timeout))
-        figures.update(run.resync(timeout))
-        figures.update(run.pod_adds())
-        # --quick keeps under a minute by measuring failover and cold start at its full shape only.
-        if not quick or fraction == FRACTIONS[-1]:
-            figures.update(run.failover(timeout))
-            figures.update(run.cold_start(timeout))
+        last = fraction == fractions[-1]
+        # --quick keeps under a minute: restart resync, cold start and failover at its full shape only.
+        phases = [run.grow, run.resync, run.pod_adds, run.cold_start_failover] if not quick or last else \
+            [run.grow, run.pod_adds]
+        for phase in phases:
+            started = time.monotonic()
+            figures.update(phase(shape, timeout))
+            progress(f"{label}: {phase.__name__} took {time.monotonic() - started:.1f} s")
         sizes[label] = figures
-        print(f"[scale] {label}: {json.dumps(figures)}", file=sys.stderr, flush=True)
+        progress(f"{label}: {json.dumps(figures)}")
     return {"sizes": sizes, "idle": run.idle(idle)}
 
 
@@ -417,25 +438,28 @@ def report(results: dict[str, Any], *, full: Shape, quick: bool, lease: tuple[fl
            elapsed: float) -> None:
     sizes: dict[str, dict[str, Any]] = results["sizes"]
     labels = list(sizes)
+    def cell(*keys: str, sep: str = " / ") -> Any:
+        return lambda f: sep.join(str(f.get(key, "-")) for key in keys)
+
     rows = [
-        ("pods / nodes / services / policies", lambda f: f"{f['pods']}/{f['nodes']}/{f['services']}/{f['policies']}"),
-        ("restart resync s (NB write txns)", lambda f: f"{f['resync_s']} ({f['resync_write_txns']})"),
-        ("controller RSS MB after resync", lambda f: f["rss_mb"]),
-        ("controller CPU s for resync", lambda f: f["cpu_s"]),
-        ("cold start: all rows committed s", lambda f: f.get("cold_start_rows_s", "-")),
-        ("cold start: idle s", lambda f: f.get("cold_start_idle_s", "-")),
-        ("controller RSS MB after cold start", lambda f: f.get("cold_rss_mb", "-")),
-        ("failover: kill -> new pod's LSP s", lambda f: f.get("failover_s", "-")),
-        ("  of which: kill -> lease taken s", lambda f: f.get("failover_lease_s", "-")),
-        ("pod add -> LSP p50 / p99 ms", lambda f: f"{f['pod_add_p50_ms']} / {f['pod_add_p99_ms']}"),
-        ("pod add -> namespace address set p50 ms", lambda f: f["pod_add_address_set_p50_ms"]),
-        ("LSP -> SB Port_Binding p50 ms", lambda f: f["nb_to_sb_p50_ms"]),
-        ("northd CPU ms per pod add", lambda f: f["northd_cpu_ms_per_change"]),
-        ("northd longest loop ms", lambda f: f["northd_loop_max_ms"]),
-        ("northd lflow recomputes / incremental", lambda f: f"{f['northd_recomputes']} / {f['northd_incremental']}"),
-        ("NB / SB size MB (compacted)", lambda f: f"{f['nb_mb']} / {f['sb_mb']}"),
-        ("NB ACL / LB / address sets", lambda f: f"{f['nb_acls']} / {f['nb_lbs']} / {f['nb_address_sets']}"),
-        ("SB logical flows", lambda f: f["sb_lflows"]),
+        ("pods / nodes / services / policies", cell("pods", "nodes", "services", "policies", sep="/")),
+        ("restart resync s / its NB write txns", cell("resync_s", "resync_write_txns")),
+        ("controller RSS MB after resync", cell("rss_mb")),
+        ("controller CPU s for resync", cell("cpu_s")),
+        ("cold start: all rows committed s", cell("cold_start_rows_s")),
+        ("cold start: idle s", cell("cold_start_idle_s")),
+        ("controller RSS MB after cold start", cell("cold_rss_mb")),
+        ("failover: kill -> new pod's LSP s", cell("failover_s")),
+        ("  of which: kill -> lease taken s", cell("failover_lease_s")),
+        ("pod add -> LSP p50 / p99 ms", cell("pod_add_p50_ms", "pod_add_p99_ms")),
+        ("pod add -> namespace address set p50 ms", cell("pod_add_address_set_p50_ms")),
+        ("LSP -> SB Port_Binding p50 ms", cell("nb_to_sb_p50_ms")),
+        ("northd CPU ms per pod add", cell("northd_cpu_ms_per_change")),
+        ("northd longest loop ms", cell("northd_loop_max_ms")),
+        ("northd lflow recomputes / incremental", cell("northd_recomputes", "northd_incremental")),
+        ("NB / SB size MB (compacted)", cell("nb_mb", "sb_mb")),
+        ("NB ACL / LB / address sets", cell("nb_acls", "nb_lbs", "nb_address_sets")),
+        ("SB logical flows", cell("sb_lflows")),
     ]
     print(f"\nScale ({'quick: ' if quick else ''}full shape {full.nodes} nodes, {full.pods} pods, {full.services} "
           f"services, {full.policies} policies; failover lease {lease[0]:g}/{lease[1]:g}/{lease[2]:g} s; "

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from ovnk_lab.procs import free_port
 #: ovn-kubernetes' kind CI: average ovnkube RSS (issue 22; docs/performance.md "Scale").
 OVNKUBE_RSS_MB = 413
 FRACTIONS = (0.25, 0.5, 1.0)
+#: ``--quick`` grows in one smaller step: 1/4 (the baseline) then the full (a tenth) shape.
+QUICK_FRACTIONS = (0.25, 1.0)
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ class ControllerProc:
             time.sleep(0.05)
         return time.monotonic()
 
-    def wait_idle(self, *, min_reconciles: int, timeout: float, settle: float = 1.5) -> float:
+    def wait_idle(self, *, min_reconciles: int, timeout: float, settle: float = 1.0) -> float:
         """Wait until it leads, its queues are empty, it reconciled at least ``min_reconciles`` keys and no
         reconcile or NB transaction happened for ``settle`` seconds; returns when that quiet began."""
         deadline = time.monotonic() + timeout
@@ -277,15 +280,20 @@ class NbWatcher:
                 self.pb.setdefault(row.logical_port, time.monotonic())
                 self.cond.notify_all()
 
-    def wait_rows(self, *, lsps: set[str], lbs: set[str], pgs: set[str], timeout: float) -> float:
-        """Wait until every named row exists; returns when the last of them appeared."""
+    def wait_rows(self, *, lsps: set[str], lbs: set[str], pgs: set[str], timeout: float,
+                  check: Callable[[], None] = lambda: None) -> float:
+        """Wait until every named row exists; returns when the last of them appeared. ``check`` runs every
+        second meanwhile (it raises when a controller died, instead of waiting out ``timeout``)."""
         def missing() -> Mapping[str, int]:
             return {"LSPs": len(lsps - self.lsp.keys()), "load balancers": len(lbs - self.lb.keys()),
                     "policy port groups": len(pgs - self.pg.keys())}
 
+        deadline = time.monotonic() + timeout
         with self.cond:
-            if not self.cond.wait_for(lambda: not any(missing().values()), timeout):
-                raise TimeoutError(f"rows still missing after {timeout:.0f}s: {dict(missing())}")
+            while not self.cond.wait_for(lambda: not any(missing().values()), 1.0):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"rows still missing after {timeout:.0f}s: {dict(missing())}")
+                check()
             times = [self.lsp[n] for n in lsps] + [self.lb[n] for n in lbs] + [self.pg[n] for n in pgs]
         return max(times)
 
