@@ -180,14 +180,21 @@ class ControllerProc:
     def usage(self) -> tuple[int, float]:
         return proc_usage(self.pid)
 
-    def wait_leader(self, *, timeout: float) -> float:
-        """Monotonic time at which this controller's leader gauge was first seen at 1."""
+    def wait_leader(self, *, timeout: float) -> tuple[float, float]:
+        """Monotonic times at which this controller's leader gauge was first seen at 1 and its first
+        reconcile (of any key) was counted."""
         deadline = time.monotonic() + timeout
-        while not self.is_leader():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} did not take the lease within {timeout:.0f}s")
+        leading: float | None = None
+        while True:
+            text = self.metrics()
+            now = time.monotonic()
+            if text and metric_sum(text, "ovnk_controller_leader") == 1.0:
+                leading = leading or now
+                if metric_sum(text, "ovnk_controller_reconcile_total") >= 1:
+                    return leading, now
+            if now > deadline:
+                raise TimeoutError(f"{self.name} did not take the lease and reconcile within {timeout:.0f}s")
             time.sleep(0.05)
-        return time.monotonic()
 
     def wait_idle(self, *, min_reconciles: int, timeout: float, settle: float = 1.0) -> float:
         """Wait until it leads, its queues are empty, it reconciled at least ``min_reconciles`` keys and no
@@ -297,13 +304,16 @@ class NbWatcher:
             times = [self.lsp[n] for n in lsps] + [self.lb[n] for n in lbs] + [self.pg[n] for n in pgs]
         return max(times)
 
-    def wait_pod(self, lsp: str, *, timeout: float) -> PodSeen:
+    def wait_pod(self, lsp: str, *, timeout: float, check: Callable[[], None] = lambda: None) -> PodSeen:
         def done() -> bool:
             ip = self.lsp_ip.get(lsp)
             return ip is not None and ip in self.ns_member and lsp in self.pb
 
+        deadline = time.monotonic() + timeout
         with self.cond:
-            if not self.cond.wait_for(done, timeout):
+            while not self.cond.wait_for(done, 1.0) and time.monotonic() < deadline:
+                check()
+            if not done():
                 raise TimeoutError(f"pod {lsp}: LSP {lsp in self.lsp}, address set "
                                    f"{self.lsp_ip.get(lsp) in self.ns_member}, Port_Binding {lsp in self.pb} "
                                    f"after {timeout:.0f}s")
