@@ -467,9 +467,9 @@ def report(results: dict[str, Any], *, full: Shape, quick: bool, lease: tuple[fl
     print(f"\nScale ({'quick: ' if quick else ''}full shape {full.nodes} nodes, {full.pods} pods, {full.services} "
           f"services, {full.policies} policies; failover lease {lease[0]:g}/{lease[1]:g}/{lease[2]:g} s; "
           f"run took {elapsed:.0f} s)")
-    print(f"{'':<42}" + "".join(f"{'x' + label:>16}" for label in labels))
+    print(f"{'':<42}" + "".join(f"{'x' + label:>20}" for label in labels))
     for title, cell in rows:
-        print(f"{title:<42}" + "".join(f"{cell(sizes[label])!s:>16}" for label in labels))
+        print(f"{title:<42}" + "".join(f"{cell(sizes[label])!s:>20}" for label in labels))
     idle = results["idle"]
     print(f"idle {idle['idle_s']:g} s at full shape: RSS {idle['idle_rss_before_mb']} -> {idle['idle_rss_after_mb']} MB "
           f"({idle['idle_rss_change_pct']:+}%), CPU {idle['idle_cpu_s']} s")
