@@ -37,11 +37,21 @@ logger = logging.getLogger(__name__)
 
 PEER_INDEX = "netpol-peer"
 EGRESS_NAMED_PORT_INDEX = "netpol-egress-named-port"
+NAMESPACE_SELECTOR_PEER_INDEX = "netpol-namespace-selector-peer"
 
 
 def index_peers(obj: Mapping[str, Any]) -> Iterable[str]:
     """Policy store index: the peer address-set keys a policy references."""
     return tuple(s.key for s in peer_selectors_lenient(obj))
+
+
+def index_namespace_selector_peers(obj: Mapping[str, Any]) -> Iterable[str]:
+    """Policy store index: ``"yes"`` for policies with a peer that selects namespaces by label.
+
+    Every other selector peer stays in the policy's own namespace, so a pod or namespace event
+    only needs the policies of its namespace plus these (not every peer of the cluster).
+    """
+    return ("yes",) if any(s.namespace_selector is not None for s in peer_selectors_lenient(obj)) else ()
 
 
 def index_egress_named_ports(obj: Mapping[str, Any]) -> Iterable[str]:
@@ -87,6 +97,7 @@ class Selection:
     def __init__(self, ctx: ControllerContext) -> None:
         self.policies = ctx.informers.informer(NETWORKPOLICIES, indexers={
             PEER_INDEX: index_peers, EGRESS_NAMED_PORT_INDEX: index_egress_named_ports,
+            NAMESPACE_SELECTOR_PEER_INDEX: index_namespace_selector_peers,
         }).store
         self.pods = ctx.cache(PODS)
         self.namespaces = ctx.cache(NAMESPACES)
@@ -94,6 +105,7 @@ class Selection:
         self._models: dict[str, tuple[str, NetworkPolicyModel | PolicyError]] = {}
         self._scopes: dict[str, tuple[str, PolicyScope | None]] = {}
         self._selectors: dict[str, PeerSelector] = {}
+        self._peers: dict[str, tuple[str, tuple[PeerSelector, ...]]] = {}
 
     # -- policies ---------------------------------------------------------------
 
@@ -135,6 +147,19 @@ class Selection:
         with self._lock:
             self._models.pop(key, None)
             self._scopes.pop(key, None)
+            self._peers.pop(key, None)
+
+    def peer_selectors_of(self, obj: Mapping[str, Any]) -> tuple[PeerSelector, ...]:
+        """The policy's selector peers, leniently parsed (cached per resourceVersion)."""
+        key = object_key(obj)
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        with self._lock:
+            cached = self._peers.get(key)
+        if cached is None or cached[0] != version or not version:
+            cached = (version, tuple(peer_selectors_lenient(obj)))
+            with self._lock:
+                self._peers[key] = cached
+        return cached[1]
 
     def scopes(self, namespace: str) -> list[PolicyScope]:
         scopes = (self.scope(obj) for obj in self.policies.by_index("namespace", namespace))
@@ -229,28 +254,34 @@ class Selection:
         return [namespace] if namespace else []
 
     def peer_keys_for_pod(self, pod: Mapping[str, Any]) -> list[str]:
+        """Peer address sets whose selector takes the pod, sorted.
+
+        Only the policies of the pod's namespace and those selecting namespaces by label can
+        reference such a set, so the cost follows them, not every policy of the cluster.
+        """
         metadata = pod.get("metadata") or {}
         namespace = metadata.get("namespace") or ""
         namespace_labels = self.namespace_labels(namespace) or {}
         labels = labels_of(pod)
-        keys = []
-        for key in self.peer_keys():
-            selector = self.peer_selector(key)
-            if (selector is not None and selector.selects_namespace(namespace, namespace_labels)
-                    and selector.selects_pod(labels)):
-                keys.append(key)
-        return keys
+        candidates = {object_key(obj): obj for obj in (*self.policies.by_index("namespace", namespace),
+                                                        *self.policies.by_index(NAMESPACE_SELECTOR_PEER_INDEX, "yes"))}
+        keys: set[str] = set()
+        for obj in candidates.values():
+            for selector in self.peer_selectors_of(obj):
+                if selector.key not in keys and selector.selects_namespace(namespace, namespace_labels) \
+                        and selector.selects_pod(labels):
+                    keys.add(selector.key)
+        return sorted(keys)
 
     def peer_keys_for_namespace(self, namespace: Mapping[str, Any]) -> list[str]:
         """Address sets with a namespace selector matching ``namespace`` (static ones do not depend on labels)."""
         labels = labels_of(namespace)
-        keys = []
-        for key in self.peer_keys():
-            selector = self.peer_selector(key)
-            if selector is not None and selector.namespace_selector is not None \
-                    and selector.namespace_selector.matches(labels):
-                keys.append(key)
-        return keys
+        keys: set[str] = set()
+        for obj in self.policies.by_index(NAMESPACE_SELECTOR_PEER_INDEX, "yes"):
+            for selector in self.peer_selectors_of(obj):
+                if selector.namespace_selector is not None and selector.namespace_selector.matches(labels):
+                    keys.add(selector.key)
+        return sorted(keys)
 
     @staticmethod
     def peer_keys_for_policy(policy: Mapping[str, Any]) -> list[str]:
