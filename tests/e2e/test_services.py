@@ -177,7 +177,13 @@ def test_session_affinity_client_ip_keeps_each_client_on_one_backend(env: Env) -
                 # retries until the service answers, then every connection must stick.
                 first = first_answer(cluster, ns, client, protocol, ip, 80)
                 replies = send_many(cluster, ns, client, protocol, ip, 80, 10)
-                assert replies == [first] * 10, f"{name} {protocol} from {client}: stays on {first}: {replies}"
+                answered = [r for r in replies if r is not None]
+                assert answered == [first] * len(answered), (
+                    f"{name} {protocol} from {client}: stays on {first}: {replies}")
+                # UDP has no retransmission: a datagram may be lost while OVN re-learns the affinity (as it
+                # loses a new client's first one, above; seen once in a CI run). TCP retransmits, so it may not.
+                assert len(replies) - len(answered) <= (1 if protocol == "udp" else 0), (
+                    f"{name} {protocol} from {client}: unanswered: {replies}")
 
 
 def test_hairpin_a_pod_reaches_itself_through_its_own_service(env: Env) -> None:
