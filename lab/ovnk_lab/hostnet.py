@@ -116,15 +116,34 @@ def tx_checksum_off(dev: str, *, netns: str | None = None) -> None:
     run(argv)
 
 
+def host_ipv4_addresses() -> list[tuple[str, ipaddress.IPv4Address]]:
+    """(link name, address) of every IPv4 address of the host namespace."""
+    out = run([paths.system_bin("ip"), "-j", "-4", "addr", "show"]).stdout
+    return [(link["ifname"], ipaddress.IPv4Address(addr["local"]))
+            for link in json.loads(out or "[]") for addr in link.get("addr_info", [])]
+
+
+def free_underlay_subnet(candidates: Sequence[str]) -> str:
+    """The first of ``candidates`` (shuffled by the caller) holding no address of the host.
+
+    A sandbox of the same test run (the e2e suite's stays up for the whole session) may already
+    own one of them; picking blindly collided with it once in CI.
+    """
+    used = [address for _, address in host_ipv4_addresses()]
+    for subnet in candidates:
+        network = ipaddress.IPv4Network(subnet)
+        if not any(address in network for address in used):
+            return subnet
+    raise StartupError(f"every candidate underlay subnet is in use on the host ({len(candidates)} tried)")
+
+
 def check_host_free(underlay: Underlay) -> None:
     """Refuse when the host already has an address in the underlay subnet (another sandbox?)."""
-    out = run([paths.system_bin("ip"), "-j", "-4", "addr", "show"]).stdout
-    for link in json.loads(out or "[]"):
-        for addr in link.get("addr_info", []):
-            if ipaddress.IPv4Address(addr["local"]) in underlay.subnet:
-                raise StartupError(
-                    f"the host already has {addr['local']} on {link['ifname']}, inside the sandbox underlay "
-                    f"{underlay.subnet}; another sandbox is probably running (choose another subnet/prefix)")
+    for ifname, address in host_ipv4_addresses():
+        if address in underlay.subnet:
+            raise StartupError(
+                f"the host already has {address} on {ifname}, inside the sandbox underlay "
+                f"{underlay.subnet}; another sandbox is probably running (choose another subnet/prefix)")
 
 
 def create_underlay(underlay: Underlay) -> None:

@@ -259,7 +259,7 @@ class NodeLab:
     :param workdir: every file (keep it short: unix socket paths live below it).
     :param nodes: how many nodes (``node-1``...).
     :param prefix: netns/link name prefix (at most 10 characters); random by default.
-    :param subnet: the underlay /24; a random 172.31.x.0/24 by default.
+    :param subnet: the underlay /24; by default a random 172.31.x.0/24 that the host has no address in.
     :param install: the OVS/OVN installation of the central and the nodes (default: the chosen one).
     """
 
@@ -268,7 +268,11 @@ class NodeLab:
         self.workdir = workdir
         self.install = install or paths.ovn_install()
         self.prefix = prefix or f"ovl{secrets.token_hex(3)}"
-        self.underlay = hostnet.Underlay.plan(self.prefix, subnet or f"172.31.{secrets.randbelow(200) + 20}.0/24")
+        if subnet is None:
+            thirds = list(range(20, 220))
+            secrets.SystemRandom().shuffle(thirds)
+            subnet = hostnet.free_underlay_subnet([f"172.31.{third}.0/24" for third in thirds])
+        self.underlay = hostnet.Underlay.plan(self.prefix, subnet)
         self.node_names = [f"node-{i}" for i in range(1, nodes + 1)]
         self.cluster_subnets = cluster_subnets
         self.kube: KubeControlPlane | None = None

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ovnk_lab import hostnet
 from ovnk_lab import paths
 from ovnk_lab.images import ECHO_IN_IMAGE
 from ovnk_lab.sandbox import Sandbox
@@ -224,7 +225,8 @@ _DATAPATH_CRASHES: list[str] = []
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     workdir = Path(os.environ.get("OVNK_E2E_DIR", "/var/lib/ovnk/sandbox")) / f"e2e-{os.getpid()}"
     # A subnet of its own, so several suites (or a developer's sandbox) can run side by side.
-    subnet = os.environ.get("OVNK_E2E_SUBNET", f"172.31.{os.getpid() % 250}.0/24")
+    subnet = os.environ.get("OVNK_E2E_SUBNET") or hostnet.free_underlay_subnet(
+        [f"172.31.{(os.getpid() + i) % 250}.0/24" for i in range(250)])
     box = Sandbox(workdir, prefix=f"e2e{os.getpid() % 10000}", subnet=subnet)
     box.up(SandboxOptions(nodes=2))
     try:

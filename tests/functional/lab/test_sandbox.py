@@ -45,18 +45,8 @@ NODES = ("node-1", "node-2")
 ECHO_TCP, ECHO_UDP = 8080, 9090
 
 
-def free_underlay() -> str:
-    """A 172.30.x.0/24 the host has no address in (other sandboxes may run on this machine)."""
-    used = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=True).stdout
-    taken = {ipaddress.IPv4Address(a["local"]) for link in json.loads(used) for a in link.get("addr_info", [])}
-    for third in range(100 + os.getpid() % 100, 255):
-        subnet = ipaddress.IPv4Network(f"172.30.{third}.0/24")
-        if not any(ip in subnet for ip in taken):
-            return str(subnet)
-    raise RuntimeError("no free 172.30.x.0/24 for the sandbox underlay")
-
-
-SUBNET = free_underlay()
+# 172.30.x, apart from the e2e suite's and NodeLab's 172.31.x (other sandboxes may run on this machine).
+SUBNET = hostnet.free_underlay_subnet([f"172.30.{third}.0/24" for third in range(100 + os.getpid() % 100, 255)])
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +122,13 @@ def test_second_up_refused_while_running(sandbox: LabCluster) -> None:
     with pytest.raises(StartupError, match="already running"):
         again.up(1)
     assert sandbox.status().running
+
+
+def test_a_free_underlay_subnet_skips_the_running_sandboxs(sandbox: LabCluster) -> None:
+    other = "172.30.99.0/24"  # below the range SUBNET is chosen from
+    assert hostnet.free_underlay_subnet([SUBNET, other]) == other
+    with pytest.raises(StartupError, match="in use"):
+        hostnet.free_underlay_subnet([SUBNET])
 
 
 def test_pods_run_exec_logs_and_echo_over_the_bridge(sandbox: LabCluster) -> None:

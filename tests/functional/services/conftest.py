@@ -124,11 +124,18 @@ def attached(cluster: ClusterEnv, table: str, name: str, namespace: str) -> set[
 
     (Services of earlier tests may still exist while their namespaces are being emptied.)
     """
-    by_uuid = {uuid_of(row): lb for lb, row in load_balancers(cluster).items()}
-    rows = [r for r in cluster.nb_rows(table) if nb_value(r["name"]) == name]
-    assert rows, f"{table} {name} does not exist"
-    names = {by_uuid[u] for u in set_of(nb_value(rows[0]["load_balancer"]))}
-    return {lb for lb in names if lb.startswith(f"Service_{namespace}/")}
+    # Two nbctl reads are two snapshots: a load balancer created between them is referenced but
+    # not yet listed, so read again until both agree.
+    for _ in range(50):
+        rows = [r for r in cluster.nb_rows(table) if nb_value(r["name"]) == name]
+        assert rows, f"{table} {name} does not exist"
+        by_uuid = {uuid_of(row): lb for lb, row in load_balancers(cluster).items()}
+        referenced = set_of(nb_value(rows[0]["load_balancer"]))
+        if referenced <= by_uuid.keys():
+            names = {by_uuid[u] for u in referenced}
+            return {lb for lb in names if lb.startswith(f"Service_{namespace}/")}
+        time.sleep(0.1)
+    raise AssertionError(f"{table} {name} keeps referring to load balancers that are not listed")
 
 
 def service_events(cluster: ClusterEnv, namespace: str, name: str) -> list[dict[str, Any]]:
