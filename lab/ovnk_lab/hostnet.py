@@ -124,7 +124,7 @@ def host_ipv4_addresses() -> list[tuple[str, ipaddress.IPv4Address]]:
 
 
 def free_underlay_subnet(candidates: Sequence[str]) -> str:
-    """The first of ``candidates`` (shuffled by the caller) holding no address of the host.
+    """The first of ``candidates``, in the caller's order, that holds no address of the host.
 
     A sandbox of the same test run (the e2e suite's stays up for the whole session) may already
     own one of them; picking blindly collided with it once in CI.
