@@ -105,7 +105,11 @@ def replace_slice(cluster: ClusterEnv, namespace: str, name: str, service: str, 
 
 def load_balancers(cluster: ClusterEnv) -> dict[str, dict[str, Any]]:
     """Load_Balancer rows by name, values decoded."""
-    return {nb_value(r["name"]): {k: nb_value(v) for k, v in r.items()} for r in cluster.nb_rows("Load_Balancer")}
+    return load_balancers_by_name(cluster.nb_rows("Load_Balancer"))
+
+
+def load_balancers_by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {nb_value(r["name"]): {k: nb_value(v) for k, v in r.items()} for r in rows}
 
 
 def set_of(value: Any) -> set[Any]:
@@ -124,18 +128,12 @@ def attached(cluster: ClusterEnv, table: str, name: str, namespace: str) -> set[
 
     (Services of earlier tests may still exist while their namespaces are being emptied.)
     """
-    # Two nbctl reads are two snapshots: a load balancer created between them is referenced but
-    # not yet listed, so read again until both agree.
-    for _ in range(50):
-        rows = [r for r in cluster.nb_rows(table) if nb_value(r["name"]) == name]
-        assert rows, f"{table} {name} does not exist"
-        by_uuid = {uuid_of(row): lb for lb, row in load_balancers(cluster).items()}
-        referenced = set_of(nb_value(rows[0]["load_balancer"]))
-        if referenced <= by_uuid.keys():
-            names = {by_uuid[u] for u in referenced}
-            return {lb for lb in names if lb.startswith(f"Service_{namespace}/")}
-        time.sleep(0.1)
-    raise AssertionError(f"{table} {name} keeps referring to load balancers that are not listed")
+    tables = cluster.nb_tables(table, "Load_Balancer")  # one snapshot: every reference resolves
+    rows = [r for r in tables[table] if nb_value(r["name"]) == name]
+    assert rows, f"{table} {name} does not exist"
+    by_uuid = {uuid_of(row): lb for lb, row in load_balancers_by_name(tables["Load_Balancer"]).items()}
+    names = {by_uuid[u] for u in set_of(nb_value(rows[0]["load_balancer"]))}
+    return {lb for lb in names if lb.startswith(f"Service_{namespace}/")}
 
 
 def service_events(cluster: ClusterEnv, namespace: str, name: str) -> list[dict[str, Any]]:

@@ -106,8 +106,17 @@ class ClusterEnv:
         return items
 
     def nb_rows(self, table: str) -> list[dict[str, Any]]:
-        doc = json.loads(self.central.nbctl("--format=json", "list", table))
-        return [dict(zip(doc["headings"], row, strict=True)) for row in doc["data"]]
+        return self.nb_tables(table)[table]
+
+    def nb_tables(self, *tables: str) -> dict[str, list[dict[str, Any]]]:
+        """Rows of several tables from one ``ovn-nbctl`` call: one snapshot, so references between
+        them resolve (two calls may straddle a commit)."""
+        args = ["--format=json"]
+        for table in tables:
+            args += ["--", "list", table]
+        docs = [json.loads(line) for line in self.central.nbctl(*args).splitlines() if line.strip()]
+        return {table: [dict(zip(doc["headings"], row, strict=True)) for row in doc["data"]]
+                for table, doc in zip(tables, docs, strict=True)}
 
 
 # The fixtures live in tests/functional/conftest.py; re-exported for modules that import them from here.
