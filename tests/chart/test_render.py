@@ -217,6 +217,12 @@ def test_raft_and_ssl() -> None:
         ({"controller": {"leaderElection": {"leaseDuration": 10, "renewDeadline": 10, "retryPeriod": 2}}},
          "retryPeriod < renewDeadline < leaseDuration"),
         ({"gatewayMode": "local"}, "/gatewayMode"),
+        # A mistyped key renders nothing and must not pass silently: the error names it.
+        ({"enableMulticast": True}, "'enableMulticast' not allowed"),
+        ({"controller": {"leaderElection": {"leaseDuraton": 30}}}, "'leaseDuraton' not allowed"),
+        ({"node": {"resources": {"agent": {"limit": {"cpu": "1"}}}}}, "'limit' not allowed"),
+        ({"node": {"resources": {"ovs": {"requests": {"cpu": "1"}}}}}, "'ovs' not allowed"),
+        ({"plugins": {"multicast": {"enable": True}}}, "'enable' not allowed"),
     ],
 )
 def test_bad_values_are_rejected_with_a_message(values: dict[str, object], message: str) -> None:
