@@ -141,7 +141,7 @@ class ControllerProcess:
             self.elector = LeaderElector(
                 kube, namespace=cfg.controller.lease_namespace, name=cfg.controller.lease_name, identity=identity,
                 lease_duration=cfg.controller.lease_duration, renew_deadline=cfg.controller.renew_deadline,
-                retry_period=cfg.controller.retry_period, on_started_leading=self._on_leading,
+                retry_period=cfg.controller.retry_period, on_started_leading=self._on_leading_in_background,
                 on_stopped_leading=self._on_lost,
             )
         fence = self.elector.is_leader if self.elector is not None else (lambda: True)
@@ -217,6 +217,12 @@ class ControllerProcess:
         self.runner.add_task(PeriodicTask(name="e2e-timestamp", interval=cfg.controller.e2e_timestamp_interval,
                                           run=probe.run))
 
+    def _on_leading_in_background(self) -> None:
+        """Restore, repair and start the workers on a thread of their own: at 10,000 pods that takes
+        seconds, and on the elector's thread it kept the first renewals from being sent (a short
+        lease then expired under the new leader, which exited)."""
+        threading.Thread(target=self._on_leading, name="leader-start-up", daemon=True).start()
+
     def _on_leading(self) -> None:
         assert self.ctx is not None and self.runner is not None
         logger.info("leading: restoring, repairing, then starting workers")
@@ -224,8 +230,10 @@ class ControllerProcess:
         self._set_leader(1)
         try:
             self.restore()
+            started = time.monotonic()
             self.repaired = self.repair()
             self.release_node_labels()
+            logger.info("repaired in %.2fs (%d rows)", time.monotonic() - started, self.repaired)
         except Exception as exc:
             logger.error("start-up failed, giving up leadership: %s", exc)
             self.failure = exc
@@ -234,7 +242,11 @@ class ControllerProcess:
             if self.lost_leadership is not None:
                 self.lost_leadership.set()
             return
-        self.runner.start_workers()
+        recent = 0.0
+        if self.elector is not None:
+            # What changed since the old leader's last renewal may not have been handled: first.
+            recent = self.elector.lease_duration + 2 * self.elector.retry_period
+        self.runner.start_workers(recent=recent)
         self._upstream.ready_duration.set(time.monotonic() - self._started_at)
 
     def _on_lost(self) -> None:

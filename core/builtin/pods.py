@@ -425,11 +425,14 @@ class PodController:
 
     def plan_stale(self, plan: RepairPlan) -> None:
         pods = self.ctx.cache(PODS)
-        for row in self.ctx.nb.owned(POD_PORT):
-            key = row.external_ids.get("k8s.ovn.org/name", "")
+        reader = self.ctx.nb.reader
+        # Names from the ownership index; only the stale rows are copied.
+        for key, uuid in reader.owned_names(POD_PORT):
             pod = pods.get(key)
             if pod is None or not common.pod_wants_network(pod):
-                plan.stale(row, reason=f"pod {key} no longer exists or has no network")
+                row = reader.get(POD_PORT.table, uuid=uuid)
+                if row is not None:
+                    plan.stale(row, reason=f"pod {key} no longer exists or has no network")
 
 
 class NamespaceAddressSetController:
