@@ -381,6 +381,8 @@ def ms(seconds: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the shape, under a minute")
+    parser.add_argument("--fraction", type=float, default=None,
+                        help="the measured shape as a fraction of 100 nodes / 10,000 pods (default 1; quick: 0.1)")
     parser.add_argument("--idle", type=float, default=None, help="idle seconds at full shape (600; quick: 3)")
     parser.add_argument("--samples", type=int, default=None, help="pod adds timed per shape (40; quick: 10)")
     parser.add_argument("--lease", default=None,
@@ -388,7 +390,8 @@ def main() -> int:
                              "15,10,2; quick: 4,3,0.5, which at 10,000 pods on 2 cores made the new leader miss "
                              "a renewal during its first full pass and exit)")
     args = parser.parse_args()
-    full = FULL.scaled(0.1) if args.quick else FULL
+    fraction = args.fraction if args.fraction is not None else (0.1 if args.quick else 1.0)
+    full = FULL.scaled(fraction) if fraction != 1.0 else FULL
     idle = args.idle if args.idle is not None else (3.0 if args.quick else 600.0)
     samples = args.samples or (10 if args.quick else 40)
     lease_values = [float(v) for v in (args.lease or ("4,3,0.5" if args.quick else "15,10,2")).split(",")]

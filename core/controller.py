@@ -58,6 +58,8 @@ from ovnk.core.ovn.connection import SslFiles
 from ovnk.core.ovn.probe import E2eTimestampProbe
 from ovnk.core.ovn.reader import NbReader
 from ovnk.core.ovn.txn import TxnManager
+from ovnk.core.process import limit_malloc_arenas
+from ovnk.core.process import release_free_memory
 from ovnk.core.process import stop_on_signals
 from ovnk.core.reconcile.runner import ControllerRunner
 from ovnk.core.reconcile.spec import PeriodicTask
@@ -66,6 +68,12 @@ from ovnk.core.topology.state import TopologyState
 logger = logging.getLogger(__name__)
 
 CACHE_SYNC_TIMEOUT = 120.0
+#: Seconds between returns of the heap's free pages to the kernel (also done once the first pass is over).
+RELEASE_MEMORY_INTERVAL = 300.0
+
+
+def _release_memory() -> None:
+    release_free_memory()
 
 
 def ssl_files(settings: Any) -> SslFiles | None:
@@ -111,6 +119,7 @@ class ControllerProcess:
         rt = self.runtime
         cfg = rt.config
         self._started_at = time.monotonic()
+        limit_malloc_arenas()  # before the threads start: see ovnk.core.process.MALLOC_ARENAS
         registry = new_registry(component="controller")
         self._leader_gauge = Gauge("ovnk_controller_leader", "1 while this controller holds the leader lease.",
                                    registry=registry)
@@ -166,11 +175,14 @@ class ControllerProcess:
                 self.runner.add_task(task)
         if cfg.controller.e2e_timestamp_interval > 0:
             self._start_e2e_probe(txns)
+        self.runner.add_task(PeriodicTask(name="release-memory", interval=RELEASE_MEMORY_INTERVAL,
+                                          run=_release_memory))
         self.runner.start_watches()
         started = time.monotonic()
         if not self.runner.wait_for_sync(CACHE_SYNC_TIMEOUT):
             raise StartupError(f"caches did not sync within {CACHE_SYNC_TIMEOUT:.0f}s: {', '.join(self.runner.unsynced())}")
         logger.info("caches synced in %.1fs (%d controllers)", time.monotonic() - started, len(specs))
+        release_free_memory()  # the JSON of every first list is garbage now
         self.state.set_ready(True)
         if self.elector is not None:
             self.elector.start()
@@ -248,6 +260,18 @@ class ControllerProcess:
             recent = self.elector.lease_duration + 2 * self.elector.retry_period
         self.runner.start_workers(recent=recent)
         self._upstream.ready_duration.set(time.monotonic() - self._started_at)
+        threading.Thread(target=self._release_memory_after_first_pass, name="release-memory", daemon=True).start()
+
+    def _release_memory_after_first_pass(self) -> None:
+        """Return the first pass's freed memory to the kernel once every queue has drained."""
+        runner = self.runner
+        quiet = 0
+        while runner is not None and self._leading and quiet < 2:
+            time.sleep(1.0)
+            quiet = quiet + 1 if runner.idle() else 0
+        if quiet >= 2:
+            release_free_memory()
+            logger.info("first pass done %.1fs after start-up", time.monotonic() - self._started_at)
 
     def _on_lost(self) -> None:
         if not self._leading:
