@@ -299,10 +299,37 @@ class AddressSetController(_Base):
             for ip in ips:
                 if ip.version in addresses:
                     addresses[ip.version].add(str(ip))
+        sets = {family: nb.peer_address_set(self.controller, key, family) for family in self.families}
+        current = self._current_addresses([name for name, _ in sets.values()])
         with self.ctx.nb.transaction(reason=f"address set {key}", owner="PodSelector") as txn:
-            for family in self.families:
-                as_name, as_ids = nb.peer_address_set(self.controller, key, family)
-                txn.ensure("Address_Set", name=as_name, ids=as_ids, columns={"addresses": sorted(addresses[family])})
+            for family, (as_name, as_ids) in sets.items():
+                txn.ensure("Address_Set", name=as_name, ids=as_ids)
+                # Only the difference is planned and written: a namespace-selecting peer holds a share of
+                # every pod of the cluster, and converging the whole column (building and comparing
+                # every address under the NB lock) made each pod event there cost O(cluster).
+                match = Match.of("Address_Set", name=as_name, primary_id=as_ids.primary_id)
+                have = current.get(as_name, set())
+                add = sorted(addresses[family] - have)
+                remove = sorted(have - addresses[family])
+                if add:
+                    txn.add_to(match, "addresses", add)
+                if remove:
+                    txn.remove_from(match, "addresses", remove)
+
+    def _current_addresses(self, names: list[str]) -> dict[str, set[str]]:
+        """The addresses each named set holds now (read straight from the IDL's datum: cheap)."""
+
+        def read(idl: Any) -> dict[str, set[str]]:
+            result = {}
+            for name in names:
+                row = find_one(idl, Match.of("Address_Set", name=name))
+                if row is not None:
+                    datum = row._data.get("addresses") if row._data is not None else None
+                    result[name] = {atom.value for atom in datum.values} if datum is not None else set()
+            return result
+
+        found: dict[str, set[str]] = self.ctx.nb.reader.read(read)
+        return found
 
 
 class ClusterController(_Base):
