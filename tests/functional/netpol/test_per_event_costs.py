@@ -1,7 +1,9 @@
-"""What a pod event costs a namespace-selecting peer's address set, against a real NB (issue 22).
+"""What one pod event costs NetworkPolicy's shared rows, against a real NB (issue 22).
 
-Such a set holds a share of every pod of the cluster; a pod joining it must plan and write that
-pod's address only, not converge the whole column (which made every pod event O(cluster)).
+A namespace-selecting peer's address set holds a share of every pod of the cluster: a pod joining
+it must plan and write that pod's address only, not converge the whole column (which made every
+pod event O(cluster)). A namespace's default-deny groups are re-planned on every pod event there:
+the ports already in them must not be looked up one by one under the NB lock.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from ovnk.core.builtin.netpol import controller as netpol_controller
 from ovnk.core.hookspecs import hookimpl
 from ovnk.core.ovn.commands import EnsureRow
 from ovnk.core.ovn.commands import SetMembership
 from ovnk.core.ovn.ids import hashed_name
+from ovnk.core.reconcile.spec import ReconcileRequest
 from tests.functional.netpol.conftest import NetpolCluster
 from tests.functional.netpol.conftest import as_list
 from tests.functional.netpol.conftest import wait_for
@@ -73,3 +77,41 @@ def test_a_pod_joining_a_namespace_selected_set_writes_its_address_only(cluster:
     added = [v for c in spy.commands if isinstance(c, SetMembership) for v in c.add_values]
     removed = [v for c in spy.commands if isinstance(c, SetMembership) for v in c.remove_values]
     assert set(added) == {late.ip} and not removed
+
+
+def test_replanning_a_namespace_default_deny_looks_up_no_port_already_in_its_groups(
+        cluster: NetpolCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = cluster.namespace("deny-cost")
+    for index in range(15):
+        cluster.pod(ns, f"p{index}", node=("np-a", "np-b")[index % 2], labels={"app": "x"})
+    cluster.pods(ns, 15)
+    cluster.policy(ns, "deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    group = hashed_name(f"default-network-controller:NetpolNamespace:{ns}:Ingress")
+    wait_for("every pod in the default-deny group", lambda: len(_group_ports(cluster, group)) == 15)
+    cluster.settle()
+    lookups: list[str] = []
+    real_find_one = netpol_controller.find_one
+
+    def counting_find_one(idl: Any, match: Any, *args: Any, **kwargs: Any) -> Any:
+        if match.table == "Logical_Switch_Port":
+            lookups.append(str(match.name))
+        return real_find_one(idl, match, *args, **kwargs)
+
+    monkeypatch.setattr(netpol_controller, "find_one", counting_find_one)
+    runtime = cluster.runtime
+    runtime.namespaces.reconcile(ReconcileRequest(key=ns))
+    assert lookups == []
+    # After a new pod joined (its port looked up once, then added), a re-plan again looks up nothing.
+    cluster.pod(ns, "late", node="np-a", labels={"app": "x"})
+    cluster.pods(ns, 16)
+    wait_for("the new pod in the group", lambda: len(_group_ports(cluster, group)) == 16)
+    lookups.clear()
+    runtime.namespaces.reconcile(ReconcileRequest(key=ns))
+    assert lookups == []
+
+
+def _group_ports(cluster: NetpolCluster, name: str) -> list[Any]:
+    for row in cluster.env.nb_rows("Port_Group"):
+        if nb_value(row["name"]) == name:
+            return as_list(nb_value(row["ports"]))
+    return []
