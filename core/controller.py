@@ -58,6 +58,8 @@ from ovnk.core.ovn.connection import SslFiles
 from ovnk.core.ovn.probe import E2eTimestampProbe
 from ovnk.core.ovn.reader import NbReader
 from ovnk.core.ovn.txn import TxnManager
+from ovnk.core.process import limit_malloc_arenas
+from ovnk.core.process import release_free_memory
 from ovnk.core.process import stop_on_signals
 from ovnk.core.reconcile.runner import ControllerRunner
 from ovnk.core.reconcile.spec import PeriodicTask
@@ -66,6 +68,12 @@ from ovnk.core.topology.state import TopologyState
 logger = logging.getLogger(__name__)
 
 CACHE_SYNC_TIMEOUT = 120.0
+#: Seconds between returns of the heap's free pages to the kernel (also done once the first pass is over).
+RELEASE_MEMORY_INTERVAL = 300.0
+
+
+def _release_memory() -> None:
+    release_free_memory()
 
 
 def ssl_files(settings: Any) -> SslFiles | None:
@@ -111,6 +119,7 @@ class ControllerProcess:
         rt = self.runtime
         cfg = rt.config
         self._started_at = time.monotonic()
+        limit_malloc_arenas()  # before the threads start: see ovnk.core.process.MALLOC_ARENAS
         registry = new_registry(component="controller")
         self._leader_gauge = Gauge("ovnk_controller_leader", "1 while this controller holds the leader lease.",
                                    registry=registry)
@@ -141,7 +150,7 @@ class ControllerProcess:
             self.elector = LeaderElector(
                 kube, namespace=cfg.controller.lease_namespace, name=cfg.controller.lease_name, identity=identity,
                 lease_duration=cfg.controller.lease_duration, renew_deadline=cfg.controller.renew_deadline,
-                retry_period=cfg.controller.retry_period, on_started_leading=self._on_leading,
+                retry_period=cfg.controller.retry_period, on_started_leading=self._on_leading_in_background,
                 on_stopped_leading=self._on_lost,
             )
         fence = self.elector.is_leader if self.elector is not None else (lambda: True)
@@ -166,11 +175,14 @@ class ControllerProcess:
                 self.runner.add_task(task)
         if cfg.controller.e2e_timestamp_interval > 0:
             self._start_e2e_probe(txns)
+        self.runner.add_task(PeriodicTask(name="release-memory", interval=RELEASE_MEMORY_INTERVAL,
+                                          run=_release_memory))
         self.runner.start_watches()
         started = time.monotonic()
         if not self.runner.wait_for_sync(CACHE_SYNC_TIMEOUT):
             raise StartupError(f"caches did not sync within {CACHE_SYNC_TIMEOUT:.0f}s: {', '.join(self.runner.unsynced())}")
         logger.info("caches synced in %.1fs (%d controllers)", time.monotonic() - started, len(specs))
+        release_free_memory()  # the JSON of every first list is garbage now
         self.state.set_ready(True)
         if self.elector is not None:
             self.elector.start()
@@ -217,6 +229,12 @@ class ControllerProcess:
         self.runner.add_task(PeriodicTask(name="e2e-timestamp", interval=cfg.controller.e2e_timestamp_interval,
                                           run=probe.run))
 
+    def _on_leading_in_background(self) -> None:
+        """Restore, repair and start the workers on a thread of their own: at 10,000 pods that takes
+        seconds, and on the elector's thread it kept the first renewals from being sent (a short
+        lease then expired under the new leader, which exited)."""
+        threading.Thread(target=self._on_leading, name="leader-start-up", daemon=True).start()
+
     def _on_leading(self) -> None:
         assert self.ctx is not None and self.runner is not None
         logger.info("leading: restoring, repairing, then starting workers")
@@ -224,8 +242,10 @@ class ControllerProcess:
         self._set_leader(1)
         try:
             self.restore()
+            started = time.monotonic()
             self.repaired = self.repair()
             self.release_node_labels()
+            logger.info("repaired in %.2fs (%d rows)", time.monotonic() - started, self.repaired)
         except Exception as exc:
             logger.error("start-up failed, giving up leadership: %s", exc)
             self.failure = exc
@@ -234,8 +254,24 @@ class ControllerProcess:
             if self.lost_leadership is not None:
                 self.lost_leadership.set()
             return
-        self.runner.start_workers()
+        recent = 0.0
+        if self.elector is not None:
+            # What changed since the old leader's last renewal may not have been handled: first.
+            recent = self.elector.lease_duration + 2 * self.elector.retry_period
+        self.runner.start_workers(recent=recent)
         self._upstream.ready_duration.set(time.monotonic() - self._started_at)
+        threading.Thread(target=self._release_memory_after_first_pass, name="release-memory", daemon=True).start()
+
+    def _release_memory_after_first_pass(self) -> None:
+        """Return the first pass's freed memory to the kernel once every queue has drained."""
+        runner = self.runner
+        quiet = 0
+        while runner is not None and self._leading and quiet < 2:
+            time.sleep(1.0)
+            quiet = quiet + 1 if runner.idle() else 0
+        if quiet >= 2:
+            release_free_memory()
+            logger.info("first pass done %.1fs after start-up", time.monotonic() - self._started_at)
 
     def _on_lost(self) -> None:
         if not self._leading:

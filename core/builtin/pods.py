@@ -126,7 +126,13 @@ class PodController:
                 # The nodes controller queues the node's pods once it has built the node.
                 logger.debug("node %s does not exist (yet); waiting for it", node_name)
                 return
-            raise TemporaryError(f"node {node_name} switch is not ready yet", delay=0.5)
+            # The node is known but not built by this process yet (a new leader's first pass
+            # over every node): build it next, so the pod waits for one node, not for all.
+            try:
+                self.ctx.enqueue("nodes", node_name)
+            except KeyError:
+                pass  # no nodes controller runs (tests)
+            raise TemporaryError(f"node {node_name} switch is not ready yet", delay=0.2)
         if not facts.subnets:
             return  # the node has no host subnet (e.g. hybrid overlay); nothing to do here
         if not facts.chassis_id:
@@ -425,11 +431,14 @@ class PodController:
 
     def plan_stale(self, plan: RepairPlan) -> None:
         pods = self.ctx.cache(PODS)
-        for row in self.ctx.nb.owned(POD_PORT):
-            key = row.external_ids.get("k8s.ovn.org/name", "")
+        reader = self.ctx.nb.reader
+        # Names from the ownership index; only the stale rows are copied.
+        for key, uuid in reader.owned_names(POD_PORT):
             pod = pods.get(key)
             if pod is None or not common.pod_wants_network(pod):
-                plan.stale(row, reason=f"pod {key} no longer exists or has no network")
+                row = reader.get(POD_PORT.table, uuid=uuid)
+                if row is not None:
+                    plan.stale(row, reason=f"pod {key} no longer exists or has no network")
 
 
 class NamespaceAddressSetController:

@@ -136,6 +136,9 @@ def plan_unclaimed(plan: RepairPlan, reader: NbReader, owners: OwnerRegistry,
     """Add every row of ours whose (table, owner type) no enabled plugin or core claims."""
     plan.current_plugin = "core"
     for table in tables if tables is not None else reader.tables_with_external_ids():
+        # Only the rows of unclaimed types are copied (the owner types come from the index).
+        if all(owners.get(table, t) is not None for t in reader.owner_types(table)):
+            continue
         for row in reader.controller_rows(table):
             owner_type = row.owner_type or ""
             if owners.get(table, owner_type) is None:

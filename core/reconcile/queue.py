@@ -9,6 +9,15 @@
   DNS answer's TTL): such keys do not make the queue busy (:meth:`WorkQueue.idle`)
   until they are due, so a controller that always has a next check planned can
   still be idle.
+* Two lanes: ``add(key, bulk=True)`` queues a key of a bulk pass (the initial
+  list of every object, a periodic resync) behind the live lane, where every
+  other key goes (watch events, retries). Workers take live keys first, but
+  after ``live_burst`` live keys in a row one bulk key, so neither lane
+  starves. A bulk key that gets a live ``add`` moves to the live lane. A new
+  leader thus reconciles what changed since it listed (a pod created as the
+  old leader died) without waiting behind its whole initial pass (client-go
+  serves a relist's keys in the one FIFO; ovn-kubernetes' level-driven
+  controllers do the same, which is what the scale bench's failover showed).
 """
 
 from __future__ import annotations
@@ -25,15 +34,25 @@ class ShutDown(Exception):
     """The queue was shut down."""
 
 
+#: Live keys handed out in a row, while bulk keys wait, before one bulk key is.
+LIVE_BURST = 8
+
+
 class WorkQueue:
     def __init__(self, *, base_delay: float = 0.005, max_delay: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, live_burst: int = LIVE_BURST) -> None:
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.live_burst = max(1, live_burst)
         self._clock = clock
         self._cond = threading.Condition()
+        # The lanes may hold stale entries (a key moved to the live lane, or already handed
+        # out): a key is due in a lane only while ``_dirty`` maps it to that lane (True: bulk).
         self._queue: deque[str] = deque()
-        self._dirty: set[str] = set()
+        self._bulk: deque[str] = deque()
+        self._dirty: dict[str, bool] = {}
+        self._queued = 0
+        self._live_streak = 0
         self._processing: set[str] = set()
         self._failures: dict[str, int] = {}
         # (due, order, key, planned): planned entries come from schedule(), the rest are retries.
@@ -44,17 +63,24 @@ class WorkQueue:
 
     # -- adding --------------------------------------------------------------
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, *, bulk: bool = False) -> None:
+        """Queue ``key`` (once); ``bulk`` puts it in the bulk lane unless it is queued live already."""
         with self._cond:
-            self._add_locked(key)
+            self._add_locked(key, bulk=bulk)
 
-    def _add_locked(self, key: str) -> None:
-        if self._shutdown or key in self._dirty:
+    def _add_locked(self, key: str, *, bulk: bool = False) -> None:
+        if self._shutdown:
             return
-        self._dirty.add(key)
-        if key not in self._processing:
-            self._queue.append(key)
-            self._cond.notify()
+        was_bulk = self._dirty.get(key)
+        if was_bulk is not None and (bulk or not was_bulk):
+            return  # queued already, in this lane or the live one
+        self._dirty[key] = bulk
+        if key in self._processing:
+            return  # done() queues it
+        if was_bulk is None:
+            self._queued += 1
+        (self._bulk if bulk else self._queue).append(key)
+        self._cond.notify()
 
     def add_after(self, key: str, delay: float) -> None:
         self._push_delayed(key, delay, scheduled=False)
@@ -107,9 +133,8 @@ class WorkQueue:
         with self._cond:
             while True:
                 self._promote_due()
-                if self._queue:
-                    key = self._queue.popleft()
-                    self._dirty.discard(key)
+                key = self._pop_locked()
+                if key is not None:
                     self._processing.add(key)
                     return key
                 if self._shutdown:
@@ -124,6 +149,22 @@ class WorkQueue:
                     wait = remaining if wait is None else min(wait, remaining)
                 self._cond.wait(wait)
 
+    def _pop_locked(self) -> str | None:
+        """The next due key (live first, one bulk key after ``live_burst`` live ones), or None."""
+        while self._queued:
+            take_bulk = bool(self._bulk) and (not self._queue or self._live_streak >= self.live_burst)
+            lane = self._bulk if take_bulk else self._queue
+            key = lane.popleft()
+            if self._dirty.get(key) is not take_bulk or key in self._processing:
+                continue  # stale entry: the key moved lanes or is handed out already
+            del self._dirty[key]
+            self._queued -= 1
+            self._live_streak = 0 if take_bulk else self._live_streak + 1
+            return key
+        self._queue.clear()
+        self._bulk.clear()
+        return None
+
     def _promote_due(self) -> None:
         now = self._clock()
         while self._delayed and self._delayed[0][0] <= now:
@@ -134,26 +175,28 @@ class WorkQueue:
     def done(self, key: str) -> None:
         with self._cond:
             self._processing.discard(key)
-            if key in self._dirty:
-                self._queue.append(key)
+            bulk = self._dirty.get(key)
+            if bulk is not None:
+                self._queued += 1
+                (self._bulk if bulk else self._queue).append(key)
                 self._cond.notify()
 
     # -- state ---------------------------------------------------------------
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._queue)
+            return self._queued
 
     def pending(self) -> int:
         """Keys queued, delayed or being processed."""
         with self._cond:
-            return len(self._queue) + len(self._delayed) + len(self._processing)
+            return self._queued + len(self._delayed) + len(self._processing)
 
     def idle(self) -> bool:
         """Nothing queued, processing or waiting for a retry (planned ``schedule`` keys do not count)."""
         with self._cond:
             self._promote_due()
-            return not self._queue and not self._processing and len(self._delayed) == self._planned
+            return not self._queued and not self._processing and len(self._delayed) == self._planned
 
     def shutdown(self) -> None:
         with self._cond:

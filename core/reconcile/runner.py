@@ -89,16 +89,27 @@ class _Metrics:
 
 
 class _Handler:
-    """Informer event handler of one watch of one controller: maps events to keys."""
+    """Informer event handler of one watch of one controller: maps events to keys.
 
-    def __init__(self, runner: _SpecRunner, watch: Watch, *, primary: bool) -> None:
+    Keys of the informer's first list (and of the objects replayed to a handler registered on a
+    synced informer) are the bulk pass; events after it are live (see :mod:`..queue`).
+    """
+
+    def __init__(self, runner: _SpecRunner, watch: Watch, *, primary: bool, informer: Any = None) -> None:
         self.runner = runner
         self.watch = watch
         self.primary = primary
+        self.informer = informer
+        #: True while ``add_handler`` replays the cached objects to this handler.
+        self.replaying = True
+
+    def _bulk(self) -> bool:
+        return self.replaying or (self.informer is not None and not self.informer.has_synced())
 
     def _enqueue(self, obj: Mapping[str, Any]) -> None:
+        bulk = self._bulk()
         for key in self.watch.keys(obj):
-            self.runner.event(key)
+            self.runner.event(key, bulk=bulk)
 
     def on_add(self, obj: Mapping[str, Any]) -> None:
         self._enqueue(obj)
@@ -107,8 +118,9 @@ class _Handler:
         if not self.watch.needs_update(old, new):
             return
         keys = set(self.watch.keys(old)) | set(self.watch.keys(new))
+        bulk = self._bulk()
         for key in keys:
-            self.runner.event(key)
+            self.runner.event(key, bulk=bulk)
 
     def on_delete(self, obj: Mapping[str, Any]) -> None:
         if self.primary:
@@ -140,14 +152,29 @@ class _SpecRunner:
         self._pending_since: dict[str, float] = {}
         self._pending_lock = threading.Lock()
         self._measure = metrics_kind(spec) is not None and self.metrics.programming is not None
+        # Until the workers start (a standby), every key is part of the first pass; the time of
+        # each key's last change event is kept so that start(recent=...) can put those first.
+        self._started = False
+        self._changed_at: dict[str, float] = {}
 
-    def event(self, key: str) -> None:
-        """A Kubernetes event maps to ``key``: queue it (and start timing it for the programming metric)."""
-        if self._measure and self._threads:
+    def event(self, key: str, *, bulk: bool = False) -> None:
+        """A Kubernetes event maps to ``key``: queue it (and start timing it for the programming metric).
+
+        ``bulk``: the key comes from an informer's first list, not from a change (queued behind live keys).
+        Before the workers start every key is queued as bulk (the first pass).
+        """
+        if not self._started:
+            with self._pending_lock:
+                if not self._started:
+                    if not bulk:
+                        self._changed_at[key] = time.monotonic()
+                    self.queue.add(key, bulk=True)
+                    return
+        if self._measure:
             # Only events after the workers started: the initial list measures start-up, not programming.
             with self._pending_lock:
                 self._pending_since.setdefault(key, time.monotonic())
-        self.queue.add(key)
+        self.queue.add(key, bulk=bulk)
 
     def _programmed(self, key: str, *, ok: bool) -> None:
         if not self._measure:
@@ -176,10 +203,22 @@ class _SpecRunner:
 
     # -- workers -------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, recent: float = 0.0) -> None:
+        """Start the workers. Keys whose last change event is at most ``recent`` seconds old go
+        ahead of the first pass (a new leader: what the old one may not have handled)."""
+        with self._pending_lock:
+            self._started = True
+            now = time.monotonic()
+            fresh = sorted((at, key) for key, at in self._changed_at.items() if now - at <= recent)
+            self._changed_at.clear()
+        for _, key in fresh:
+            self.queue.add(key)
+        if fresh:
+            logger.info("controller %s: %d key(s) changed in the last %.1fs go first", self.spec.name, len(fresh),
+                        recent)
         if self.spec.initial_keys is not None:
             for key in self.spec.initial_keys():
-                self.queue.add(key)
+                self.queue.add(key, bulk=True)
         for i in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"{self.spec.name}-worker-{i}", daemon=True)
             thread.start()
@@ -208,7 +247,7 @@ class _SpecRunner:
                 logger.exception("controller %s: computing the resync keys failed", self.spec.name)
                 continue
             for key in keys:
-                self.queue.add(key)
+                self.queue.add(key, bulk=True)
 
     def resync_keys(self) -> set[str]:
         """What a resync queues: the keys of every object in the primary cache (through the primary
@@ -408,8 +447,9 @@ class ControllerRunner:
                 watch.resource, namespace=watch.namespace, label_selector=watch.label_selector,
                 field_selector=watch.field_selector,
             )
-            handler = _Handler(runner, watch, primary=index == 0)
+            handler = _Handler(runner, watch, primary=index == 0, informer=informer)
             informer.add_handler(handler)
+            handler.replaying = False
             handlers.append((informer, handler))
             runner.informers.append(informer)
             if index == 0:
@@ -507,8 +547,13 @@ class ControllerRunner:
             time.sleep(0.02)
         return True
 
-    def start_workers(self) -> None:
-        """Start every controller's workers and the periodic tasks (once)."""
+    def start_workers(self, *, recent: float = 0.0) -> None:
+        """Start every controller's workers and the periodic tasks (once).
+
+        :param recent: keys changed within this many seconds are reconciled ahead of the first
+            pass over everything queued (a new leader passes its lease duration: changes made
+            after the old leader's last renewal may not have been handled).
+        """
         with self._lock:
             if self._workers_started:
                 return
@@ -516,7 +561,7 @@ class ControllerRunner:
             runners = list(self.runners)
             tasks = list(self._tasks)
         for runner in runners:
-            runner.start()
+            runner.start(recent=recent)
         for task in tasks:
             task.start()
         logger.info("started %d controllers: %s%s", len(runners),

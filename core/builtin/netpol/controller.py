@@ -49,6 +49,7 @@ from ovnk.core.errors import PermanentError
 from ovnk.core.errors import TemporaryError
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import split_key
+from ovnk.core.ovn import indexes
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
 from ovnk.core.ovn.commands import Ref
@@ -90,12 +91,15 @@ class _Base:
         wanted_names = list(wanted)
 
         def read(idl: Any) -> tuple[dict[str, set[str]], set[str]]:
-            current = {}
-            for group in group_names:
-                row = find_one(idl, Match.of("Port_Group", name=group))
-                current[group] = {p.name for p in row.ports} if row is not None else set()
+            current = {group: _port_names(idl, find_one(idl, Match.of("Port_Group", name=group)))
+                       for group in group_names}
+            # A group's ports exist (the server drops a deleted port from every group in the same
+            # transaction): only the wanted ports outside every group need a lookup. Every pod event
+            # re-plans its namespace's groups, and looking up each member made that O(namespace) under
+            # the lock the IDL thread needs.
+            members = set().union(*current.values()) if current else set()
             existing = {name for name in wanted_names
-                        if find_one(idl, Match.of("Logical_Switch_Port", name=name)) is not None}
+                        if name in members or find_one(idl, Match.of("Logical_Switch_Port", name=name)) is not None}
             return current, existing
 
         result: tuple[dict[str, set[str]], set[str]] = self.ctx.nb.reader.read(read)
@@ -118,6 +122,23 @@ class _Base:
             sample = ", ".join(sorted(missing)[:3])
             raise TemporaryError(f"{what}: {len(missing)} selected pod(s) have no logical switch port yet "
                                  f"({sample}{', ...' if len(missing) > 3 else ''})", delay=MISSING_PORT_RETRY)
+
+
+def _port_names(idl: Any, group: Any) -> set[str]:
+    """The names of a port group's ports, read from the IDL's data (no Row conversion of the set)."""
+    if group is None or group._data is None:
+        return set()
+    datum = group._data.get("ports")
+    if datum is None:
+        return set()
+    rows = idl.tables["Logical_Switch_Port"].rows
+    names = set()
+    for atom in datum.values:
+        port = rows.get(atom.value)
+        name = indexes.name_key(port) if port is not None else None
+        if name is not None:
+            names.add(str(name[0]))
+    return names
 
 
 class PolicyController(_Base):
@@ -299,10 +320,37 @@ class AddressSetController(_Base):
             for ip in ips:
                 if ip.version in addresses:
                     addresses[ip.version].add(str(ip))
+        sets = {family: nb.peer_address_set(self.controller, key, family) for family in self.families}
+        current = self._current_addresses([name for name, _ in sets.values()])
         with self.ctx.nb.transaction(reason=f"address set {key}", owner="PodSelector") as txn:
-            for family in self.families:
-                as_name, as_ids = nb.peer_address_set(self.controller, key, family)
-                txn.ensure("Address_Set", name=as_name, ids=as_ids, columns={"addresses": sorted(addresses[family])})
+            for family, (as_name, as_ids) in sets.items():
+                txn.ensure("Address_Set", name=as_name, ids=as_ids)
+                # Only the difference is planned and written: a namespace-selecting peer holds a share of
+                # every pod of the cluster, and converging the whole column (building and comparing
+                # every address under the NB lock) made each pod event there cost O(cluster).
+                match = Match.of("Address_Set", name=as_name, primary_id=as_ids.primary_id)
+                have = current.get(as_name, set())
+                add = sorted(addresses[family] - have)
+                remove = sorted(have - addresses[family])
+                if add:
+                    txn.add_to(match, "addresses", add)
+                if remove:
+                    txn.remove_from(match, "addresses", remove)
+
+    def _current_addresses(self, names: list[str]) -> dict[str, set[str]]:
+        """The addresses each named set holds now (read straight from the IDL's datum: cheap)."""
+
+        def read(idl: Any) -> dict[str, set[str]]:
+            result = {}
+            for name in names:
+                row = find_one(idl, Match.of("Address_Set", name=name))
+                if row is not None:
+                    datum = row._data.get("addresses") if row._data is not None else None
+                    result[name] = {atom.value for atom in datum.values} if datum is not None else set()
+            return result
+
+        found: dict[str, set[str]] = self.ctx.nb.reader.read(read)
+        return found
 
 
 class ClusterController(_Base):

@@ -46,12 +46,13 @@ def index_peers(obj: Mapping[str, Any]) -> Iterable[str]:
 
 
 def index_namespace_selector_peers(obj: Mapping[str, Any]) -> Iterable[str]:
-    """Policy store index: ``"yes"`` for policies with a peer that selects namespaces by label.
+    """Policy store index: the keys of the policy's peers that select namespaces by label.
 
     Every other selector peer stays in the policy's own namespace, so a pod or namespace event
-    only needs the policies of its namespace plus these (not every peer of the cluster).
+    only needs the policies of its namespace plus the *distinct* namespace-selecting peers (a
+    few, however many policies share them), not every policy of the cluster.
     """
-    return ("yes",) if any(s.namespace_selector is not None for s in peer_selectors_lenient(obj)) else ()
+    return tuple({s.key for s in peer_selectors_lenient(obj) if s.namespace_selector is not None})
 
 
 def index_egress_named_ports(obj: Mapping[str, Any]) -> Iterable[str]:
@@ -213,6 +214,19 @@ class Selection:
     def peer_keys(self) -> list[str]:
         return self.policies.index_values(PEER_INDEX)
 
+    def namespace_selecting_peers(self) -> list[PeerSelector]:
+        """The distinct peers that select namespaces by label (their number does not grow with the
+        policies that share them)."""
+        selectors = []
+        for key in self.policies.index_values(NAMESPACE_SELECTOR_PEER_INDEX):
+            with self._lock:
+                selector = self._selectors.get(key)
+            if selector is None:
+                selector = self.peer_selector(key)
+            if selector is not None:
+                selectors.append(selector)
+        return selectors
+
     def namespaces_of(self, selector: PeerSelector) -> list[str]:
         if selector.namespace_selector is None:
             return [selector.namespace] if selector.namespace else []
@@ -256,32 +270,29 @@ class Selection:
     def peer_keys_for_pod(self, pod: Mapping[str, Any]) -> list[str]:
         """Peer address sets whose selector takes the pod, sorted.
 
-        Only the policies of the pod's namespace and those selecting namespaces by label can
-        reference such a set, so the cost follows them, not every policy of the cluster.
+        Only the policies of the pod's namespace and the distinct namespace-selecting peers can
+        reference such a set, so the cost follows those, not the policies of the cluster.
         """
         metadata = pod.get("metadata") or {}
         namespace = metadata.get("namespace") or ""
         namespace_labels = self.namespace_labels(namespace) or {}
         labels = labels_of(pod)
-        candidates = {object_key(obj): obj for obj in (*self.policies.by_index("namespace", namespace),
-                                                        *self.policies.by_index(NAMESPACE_SELECTOR_PEER_INDEX, "yes"))}
         keys: set[str] = set()
-        for obj in candidates.values():
+        for obj in self.policies.by_index("namespace", namespace):
             for selector in self.peer_selectors_of(obj):
-                if selector.key not in keys and selector.selects_namespace(namespace, namespace_labels) \
-                        and selector.selects_pod(labels):
+                if selector.namespace_selector is None and selector.key not in keys \
+                        and selector.selects_namespace(namespace, namespace_labels) and selector.selects_pod(labels):
                     keys.add(selector.key)
+        for selector in self.namespace_selecting_peers():
+            if selector.selects_namespace(namespace, namespace_labels) and selector.selects_pod(labels):
+                keys.add(selector.key)
         return sorted(keys)
 
     def peer_keys_for_namespace(self, namespace: Mapping[str, Any]) -> list[str]:
         """Address sets with a namespace selector matching ``namespace`` (static ones do not depend on labels)."""
         labels = labels_of(namespace)
-        keys: set[str] = set()
-        for obj in self.policies.by_index(NAMESPACE_SELECTOR_PEER_INDEX, "yes"):
-            for selector in self.peer_selectors_of(obj):
-                if selector.namespace_selector is not None and selector.namespace_selector.matches(labels):
-                    keys.add(selector.key)
-        return sorted(keys)
+        return sorted({s.key for s in self.namespace_selecting_peers()
+                       if s.namespace_selector is not None and s.namespace_selector.matches(labels)})
 
     @staticmethod
     def peer_keys_for_policy(policy: Mapping[str, Any]) -> list[str]:
