@@ -20,10 +20,10 @@ networking:
 
 Names served: ``<svc>.<ns>.svc.<domain>`` -> the cluster IPs of a Service;
 for a headless Service the ready endpoint addresses, and
-``<hostname>.<svc>.<ns>.svc.<domain>`` for endpoints with a hostname.
-ExternalName Services get no record (dnsmasq cannot alias to a name it does not
-hold), nor do SRV or PTR questions get answers: the DNS specs themselves are
-skipped (docs/conformance.md).
+``<hostname>.<svc>.<ns>.svc.<domain>`` for endpoints with a hostname; an
+ExternalName Service whose name is one of these gets its addresses (no CNAME
+record); one naming anything else gets nothing, and neither do SRV or PTR
+questions: the DNS specs themselves are skipped (docs/conformance.md).
 """
 
 from __future__ import annotations
@@ -71,10 +71,15 @@ def dns_records(services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[
             addresses.append(address)
 
     headless: set[tuple[str, str]] = set()
+    aliases: dict[str, str] = {}
     for service in services:
         meta, spec = service.get("metadata") or {}, service.get("spec") or {}
         namespace, name = meta.get("namespace"), meta.get("name")
-        if not namespace or not name or spec.get("type") == "ExternalName":
+        if not namespace or not name:
+            continue
+        if spec.get("type") == "ExternalName":
+            if spec.get("externalName"):
+                aliases[f"{name}.{namespace}.svc.{domain}"] = str(spec["externalName"]).rstrip(".").lower()
             continue
         ips = [ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip]
         if not ips or ips == ["None"]:
@@ -95,6 +100,11 @@ def dns_records(services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[
                 add(f"{service_name}.{namespace}.svc.{domain}", address)
                 if endpoint.get("hostname"):
                     add(f"{endpoint['hostname']}.{service_name}.{namespace}.svc.{domain}", address)
+    # An ExternalName naming a name served here answers that name's addresses (a flattened CNAME:
+    # dnsmasq aliases only from its configuration, which a SIGHUP does not re-read).
+    for alias, target in aliases.items():
+        for address in records.get(target, ()):
+            add(alias, address)
     return {name: sorted(addresses) for name, addresses in sorted(records.items())}
 
 

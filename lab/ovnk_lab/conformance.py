@@ -187,11 +187,25 @@ def summarize(results: Iterable[SpecResult], focus: str) -> Summary:
     return summary
 
 
+_ERROR_STRING = re.compile(r'^\s*s: "(?P<text>.*)",?\s*$')
+_LOCATION = re.compile(r"^\S+\.go:\d+$")
+
+
+def failure_reason(message: str) -> str:
+    """The telling line of a ginkgo failure: the error's text, else the first line that is not a source location."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        match = _ERROR_STRING.match(line)
+        if match:
+            return match["text"]
+    return next((line for line in lines if not _LOCATION.match(line)), "")
+
+
 def write_summary(summary: Summary, path: Path, *, skips: Sequence[Skip]) -> None:
     """``summary.txt``: every counted spec with its state; skipped ones with the list's reason."""
     lines = [summary.line(), ""]
     for result in summary.failed:
-        lines.append(f"FAILED  {result.name}\n        {result.message.splitlines()[0] if result.message else ''}")
+        lines.append(f"FAILED  {result.name}\n        {failure_reason(result.message)}")
     for result in summary.passed:
         lines.append(f"passed  {result.name} ({result.seconds:.0f}s)")
     for result in summary.skipped:
@@ -338,6 +352,7 @@ __all__ = [
     "Skip",
     "SpecResult",
     "Summary",
+    "failure_reason",
     "read_junit",
     "run",
     "skip_reason",

@@ -8,9 +8,10 @@ conformance`` (:func:`import_into`), with :mod:`ovnk_lab.images`' OCI writer:
 - :data:`AGNHOST` — the suite's workhorse: our ``agnhost`` (built from the same
   source by ``hack/build-kube-e2e.sh``; upstream's image is Alpine with a few
   tools) at ``/agnhost`` (entrypoint, default command ``pause``), Debian's
-  static busybox for the shell and coreutils, and from the host, with their
-  shared libraries: ``curl``, OpenBSD ``nc`` (the specs run ``nc -u``, which
-  busybox's nc lacks), ``bash``, ``ip``, ``ss`` and ``conntrack``.
+  static busybox for the coreutils, and from the host, with their shared
+  libraries: ``curl``, OpenBSD ``nc`` (the specs run ``nc -u``, which busybox's
+  nc lacks), ``bash`` (also ``/bin/sh``: busybox's sh would run its own applets
+  before anything on PATH), ``ip``, ``ss`` and ``conntrack``.
 - :data:`BUSYBOX` — busybox 1.29 by name; Debian's busybox-static by content.
 - :data:`PAUSE` — the suite's name for the pause image (the sandbox's own is
   :data:`ovnk_lab.images.PAUSE_IMAGE`; same binary).
@@ -124,8 +125,11 @@ def image_specs() -> list[ImageSpec]:
     pause = Path(paths.kube_bin("pause"))
     base = images.busybox_entries()
     nss = LayerEntry("etc/nsswitch.conf", text=NSSWITCH, mode=0o644)
+    # /bin/sh is bash: Debian's busybox sh runs its own applets before PATH (its nc has no -u, its ip
+    # fewer options), and the specs run their commands through `/bin/sh -c`.
     agnhost_entries = (
-        *without(base, AGNHOST_TOOLS), nss, *host_tool_entries(AGNHOST_TOOLS),
+        *without(base, (*AGNHOST_TOOLS, "sh")), LayerEntry("bin/sh", symlink="/usr/bin/bash"), nss,
+        *host_tool_entries(AGNHOST_TOOLS),
         LayerEntry("agnhost", source=agnhost), LayerEntry("agnhost-2", symlink="agnhost"),
         LayerEntry("uploads", mode=0o777),
     )
