@@ -9,7 +9,7 @@ SANDBOX_FLAGS ?=
 setup:
 	@hack/setup.sh
 
-# Kubernetes' own e2e suite (e2e.test, agnhost, ginkgo), built once per machine (~6 min cold):
+# Kubernetes' own e2e suite (e2e.test, agnhost, ginkgo), built once per machine (~12 min cold):
 # not part of setup, so a cold `make demo` does not pay for it.
 e2e-tools: setup
 	hack/build-kube-e2e.sh

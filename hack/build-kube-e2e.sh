@@ -9,7 +9,7 @@
 # Not part of hack/setup.sh: a cold `make demo` must not pay for it. `make test` and
 # `make conformance` depend on it (make e2e-tools). Cached under
 # $OVNK_CACHE/kube-e2e/<source version>_r<recipe>/bin with `current` pointing at the
-# newest; a cold build takes about 6 minutes on 2 cores, a warm run a few seconds.
+# newest; a cold build takes about 12 minutes on 2 cores, a warm run a few seconds.
 #
 # The source package does not ship test/e2e/generated/bindata.go (the manifests and
 # fixtures the suite embeds); it is generated here with the vendored go-bindata, with
@@ -42,7 +42,7 @@ if [[ $have_all == 1 ]]; then
   exit 0
 fi
 
-log "building Kubernetes' e2e suite $version from source (one-time, ~6 minutes on 2 cores)"
+log "building Kubernetes' e2e suite $version from source (one-time, ~12 minutes on 2 cores)"
 WORK="$BASE/build"
 kube_source_unpack "$WORK" "$version"
 LDFLAGS="$(kube_ldflags "$version")"
