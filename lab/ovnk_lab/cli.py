@@ -200,8 +200,10 @@ def conformance_command(ctx: click.Context, focus: str | None, skip: str, quick:
     for result in summary.failed:
         click.echo(f"FAILED: {result.name}")
     click.echo(f"report: {options.report_dir} (summary.txt, junit_*.xml, e2e.log)")
+    if summary.incomplete:
+        click.echo("INCOMPLETE: stopped at --timeout; the counts cover the specs that finished")
     click.echo(summary.line())
-    sys.exit(1 if summary.failed else 0)
+    sys.exit(1 if summary.failed or summary.incomplete else 0)
 
 
 DEMO_PODS = """

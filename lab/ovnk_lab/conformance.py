@@ -161,11 +161,34 @@ def read_junit(files: Iterable[Path]) -> list[SpecResult]:
     return sorted(results.values(), key=lambda r: r.name)
 
 
+_PROGRESS = re.compile(r'^\{"msg":"(?P<state>PASSED|FAILED) (?P<name>.*?)","total":')
+
+
+def read_progress(log: str) -> list[SpecResult]:
+    """The specs that finished, from the suite's progress lines (``{"msg":"PASSED <name>",...}``).
+
+    ginkgo writes its JUnit files only when the suite ends; a suite stopped at the timeout leaves
+    these lines only (specs that did not finish, and skips, are not in them).
+    """
+    results: dict[str, SpecResult] = {}
+    for line in log.splitlines():
+        match = _PROGRESS.match(line)
+        if match:
+            name = match["name"].replace('\\"', '"')
+            state = "passed" if match["state"] == "PASSED" else "failed"
+            known = results.get(name)
+            if known is None or _RANK[state] > _RANK[known.state]:
+                results[name] = SpecResult(name, state)
+    return sorted(results.values(), key=lambda r: r.name)
+
+
 @dataclass
 class Summary:
     passed: list[SpecResult] = field(default_factory=list)
     failed: list[SpecResult] = field(default_factory=list)
     skipped: list[SpecResult] = field(default_factory=list)
+    #: The suite was stopped at the timeout: only the specs that finished are counted.
+    incomplete: bool = False
 
     def line(self) -> str:
         return f"{len(self.passed)} passed, {len(self.failed)} failed, {len(self.skipped)} skipped"
@@ -204,6 +227,8 @@ def failure_reason(message: str) -> str:
 def write_summary(summary: Summary, path: Path, *, skips: Sequence[Skip]) -> None:
     """``summary.txt``: every counted spec with its state; skipped ones with the list's reason."""
     lines = [summary.line(), ""]
+    if summary.incomplete:
+        lines[1:1] = ["INCOMPLETE: the suite was stopped at its timeout; only the specs that finished are counted"]
     for result in summary.failed:
         lines.append(f"FAILED  {result.name}\n        {failure_reason(result.message)}")
     for result in summary.passed:
@@ -280,8 +305,11 @@ def run(sandbox: Sandbox, options: RunOptions, *, progress: Callable[[str], None
                   ("serial_", f"(?:{options.focus}).*{SERIAL}|{SERIAL}.*(?:{options.focus})",
                    skip_regex(skips, options.skip), 1)]
     started = time.monotonic()
+    timed_out = False
     with open(report_dir / "e2e.log", "ab") as log:
         for prefix, focus, skip, parallel in passes:
+            if timed_out:
+                break
             flags = e2e_flags(kubeconfig=sandbox.kubeconfig, nodes=nodes, report_dir=report_dir, report_prefix=prefix)
             argv = [*netns, *suite_argv(focus=focus, skip=skip, parallel=parallel, flags=flags,
                                         flake_attempts=options.flake_attempts)]
@@ -291,11 +319,27 @@ def run(sandbox: Sandbox, options: RunOptions, *, progress: Callable[[str], None
             try:
                 _run_streaming(argv, log=log, echo=not options.quiet, cwd=report_dir, timeout=remaining)
             except subprocess.TimeoutExpired:
-                raise StartupError(f"the e2e suite did not finish within {options.timeout:g}s (stopped); "
-                                   f"see {report_dir / 'e2e.log'}") from None
-    summary = summarize(read_junit(sorted(report_dir.glob("junit_*.xml"))), options.focus)
+                say(f"the suite did not finish within {options.timeout:g}s: stopped; counting the specs that finished")
+                timed_out = True
+    if timed_out:
+        results = read_progress((report_dir / "e2e.log").read_text(errors="replace"))
+        junit = sorted(report_dir.glob("junit_*.xml"))  # a pass that finished before the timeout
+        results = _merge([*read_junit(junit), *results])
+    else:
+        results = read_junit(sorted(report_dir.glob("junit_*.xml")))
+    summary = summarize(results, options.focus)
+    summary.incomplete = timed_out
     write_summary(summary, report_dir / "summary.txt", skips=skips)
     return summary
+
+
+def _merge(results: Iterable[SpecResult]) -> list[SpecResult]:
+    merged: dict[str, SpecResult] = {}
+    for result in results:
+        known = merged.get(result.name)
+        if known is None or _RANK[result.state] > _RANK[known.state]:
+            merged[result.name] = result
+    return sorted(merged.values(), key=lambda r: r.name)
 
 
 def _run_streaming(argv: Sequence[str], *, log: BinaryIO, echo: bool, cwd: Path, timeout: float) -> int:
@@ -354,6 +398,7 @@ __all__ = [
     "Summary",
     "failure_reason",
     "read_junit",
+    "read_progress",
     "run",
     "skip_reason",
     "skip_regex",

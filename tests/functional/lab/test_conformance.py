@@ -129,6 +129,21 @@ def test_summary_counts_what_the_focus_selects(junit_files: list[Path], tmp_path
     assert "skipped [sig-network] DNS should provide DNS for services  [Conformance]\n        cluster DNS" in text
 
 
+def test_progress_lines_count_what_finished_when_the_suite_was_stopped() -> None:
+    log = "\n".join([
+        '{"msg":"Test Suite starting","total":3,"completed":0,"skipped":0,"failed":0}',
+        '{"msg":"PASSED [sig-network] Services should serve a basic endpoint from pods  [Conformance]","total":3,'
+        '"completed":1,"skipped":0,"failed":0}',
+        "Dec  3 19:01:04.169: INFO: something else",
+        '{"msg":"FAILED [sig-network] Services should say \\"hi\\"","total":3,"completed":1,"skipped":0,"failed":1,'
+        '"failures":["[sig-network] Services should say \\"hi\\""]}',
+    ])
+    results = conformance.read_progress(log)
+    assert [(r.name, r.state) for r in results] == [
+        ("[sig-network] Services should say \"hi\"", "failed"),
+        ("[sig-network] Services should serve a basic endpoint from pods  [Conformance]", "passed")]
+
+
 def test_a_failed_suite_setup_counts_as_a_failure(tmp_path: Path) -> None:
     path = tmp_path / "junit_01.xml"
     path.write_text('<testsuite><testcase name="[BeforeSuite]" time="1"><failure>no nodes</failure></testcase>'
