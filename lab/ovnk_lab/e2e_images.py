@@ -11,7 +11,8 @@ conformance`` (:func:`import_into`), with :mod:`ovnk_lab.images`' OCI writer:
   static busybox for the coreutils, and from the host, with their shared
   libraries: ``curl``, OpenBSD ``nc`` (the specs run ``nc -u``, which busybox's
   nc lacks), ``bash`` (also ``/bin/sh``: busybox's sh would run its own applets
-  before anything on PATH), ``ip``, ``ss`` and ``conntrack``.
+  before anything on PATH), ``ip``, ``ss``, ``conntrack`` and GNU ``wget``
+  (the specs run ``wget -T``, with which busybox 1.35's wget crashes).
 - :data:`BUSYBOX` — busybox 1.29 by name; Debian's busybox-static by content.
 - :data:`PAUSE` — the suite's name for the pause image (the sandbox's own is
   :data:`ovnk_lab.images.PAUSE_IMAGE`; same binary).
@@ -44,7 +45,7 @@ REGRESSION_74839 = "gcr.io/kubernetes-e2e-test-images/regression-issue-74839-amd
 E2E_IMAGES = (AGNHOST, BUSYBOX, PAUSE, NGINX, REGRESSION_74839)
 
 #: Host programs the agnhost image carries (found on PATH, placed in /usr/bin).
-AGNHOST_TOOLS = ("curl", "nc", "bash", "ip", "ss", "conntrack")
+AGNHOST_TOOLS = ("curl", "nc", "bash", "ip", "ss", "conntrack", "wget")
 NSSWITCH = "passwd: files\ngroup: files\nhosts: files dns\n"
 _LDD_LINE = re.compile(r"^\s*(?:(\S+)\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
 

@@ -201,6 +201,7 @@ def agnhost_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ["ip", "-V"],
     ["ss", "-V"],
     ["conntrack", "--version"],
+    ["/bin/sh", "-c", "wget --version | head -1"],  # GNU wget: busybox 1.35's `wget -T` crashes
     ["sh", "-c", "seq 1 2 | wc -l"],
     ["/bin/sh", "-c", "nc -h"],  # bash: busybox's sh would run its own nc (no -u) whatever PATH says
 ])
