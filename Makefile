@@ -4,12 +4,17 @@ PYTEST_ARGS ?=
 # e.g. SANDBOX_FLAGS=--prefix=other: a demo sandbox beside the default one (hack/trixie-check.sh)
 SANDBOX_FLAGS ?=
 
-.PHONY: setup test lint typecheck pytest unit functional e2e demo clean
+.PHONY: setup e2e-tools test lint typecheck pytest unit functional e2e demo conformance clean
 
 setup:
 	@hack/setup.sh
 
-test: setup lint typecheck pytest
+# Kubernetes' own e2e suite (e2e.test, agnhost, ginkgo), built once per machine (~12 min cold):
+# not part of setup, so a cold `make demo` does not pay for it.
+e2e-tools: setup
+	hack/build-kube-e2e.sh
+
+test: setup e2e-tools lint typecheck pytest
 
 lint: setup
 	.venv/bin/ruff check core cni plugins ovnk lab tests bench
@@ -27,6 +32,12 @@ unit: setup
 
 demo: setup
 	.venv/bin/ovnk sandbox $(SANDBOX_FLAGS) demo
+
+# The full [sig-network] run of Kubernetes' e2e suite on a sandbox of its own (docs/conformance.md).
+# CONFORMANCE_FLAGS, e.g. --quick or --focus REGEX, go to `ovnk sandbox conformance`.
+CONFORMANCE_FLAGS ?=
+conformance: setup e2e-tools
+	hack/conformance.sh $(CONFORMANCE_FLAGS)
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -28,6 +28,8 @@ APT_PACKAGES=(
   clang libclang-rt-dev
   # dnsmasq: the sandbox's outside host answers DNS (egressfirewall's dnsName rules)
   dnsmasq-base
+  # OpenBSD nc for the e2e suite's agnhost image (Kubernetes' specs run `nc -u`; busybox's nc has no UDP)
+  netcat-openbsd
 )
 
 missing_packages() {

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -43,9 +44,11 @@ def _fail(exc: Exception) -> None:
 @click.option("--ssl", is_flag=True, help="NB/SB serve TLS only; every component connects with a client certificate.")
 @click.option("--subnet", default=None, metavar="CIDR",
               help="Underlay /24 (default 172.30.0.0/24); another one lets two sandboxes run side by side.")
+@click.option("--cluster-dns", is_flag=True,
+              help="Service names for pods: a dnsmasq behind kube-system/kube-dns (10.96.0.10), kubelets' clusterDNS.")
 @click.pass_context
 def up_command(ctx: click.Context, nodes: int, plugins: str, db_cluster: str, controllers: int, ssl: bool,
-               subnet: str | None) -> None:
+               subnet: str | None, cluster_dns: bool) -> None:
     """Start the sandbox; refuses when one is already running."""
     from ovnk_lab.sandbox import SandboxOptions
     from ovnk_lab.sandbox import describe_usage
@@ -56,7 +59,7 @@ def up_command(ctx: click.Context, nodes: int, plugins: str, db_cluster: str, co
         _fail(ValueError(f"bad --subnet {subnet!r}: {exc}"))
         return
     options = SandboxOptions(nodes=nodes, plugins=tuple(p.strip() for p in plugins.split(",") if p.strip()),
-                             db_cluster=int(db_cluster), controllers=controllers, ssl=ssl)
+                             db_cluster=int(db_cluster), controllers=controllers, ssl=ssl, cluster_dns=cluster_dns)
     try:
         sandbox.up(options)  # type: ignore[attr-defined]
         click.echo(describe_usage(sandbox))  # type: ignore[arg-type]
@@ -159,6 +162,48 @@ def trace_command(ctx: click.Context, args: tuple[str, ...]) -> None:
     result = subprocess.run([*ovnk_argv(), "--config", str(config), "trace", *args],
                             env=paths.ovn_install().env({**os.environ, "OVNK_CONFIG": ""}), check=False)
     sys.exit(result.returncode)
+
+
+@sandbox_group.command("conformance")
+@click.option("--focus", default=None, metavar="REGEX", help="Specs to run (default: [sig-network]).")
+@click.option("--skip", default="", metavar="REGEX", help="More specs not to run (besides docs/conformance.md's list).")
+@click.option("--quick", is_flag=True, help="Only the [Conformance] network specs (what `make test` runs).")
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="Specs at a time ([Serial] specs run afterwards, alone).")
+@click.option("--report-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="JUnit files, e2e.log and summary.txt (default /var/lib/ovnk/conformance/<prefix>).")
+@click.option("--quiet", is_flag=True, help="Do not echo the suite's output (it is in e2e.log).")
+@click.option("--timeout", default=4 * 3600, show_default=True, type=click.FloatRange(60),
+              help="Seconds before the suite is stopped.")
+@click.pass_context
+def conformance_command(ctx: click.Context, focus: str | None, skip: str, quick: bool, parallel: int,
+                        report_dir: Path | None, quiet: bool, timeout: float) -> None:
+    """Run Kubernetes' own network e2e specs against the running sandbox (docs/conformance.md).
+
+    The last line is `N passed, M failed, K skipped`; the exit status is 1 when a spec failed.
+    """
+    from ovnk_lab import conformance
+
+    if focus and quick:
+        _fail(OvnkError("--focus and --quick exclude each other"))
+    sandbox = _sandbox(ctx.obj["prefix"])
+    options = conformance.RunOptions(
+        focus=focus or (conformance.QUICK_FOCUS if quick else conformance.DEFAULT_FOCUS), skip=skip,
+        parallel=parallel, report_dir=report_dir or conformance.default_report_dir(ctx.obj["prefix"]),
+        quiet=quiet, timeout=timeout)
+    try:
+        summary = conformance.run(sandbox, options,  # type: ignore[arg-type]
+                                  progress=lambda message: click.echo(f"  {message}", err=True))
+    except OvnkError as exc:
+        _fail(exc)
+        return
+    for result in summary.failed:
+        click.echo(f"FAILED: {result.name}")
+    click.echo(f"report: {options.report_dir} (summary.txt, junit_*.xml, e2e.log)")
+    if summary.incomplete:
+        click.echo("INCOMPLETE: stopped at --timeout; the counts cover the specs that finished")
+    click.echo(summary.line())
+    sys.exit(1 if summary.failed or summary.incomplete else 0)
 
 
 DEMO_PODS = """

@@ -208,8 +208,11 @@ class LabCluster:
     # -- up ----------------------------------------------------------------------------------
 
     def up(self, nodes: int = 2, *, with_ovs: bool = False, cni: CniProvider | None = None,
-           node_names: Sequence[str] | None = None, timeout: float = 120) -> LabCluster:
-        """Bring the sandbox up; on any failure everything created so far is removed again."""
+           node_names: Sequence[str] | None = None, timeout: float = 120, cluster_dns: str | None = None) -> LabCluster:
+        """Bring the sandbox up; on any failure everything created so far is removed again.
+
+        ``cluster_dns``: the kubelets' ``clusterDNS`` address (:mod:`ovnk_lab.cluster_dns` serves it).
+        """
         cni = cni if cni is not None else BridgeCni()
         names = list(node_names) if node_names is not None else [f"node-{i}" for i in range(1, nodes + 1)]
         for name in names:
@@ -220,7 +223,7 @@ class LabCluster:
         self._refuse_if_running()
         started = time.monotonic()
         try:
-            self._up(names, with_ovs=with_ovs, cni=cni, timeout=timeout)
+            self._up(names, with_ovs=with_ovs, cni=cni, timeout=timeout, cluster_dns=cluster_dns)
         except BaseException:
             logger.exception("sandbox %s failed to come up; tearing down what was created", self.prefix)
             self._report("start-up failed; removing what was created")
@@ -256,7 +259,8 @@ class LabCluster:
             raise StartupError(f"work dir {self.workdir} is not empty and holds no sandbox; choose another one")
         shutil.rmtree(self.workdir)
 
-    def _up(self, names: list[str], *, with_ovs: bool, cni: CniProvider, timeout: float) -> None:
+    def _up(self, names: list[str], *, with_ovs: bool, cni: CniProvider, timeout: float,
+            cluster_dns: str | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ul = self.underlay
         state = SandboxState(prefix=self.prefix, workdir=str(self.workdir), subnet=str(ul.subnet),
@@ -291,7 +295,7 @@ class LabCluster:
             ns_dir = self.workdir / "ns"
             self._make_private_dir(ns_dir)
             for index, name in enumerate(names, start=1):
-                self._create_node(name, index, with_ovs=with_ovs, cni=cni, ns_dir=ns_dir)
+                self._create_node(name, index, with_ovs=with_ovs, cni=cni, ns_dir=ns_dir, cluster_dns=cluster_dns)
             for node in self.nodes:
                 wait_for(f"containerd of {node.name}", node.containerd_ready, timeout=60, interval=0.05,
                          daemons=[self._daemons[f"{node.name}/containerd"]])
@@ -349,14 +353,15 @@ class LabCluster:
         run(["mount", "--bind", str(directory), str(directory)])
         run(["mount", "--make-private", str(directory)])
 
-    def _create_node(self, name: str, index: int, *, with_ovs: bool, cni: CniProvider, ns_dir: Path) -> None:
+    def _create_node(self, name: str, index: int, *, with_ovs: bool, cni: CniProvider, ns_dir: Path,
+                     cluster_dns: str | None = None) -> None:
         assert self._state is not None and self._nodes is not None
         ul = self.underlay
         cgroup = f"{self.prefix}-{name}"
         node = self._attach(SandboxNode(
             name=name, index=index, ip=ul.node_ip(index), netns=ul.node_netns(name),
             dir=self.workdir / "nodes" / name, mount_ns_file=ns_dir / name, cgroup=cgroup, with_ovs=with_ovs,
-            cgroup_dirs=[h / cgroup for h in hostres.cgroup_hierarchies()],
+            cgroup_dirs=[h / cgroup for h in hostres.cgroup_hierarchies()], cluster_dns=cluster_dns,
         ))
         node.dir.mkdir(parents=True, exist_ok=True)
         # Record first, create second: a crash in between leaves nothing unrecorded.

@@ -109,6 +109,8 @@ class SandboxNode:
     on_process: Callable[[ProcRecord], None] | None = field(default=None, repr=False, compare=False)
     #: The OVS/OVN installation (None: the chosen one, resolved when first needed).
     install: paths.OvnInstall | None = field(default=None, repr=False, compare=False)
+    #: The kubelet's ``clusterDNS`` address (``ovnk sandbox up --cluster-dns``); None: pods use the host's resolver.
+    cluster_dns: str | None = None
 
     @property
     def ovn(self) -> paths.OvnInstall:
@@ -161,7 +163,7 @@ class SandboxNode:
             "name": self.name, "index": self.index, "ip": self.ip, "netns": self.netns, "dir": str(self.dir),
             "mount_ns_file": str(self.mount_ns_file), "cgroup": self.cgroup, "with_ovs": self.with_ovs,
             "cgroup_dirs": [str(d) for d in self.cgroup_dirs],
-            "kubeconfig": str(self.kubeconfig) if self.kubeconfig else None,
+            "kubeconfig": str(self.kubeconfig) if self.kubeconfig else None, "cluster_dns": self.cluster_dns,
         }
 
     @classmethod
@@ -171,6 +173,7 @@ class SandboxNode:
             mount_ns_file=Path(data["mount_ns_file"]), cgroup=data["cgroup"], with_ovs=data["with_ovs"],
             cgroup_dirs=[Path(d) for d in data["cgroup_dirs"]],
             kubeconfig=Path(data["kubeconfig"]) if data.get("kubeconfig") else None,
+            cluster_dns=data.get("cluster_dns"),
         )
 
     # -- running things inside the node ------------------------------------------
@@ -317,6 +320,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             "resolvConf": "/etc/resolv.conf",
             "clusterDomain": "cluster.local",
         }
+        if self.cluster_dns:
+            config["clusterDNS"] = [self.cluster_dns]
         path = self.dir / "etc" / "kubelet.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(config, indent=2))

@@ -46,15 +46,17 @@ class Dnsmasq:
     :param port: UDP/TCP port.
     :param netns: the network namespace to run in (None: the caller's).
     :param ttl: the TTL of every answer (dnsmasq's ``--local-ttl``; 0 is its default).
+    :param domain: answered from the hosts file only (an unknown name there is NXDOMAIN).
     """
 
     def __init__(self, workdir: Path, *, address: str, port: int = 53, netns: str | None = None,
-                 ttl: int = 0) -> None:
+                 ttl: int = 0, domain: str = DOMAIN) -> None:
         self.workdir = workdir
         self.address = address
         self.port = port
         self.netns = netns
         self.ttl = ttl
+        self.domain = domain
         self.hosts_file = workdir / "hosts"
         self.daemon: Daemon | None = None
 
@@ -74,7 +76,7 @@ class Dnsmasq:
         self._write(hosts)
         argv = [paths.system_bin("dnsmasq"), "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
                 "--no-hosts", f"--addn-hosts={self.hosts_file}", f"--listen-address={self.address}",
-                "--bind-interfaces", f"--port={self.port}", f"--local-ttl={self.ttl}", f"--local=/{DOMAIN}/",
+                "--bind-interfaces", f"--port={self.port}", f"--local-ttl={self.ttl}", f"--local=/{self.domain}/",
                 "--user=root", f"--pid-file={self.workdir / 'dnsmasq.pid'}", "--log-queries",
                 f"--log-facility={self.workdir / 'dnsmasq.log'}"]
         preexec = [paths.system_bin("nsenter"), f"--net={netns_path(self.netns)}"] if self.netns else []

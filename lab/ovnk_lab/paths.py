@@ -50,6 +50,17 @@ def tool_bin(name: str) -> str:
     return str(path)
 
 
+E2E_HINT = "run hack/build-kube-e2e.sh (or `make e2e-tools`) to build it"
+
+
+def e2e_bin(name: str) -> str:
+    """Path of ``e2e.test``, ``agnhost``, ``ginkgo`` or ``regression-issue-74839`` built by hack/build-kube-e2e.sh."""
+    path = cache_dir() / "kube-e2e" / "current" / "bin" / name
+    if not os.access(path, os.X_OK):
+        raise StartupError(f"{name} not found at {path}; {E2E_HINT}")
+    return str(path)
+
+
 SYSTEM_DIRS = "/usr/sbin:/sbin:/usr/bin:/bin"
 
 

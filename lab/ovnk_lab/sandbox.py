@@ -88,6 +88,8 @@ class SandboxOptions:
         controller ``i`` the port ``N + 10*i``.
     :param lease_duration: the controllers' ``[controller] lease-duration`` (with
         ``renew_deadline`` and ``retry_period``); None keeps ovnk's defaults.
+    :param cluster_dns: service names for pods (:mod:`ovnk_lab.cluster_dns`): a dnsmasq behind
+        ``kube-system/kube-dns`` at 10.96.0.10, and the kubelets' ``clusterDNS``.
     """
 
     nodes: int = 2
@@ -100,6 +102,7 @@ class SandboxOptions:
     lease_duration: float | None = None
     renew_deadline: float | None = None
     retry_period: float | None = None
+    cluster_dns: bool = False
 
 
 class Sandbox:
@@ -198,7 +201,10 @@ class Sandbox:
         if not 1 <= options.controllers <= 3:
             raise StartupError("--controllers must be 1 to 3")
         started = time.monotonic()
-        self.cluster.up(options.nodes, with_ovs=True, cni=ExternalCni(), timeout=timeout)
+        from ovnk_lab.cluster_dns import CLUSTER_DNS_IP
+
+        self.cluster.up(options.nodes, with_ovs=True, cni=ExternalCni(), timeout=timeout,
+                        cluster_dns=CLUSTER_DNS_IP if options.cluster_dns else None)
         try:
             ssl = self._make_pki(options) if options.ssl else None
             self._start_ovn(options, ssl)
@@ -214,6 +220,11 @@ class Sandbox:
             daemons = [*self.controller_daemons, *(self.cluster._daemons.values())]
             wait_for(f"{len(names)} node(s) Ready", lambda: all(self.cluster.status().nodes.get(n) for n in names),
                      timeout=timeout, interval=0.25, daemons=daemons)
+            if options.cluster_dns:
+                from ovnk_lab.cluster_dns import ClusterDns
+
+                self._report("starting cluster DNS (dnsmasq outside, kube-system/kube-dns at 10.96.0.10)")
+                ClusterDns(self).start()
         except BaseException:
             logger.exception("sandbox failed to come up; tearing down")
             self.down()
