@@ -28,6 +28,8 @@ APT_PACKAGES=(
   clang libclang-rt-dev
   # dnsmasq: the sandbox's outside host answers DNS (egressfirewall's dnsName rules)
   dnsmasq-base
+  # mmdebstrap: the ovnk image without a container daemon (lab/ovnk_lab/ovnk_image.py)
+  mmdebstrap
 )
 
 missing_packages() {
