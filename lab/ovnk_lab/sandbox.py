@@ -88,6 +88,10 @@ class SandboxOptions:
         controller ``i`` the port ``N + 10*i``.
     :param lease_duration: the controllers' ``[controller] lease-duration`` (with
         ``renew_deadline`` and ``retry_period``); None keeps ovnk's defaults.
+    :param deploy: ``processes`` (the sandbox runs OVN and ovnk itself) or ``helm``
+        (charts/ovnk installs them as pods, :mod:`ovnk_lab.chartdeploy`; then only
+        ``nodes`` and ``helm_sets`` apply).
+    :param helm_sets: ``KEY=VALUE`` chart values (``helm --set``) with ``deploy="helm"``.
     """
 
     nodes: int = 2
@@ -100,6 +104,8 @@ class SandboxOptions:
     lease_duration: float | None = None
     renew_deadline: float | None = None
     retry_period: float | None = None
+    deploy: str = "processes"
+    helm_sets: tuple[str, ...] = ()
 
 
 class Sandbox:
@@ -197,7 +203,17 @@ class Sandbox:
             raise StartupError("--db-cluster must be 1 or 3")
         if not 1 <= options.controllers <= 3:
             raise StartupError("--controllers must be 1 to 3")
+        if options.deploy not in ("processes", "helm"):
+            raise StartupError(f"--deploy must be processes or helm, not {options.deploy!r}")
         started = time.monotonic()
+        if options.deploy == "helm":
+            from ovnk_lab import chartdeploy
+
+            chartdeploy.up(self.cluster, nodes=options.nodes, sets=options.helm_sets, timeout=max(timeout, 600),
+                           report=self._report)
+            self._report(f"sandbox {self.prefix} Ready with {options.nodes} node(s), ovnk from charts/ovnk, "
+                         f"in {time.monotonic() - started:.1f}s")
+            return self
         self.cluster.up(options.nodes, with_ovs=True, cni=ExternalCni(), timeout=timeout)
         try:
             ssl = self._make_pki(options) if options.ssl else None
@@ -447,6 +463,10 @@ def _logged_since(path: Path, offset: int, text: str) -> bool:
 
 
 def describe_usage(sandbox: Sandbox) -> str:
+    from ovnk_lab import chartdeploy
+
+    if chartdeploy.is_chart_sandbox(sandbox.workdir):
+        return chartdeploy.describe_usage(sandbox.cluster, sandbox.prefix)
     kubectl = paths.tool_bin("kubectl")
     ovnk = "ovnk sandbox" + (f" --prefix {sandbox.prefix}" if sandbox.prefix != "ovnk" else "")
     return "\n".join([
