@@ -147,3 +147,34 @@ def test_rootfs_has_the_runtime_pieces(rootfs: tuple[ovnk_image.OvnkImage, Path]
     assert b"program interpreter" not in subprocess.run(["readelf", "-l", str(shim)], capture_output=True, check=True).stdout
     lookup = _chroot(root, "/usr/local/bin/ovnk-lookup", "--help")
     assert lookup.returncode == 0, lookup.stderr
+    for crd in sorted((REPO / "plugins").glob("*/crds/*.yaml")):
+        assert list(root.glob(f"opt/ovnk/venv/lib/python3*/site-packages/ovnk/plugins/{crd.parent.parent.name}/crds/{crd.name}")), crd
+
+
+def test_the_wheel_carries_every_plugins_crds(tmp_path: Path) -> None:
+    """A non-editable install (the image's) has the CRD files plugins claim at run time.
+
+    Found by the chart e2e: without them the controller of an image with egressfirewall enabled
+    exits with "claims an unreadable CRD".
+    """
+    import shutil
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ovnk_image.SOURCE_PATHS:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(tmp_path / "wheels"), str(src)], check=True, timeout=300,
+                   capture_output=True)
+    [wheel] = (tmp_path / "wheels").glob("ovnk-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    crds = sorted((REPO / "plugins").glob("*/crds/*.yaml"))
+    assert crds
+    for crd in crds:
+        assert f"ovnk/plugins/{crd.parent.parent.name}/crds/{crd.name}" in names
