@@ -13,6 +13,7 @@ MTU=1400
 RAFT=false
 SSL=false
 IMAGE=""
+DAEMONLESS=false
 DELETE=false
 DRY_RUN=false
 NAMESPACE="ovn-kubernetes"
@@ -42,6 +43,9 @@ Creates a kind cluster with ovnk as its CNI and service implementation.
   --ssl                     SSL between the OVN databases and their clients (a throwaway CA
                             made with openssl, stored as Secrets)
   --image IMAGE             use this image instead of building hack/Containerfile
+  --daemonless              build the image without docker/podman (hack/build-image.sh: the
+                            same build, cache and image the sandbox's chart tests use) and
+                            load it with kind load image-archive
   -n,  --namespace NS       namespace of the release (default: $NAMESPACE)
   --timeout SECONDS         how long to wait for readiness (default: $TIMEOUT)
   --delete                  delete the cluster and exit
@@ -74,6 +78,7 @@ parse_args() {
             --ovn-db-raft) RAFT=true ;;
             --ssl) SSL=true ;;
             --image) IMAGE="${2:?$1 needs a value}"; shift ;;
+            --daemonless) DAEMONLESS=true ;;
             -n | --namespace) NAMESPACE="${2:?$1 needs a value}"; shift ;;
             --timeout) TIMEOUT="${2:?$1 needs a value}"; shift ;;
             --delete) DELETE=true ;;
@@ -95,6 +100,17 @@ parse_args() {
     if [ "$RAFT" = true ]; then
         CONTROL_PLANES=3
     fi
+    if [ "$DAEMONLESS" = true ] && [ -n "$IMAGE" ]; then
+        die "--daemonless builds the image: it does not go with --image"
+    fi
+}
+
+# The name hack/build-image.sh gives the image of the current sources (nothing is built).
+daemonless_image_name() {
+    local app key
+    app="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/ovnk/Chart.yaml")"
+    key="$("$ROOT/hack/build-image.sh" --key)"
+    echo "localhost/ovnk:$app-$key"
 }
 
 kind_config() {
@@ -179,6 +195,9 @@ create_ssl_secrets() {
 main() {
     parse_args "$@"
     local image="${IMAGE:-$DEFAULT_IMAGE}"
+    if [ "$DAEMONLESS" = true ]; then
+        image="$(daemonless_image_name)"
+    fi
     local repository="${image%:*}" tag="${image##*:}"
     if [ "$repository" = "$image" ] || [[ "$tag" == */* ]]; then
         repository="$image"
@@ -206,15 +225,24 @@ main() {
     "$KIND" create cluster --name "$CLUSTER_NAME" --config "$workdir/kind.yaml" --wait 0s
     "$KIND" export kubeconfig --name "$CLUSTER_NAME"
 
-    if [ -z "$IMAGE" ]; then
+    if [ "$DAEMONLESS" = true ]; then
+        local bundle
+        log "building $image without a daemon (hack/build-image.sh; cached)"
+        bundle="$("$ROOT/hack/build-image.sh" | head -n 1)"
+        log "loading $bundle into the cluster"
+        "$KIND" load image-archive "$bundle" --name "$CLUSTER_NAME"
+    elif [ -z "$IMAGE" ]; then
         log "building $image"
         "$RUNTIME" build -f "$ROOT/hack/Containerfile" -t "$image" "$ROOT"
     fi
-    log "loading $image into the cluster"
-    if [ "$RUNTIME" = podman ]; then
+    if [ "$DAEMONLESS" = true ]; then
+        :
+    elif [ "$RUNTIME" = podman ]; then
+        log "loading $image into the cluster"
         "$RUNTIME" save -o "$workdir/image.tar" "$image"
         "$KIND" load image-archive "$workdir/image.tar" --name "$CLUSTER_NAME"
     else
+        log "loading $image into the cluster"
         "$KIND" load docker-image "$image" --name "$CLUSTER_NAME"
     fi
 

@@ -30,6 +30,8 @@ APT_PACKAGES=(
   dnsmasq-base
   # OpenBSD nc for the e2e suite's agnhost image (Kubernetes' specs run `nc -u`; busybox's nc has no UDP)
   netcat-openbsd
+  # mmdebstrap: the ovnk image without a container daemon (lab/ovnk_lab/ovnk_image.py)
+  mmdebstrap
 )
 
 missing_packages() {

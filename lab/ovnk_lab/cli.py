@@ -46,9 +46,14 @@ def _fail(exc: Exception) -> None:
               help="Underlay /24 (default 172.30.0.0/24); another one lets two sandboxes run side by side.")
 @click.option("--cluster-dns", is_flag=True,
               help="Service names for pods: a dnsmasq behind kube-system/kube-dns (10.96.0.10), kubelets' clusterDNS.")
+@click.option("--deploy", default="processes", show_default=True, type=click.Choice(["processes", "helm"]),
+              help="helm: no OVN/ovnk processes of the sandbox's own; the image is built (cached) and imported, "
+              "and charts/ovnk installed with Helm (ovnk_lab.chartdeploy).")
+@click.option("--set", "helm_sets", multiple=True, metavar="KEY=VALUE",
+              help="A chart value with --deploy helm (repeatable), e.g. plugins.multicast.enabled=true.")
 @click.pass_context
 def up_command(ctx: click.Context, nodes: int, plugins: str, db_cluster: str, controllers: int, ssl: bool,
-               subnet: str | None, cluster_dns: bool) -> None:
+               subnet: str | None, cluster_dns: bool, deploy: str, helm_sets: tuple[str, ...]) -> None:
     """Start the sandbox; refuses when one is already running."""
     from ovnk_lab.sandbox import SandboxOptions
     from ovnk_lab.sandbox import describe_usage
@@ -58,8 +63,16 @@ def up_command(ctx: click.Context, nodes: int, plugins: str, db_cluster: str, co
     except ValueError as exc:
         _fail(ValueError(f"bad --subnet {subnet!r}: {exc}"))
         return
+    if deploy == "helm" and (plugins or db_cluster != "1" or controllers != 1 or ssl):
+        _fail(OvnkError("with --deploy helm, plugins, databases, replicas and TLS are chart values: use --set "
+                        "(plugins.<name>.enabled=true, ovnDb.mode=raft, controller.replicas=N, ovnDb.ssl.enabled=...)"))
+        return
+    if helm_sets and deploy != "helm":
+        _fail(OvnkError("--set needs --deploy helm"))
+        return
     options = SandboxOptions(nodes=nodes, plugins=tuple(p.strip() for p in plugins.split(",") if p.strip()),
-                             db_cluster=int(db_cluster), controllers=controllers, ssl=ssl, cluster_dns=cluster_dns)
+                             db_cluster=int(db_cluster), controllers=controllers, ssl=ssl, cluster_dns=cluster_dns,
+                             deploy=deploy, helm_sets=helm_sets)
     try:
         sandbox.up(options)  # type: ignore[attr-defined]
         click.echo(describe_usage(sandbox))  # type: ignore[arg-type]

@@ -40,6 +40,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import asdict
 from dataclasses import dataclass
@@ -208,10 +209,13 @@ class LabCluster:
     # -- up ----------------------------------------------------------------------------------
 
     def up(self, nodes: int = 2, *, with_ovs: bool = False, cni: CniProvider | None = None,
-           node_names: Sequence[str] | None = None, timeout: float = 120, cluster_dns: str | None = None) -> LabCluster:
+           node_names: Sequence[str] | None = None, timeout: float = 120, cluster_dns: str | None = None,
+           extra_mounts: Mapping[str, str] | None = None, extra_images: Sequence[Path] = ()) -> LabCluster:
         """Bring the sandbox up; on any failure everything created so far is removed again.
 
-        ``cluster_dns``: the kubelets' ``clusterDNS`` address (:mod:`ovnk_lab.cluster_dns` serves it).
+        ``cluster_dns``: the kubelets' ``clusterDNS`` address (:mod:`ovnk_lab.cluster_dns` serves it);
+        ``extra_mounts``: more private bind mounts per node (:attr:`SandboxNode.extra_mounts`);
+        ``extra_images``: more OCI bundles every node's containerd imports (the ovnk image).
         """
         cni = cni if cni is not None else BridgeCni()
         names = list(node_names) if node_names is not None else [f"node-{i}" for i in range(1, nodes + 1)]
@@ -223,7 +227,8 @@ class LabCluster:
         self._refuse_if_running()
         started = time.monotonic()
         try:
-            self._up(names, with_ovs=with_ovs, cni=cni, timeout=timeout, cluster_dns=cluster_dns)
+            self._up(names, with_ovs=with_ovs, cni=cni, timeout=timeout, cluster_dns=cluster_dns,
+                     extra_mounts=dict(extra_mounts or {}), extra_images=list(extra_images))
         except BaseException:
             logger.exception("sandbox %s failed to come up; tearing down what was created", self.prefix)
             self._report("start-up failed; removing what was created")
@@ -260,7 +265,7 @@ class LabCluster:
         shutil.rmtree(self.workdir)
 
     def _up(self, names: list[str], *, with_ovs: bool, cni: CniProvider, timeout: float,
-            cluster_dns: str | None = None) -> None:
+            extra_mounts: dict[str, str], extra_images: list[Path], cluster_dns: str | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ul = self.underlay
         state = SandboxState(prefix=self.prefix, workdir=str(self.workdir), subnet=str(ul.subnet),
@@ -268,7 +273,7 @@ class LabCluster:
         self._state, self._nodes, self._daemons = state, [], {}
         self._save()
 
-        mountpoints = sorted({Path(p) for p in node_mounts(with_ovs=with_ovs)})
+        mountpoints = sorted({Path(p) for p in node_mounts(with_ovs=with_ovs, extra=extra_mounts)})
         created = self.registry.register(self.prefix, self.state_file, mountpoints=mountpoints)
         state.created_mountpoints = [str(p) for p in created]
         with self.registry.locked() as doc:
@@ -295,11 +300,14 @@ class LabCluster:
             ns_dir = self.workdir / "ns"
             self._make_private_dir(ns_dir)
             for index, name in enumerate(names, start=1):
-                self._create_node(name, index, with_ovs=with_ovs, cni=cni, ns_dir=ns_dir, cluster_dns=cluster_dns)
+                self._create_node(name, index, with_ovs=with_ovs, cni=cni, ns_dir=ns_dir, cluster_dns=cluster_dns,
+                                  extra_mounts=extra_mounts)
             for node in self.nodes:
                 wait_for(f"containerd of {node.name}", node.containerd_ready, timeout=60, interval=0.05,
                          daemons=[self._daemons[f"{node.name}/containerd"]])
                 node.import_images(bundle)
+                for extra in extra_images:
+                    node.import_images(extra)
             self._report(f"containerd up and images imported on {len(names)} node(s)")
             if with_ovs:
                 for node in self.nodes:
@@ -354,7 +362,7 @@ class LabCluster:
         run(["mount", "--make-private", str(directory)])
 
     def _create_node(self, name: str, index: int, *, with_ovs: bool, cni: CniProvider, ns_dir: Path,
-                     cluster_dns: str | None = None) -> None:
+                     extra_mounts: dict[str, str], cluster_dns: str | None = None) -> None:
         assert self._state is not None and self._nodes is not None
         ul = self.underlay
         cgroup = f"{self.prefix}-{name}"
@@ -362,6 +370,7 @@ class LabCluster:
             name=name, index=index, ip=ul.node_ip(index), netns=ul.node_netns(name),
             dir=self.workdir / "nodes" / name, mount_ns_file=ns_dir / name, cgroup=cgroup, with_ovs=with_ovs,
             cgroup_dirs=[h / cgroup for h in hostres.cgroup_hierarchies()], cluster_dns=cluster_dns,
+            extra_mounts=dict(extra_mounts),
         ))
         node.dir.mkdir(parents=True, exist_ok=True)
         # Record first, create second: a crash in between leaves nothing unrecorded.

@@ -209,6 +209,51 @@ def _write_bundle(target: Path, specs: Sequence[ImageSpec]) -> None:
             _tar_bytes(tar, f"blobs/sha256/{digest.split(':', 1)[1]}", data)
 
 
+def write_layer_bundle(target: Path, *, name: str, layer: Path, entrypoint: Sequence[str] = (),
+                       cmd: Sequence[str] = (), env: Sequence[str] = (DEFAULT_PATH,)) -> None:
+    """An OCI bundle of one image whose single layer is the (uncompressed) tar ``layer``.
+
+    For rootfs-sized layers (:mod:`ovnk_lab.ovnk_image`): the layer is streamed from disk, never
+    held in memory. Same layout as :func:`ensure_bundle`'s, so ``ctr images import`` takes it.
+    """
+    layer_digest = "sha256:" + _sha256_file(layer)
+    layer_size = layer.stat().st_size
+    arch = _oci_arch()
+    blobs: dict[str, bytes] = {}
+    config = {
+        "created": "1970-01-01T00:00:00Z", "architecture": arch, "os": "linux",
+        "config": {"Env": list(env), "Entrypoint": list(entrypoint) or None, "Cmd": list(cmd) or None,
+                   "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "ovnk_lab.images"}],
+    }
+    config_bytes = json.dumps(config, sort_keys=True).encode()
+    manifest = {
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": CONFIG_TYPE, "digest": _add_blob(blobs, config_bytes), "size": len(config_bytes)},
+        "layers": [{"mediaType": LAYER_TYPE, "digest": layer_digest, "size": layer_size}],
+    }
+    manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+    index = {"schemaVersion": 2, "manifests": [{
+        "mediaType": MANIFEST_TYPE, "digest": _add_blob(blobs, manifest_bytes), "size": len(manifest_bytes),
+        "platform": {"architecture": arch, "os": "linux"},
+        "annotations": {"io.containerd.image.name": name,
+                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]},
+    }]}
+    with tarfile.open(target, "w") as tar:
+        _tar_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        _tar_bytes(tar, "index.json", json.dumps(index, sort_keys=True).encode())
+        _tar_dir(tar, "blobs")
+        _tar_dir(tar, "blobs/sha256")
+        for digest, data in blobs.items():
+            _tar_bytes(tar, f"blobs/sha256/{digest.split(':', 1)[1]}", data)
+        info = _tar_info(f"blobs/sha256/{layer_digest.split(':', 1)[1]}")
+        info.size = layer_size
+        info.mode = 0o644
+        with open(layer, "rb") as handle:
+            tar.addfile(info, handle)
+
+
 def _layer_tar(entries: Sequence[LayerEntry]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -287,4 +332,5 @@ __all__ = [
     "ensure_bundle",
     "image_specs",
     "import_command",
+    "write_layer_bundle",
 ]

@@ -88,8 +88,15 @@ TIER_CONTAINERD = 30
 TIER_OVS = 20
 
 
-def node_mounts(*, with_ovs: bool) -> dict[str, str]:
-    return {**NODE_MOUNTS, **(OVS_MOUNTS if with_ovs else {})}
+def node_mounts(*, with_ovs: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Private bind mounts of a node: path inside the node -> directory below the node's work dir."""
+    return {**NODE_MOUNTS, **(OVS_MOUNTS if with_ovs else {}), **(extra or {})}
+
+
+#: A node mount that gets shared propagation: the network namespaces containerd creates
+#: there must reach a container that mounts the directory with HostToContainer propagation
+#: (the chart's node agent opens the pods' CNI_NETNS paths; lab/ovnk_lab/chartdeploy.py).
+NETNS_DIR = "/run/netns"
 
 
 @dataclass
@@ -111,6 +118,10 @@ class SandboxNode:
     install: paths.OvnInstall | None = field(default=None, repr=False, compare=False)
     #: The kubelet's ``clusterDNS`` address (``ovnk sandbox up --cluster-dns``); None: pods use the host's resolver.
     cluster_dns: str | None = None
+    #: More private bind mounts (path inside the node -> directory below ``dir``), e.g. the
+    #: hostPath volumes of a chart's pods; with ``/run/netns`` among them, containerd puts the
+    #: pods' network namespaces there (not under its state dir) and that mount is shared.
+    extra_mounts: dict[str, str] = field(default_factory=dict)
 
     @property
     def ovn(self) -> paths.OvnInstall:
@@ -164,6 +175,7 @@ class SandboxNode:
             "mount_ns_file": str(self.mount_ns_file), "cgroup": self.cgroup, "with_ovs": self.with_ovs,
             "cgroup_dirs": [str(d) for d in self.cgroup_dirs],
             "kubeconfig": str(self.kubeconfig) if self.kubeconfig else None, "cluster_dns": self.cluster_dns,
+            "extra_mounts": dict(self.extra_mounts),
         }
 
     @classmethod
@@ -174,6 +186,7 @@ class SandboxNode:
             cgroup_dirs=[Path(d) for d in data["cgroup_dirs"]],
             kubeconfig=Path(data["kubeconfig"]) if data.get("kubeconfig") else None,
             cluster_dns=data.get("cluster_dns"),
+            extra_mounts=dict(data.get("extra_mounts") or {}),
         )
 
     # -- running things inside the node ------------------------------------------
@@ -207,7 +220,7 @@ class SandboxNode:
 
     def create_mount_namespace(self, ns_dir: Path) -> None:
         """Persistent mount namespace with the node's private bind mounts (``ns_dir`` must be private)."""
-        mounts = node_mounts(with_ovs=self.with_ovs)
+        mounts = node_mounts(with_ovs=self.with_ovs, extra=self.extra_mounts)
         for sub in mounts.values():
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.mount_ns_file.touch()
@@ -217,6 +230,11 @@ class SandboxNode:
         script = [f"umount -l {shlex.quote(str(ns_dir))}"]
         script += [f"mount --bind {shlex.quote(str(self.dir / sub))} {shlex.quote(target)}"
                    for target, sub in mounts.items()]
+        if NETNS_DIR in mounts:
+            # containerd refuses a HostToContainer volume whose mount is neither shared nor slave, and
+            # looks the chart's /var/run/netns up without resolving /var/run -> /run, i.e. as "/".
+            # Shared here means within this namespace: it was copied from the host's private "/".
+            script += [f"mount --make-shared {shlex.quote(NETNS_DIR)}", "mount --make-shared /"]
         run([paths.system_bin("nsenter"), f"--mount={self.mount_ns_file}", "/bin/sh", "-ec", "; ".join(script)])
 
     # -- containerd ------------------------------------------------------------------
@@ -242,7 +260,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
+  netns_mounts_under_state_dir = {"false" if NETNS_DIR in self.extra_mounts else "true"}
   disable_tcp_service = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
@@ -285,7 +303,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         return self.exec([paths.system_bin("ctr"), "-a", CONTAINERD_SOCK, "version"], check=False).returncode == 0
 
     def import_images(self, bundle: Path) -> None:
-        self.exec(import_command(bundle, address=CONTAINERD_SOCK), timeout=120)
+        # Minutes for a rootfs-sized image (the ovnk one) on a busy machine.
+        self.exec(import_command(bundle, address=CONTAINERD_SOCK), timeout=600)
 
     def ctr(self, *args: str) -> str:
         """``ctr -n k8s.io <args>`` against the node's containerd."""

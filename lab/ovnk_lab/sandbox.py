@@ -90,6 +90,10 @@ class SandboxOptions:
         ``renew_deadline`` and ``retry_period``); None keeps ovnk's defaults.
     :param cluster_dns: service names for pods (:mod:`ovnk_lab.cluster_dns`): a dnsmasq behind
         ``kube-system/kube-dns`` at 10.96.0.10, and the kubelets' ``clusterDNS``.
+    :param deploy: ``processes`` (the sandbox runs OVN and ovnk itself) or ``helm``
+        (charts/ovnk installs them as pods, :mod:`ovnk_lab.chartdeploy`; then only
+        ``nodes`` and ``helm_sets`` apply).
+    :param helm_sets: ``KEY=VALUE`` chart values (``helm --set``) with ``deploy="helm"``.
     """
 
     nodes: int = 2
@@ -103,6 +107,8 @@ class SandboxOptions:
     renew_deadline: float | None = None
     retry_period: float | None = None
     cluster_dns: bool = False
+    deploy: str = "processes"
+    helm_sets: tuple[str, ...] = ()
 
 
 class Sandbox:
@@ -200,7 +206,19 @@ class Sandbox:
             raise StartupError("--db-cluster must be 1 or 3")
         if not 1 <= options.controllers <= 3:
             raise StartupError("--controllers must be 1 to 3")
+        if options.deploy not in ("processes", "helm"):
+            raise StartupError(f"--deploy must be processes or helm, not {options.deploy!r}")
         started = time.monotonic()
+        if options.deploy == "helm":
+            if options.cluster_dns:
+                raise StartupError("--cluster-dns is for the sandbox's own processes, not --deploy helm")
+            from ovnk_lab import chartdeploy
+
+            chartdeploy.up(self.cluster, nodes=options.nodes, sets=options.helm_sets, timeout=max(timeout, 600),
+                           report=self._report)
+            self._report(f"sandbox {self.prefix} Ready with {options.nodes} node(s), ovnk from charts/ovnk, "
+                         f"in {time.monotonic() - started:.1f}s")
+            return self
         from ovnk_lab.cluster_dns import CLUSTER_DNS_IP
 
         self.cluster.up(options.nodes, with_ovs=True, cni=ExternalCni(), timeout=timeout,
@@ -458,6 +476,10 @@ def _logged_since(path: Path, offset: int, text: str) -> bool:
 
 
 def describe_usage(sandbox: Sandbox) -> str:
+    from ovnk_lab import chartdeploy
+
+    if chartdeploy.is_chart_sandbox(sandbox.workdir):
+        return chartdeploy.describe_usage(sandbox.cluster, sandbox.prefix)
     kubectl = paths.tool_bin("kubectl")
     ovnk = "ovnk sandbox" + (f" --prefix {sandbox.prefix}" if sandbox.prefix != "ovnk" else "")
     return "\n".join([

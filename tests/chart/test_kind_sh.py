@@ -93,3 +93,14 @@ def test_dry_run_values_pass_the_api_servers_dry_run(kube_cp: Any, namespace: st
 
     _kind_config, values = dry_run_output("--ovn-db-raft", "--ssl")
     dry_run(kube_cp, render(values, namespace=namespace, kube_version=kube_version))
+
+
+def test_daemonless_uses_the_sandboxs_image_build() -> None:
+    """--daemonless names the image hack/build-image.sh builds (the one the chart e2e deploys)."""
+    from ovnk_lab import ovnk_image
+
+    _kind, values = dry_run_output("--daemonless")
+    assert f"{values['image']['repository']}:{values['image']['tag']}" == ovnk_image.image_name()
+    both = kind_sh("--daemonless", "--image", "x/y:z", "--dry-run")
+    assert both.returncode == 1 and "--daemonless builds the image" in both.stderr
+    assert "--daemonless" in kind_sh("--help").stdout

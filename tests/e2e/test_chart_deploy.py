@@ -1,0 +1,297 @@
+"""The chart deployed for real: ``ovnk sandbox up --deploy helm`` on a sandbox of its own.
+
+The image is built here (cached by source hash, :mod:`ovnk_lab.ovnk_image`) and imported into
+every node's containerd; the sandbox runs no OVS, OVN or ovnk process of its own, so everything
+that networks the pods below comes from the chart's pods, under the chart's RBAC only:
+
+* the release's pods become Ready (their probes pass) and the nodes Ready;
+* the controller's and the agents' /healthz, /readyz and /metrics answer where the chart says;
+* pods on two nodes reach each other and a ClusterIP service, with real packets;
+* ``helm upgrade --set plugins.multicast.enabled=true`` (with egressfirewall, a plugin that has
+  CRDs) brings the CRDs, the config section and the plugin's NB rows (read with ovn-nbctl in
+  the chart's NB container); ``=false`` takes them away again while pod traffic keeps working;
+* no component logs a 403 (RBAC) at any point (logs collected before every rollout);
+* ``helm uninstall`` removes the release's API objects, and the sandbox goes down leaving
+  no namespace, link, mount or file behind.
+
+Costs several minutes (a sandbox, two rollouts): runs only with ``OVNK_CHART_E2E=1``
+(``make chart-e2e``), like tests/chart/test_image_build.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ovnk_lab import chartdeploy
+from ovnk_lab import hostnet
+from ovnk_lab import hostres
+from ovnk_lab import ovnk_image
+from ovnk_lab import paths
+from ovnk_lab.sandbox import Sandbox
+from ovnk_lab.sandbox import SandboxOptions
+
+from .conftest import Cluster
+from .conftest import poll_until
+
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("OVNK_CHART_E2E") != "1",
+                       reason="deploys the chart on its own sandbox (minutes): make chart-e2e"),
+]
+
+NS = chartdeploy.NAMESPACE
+RELEASE = chartdeploy.RELEASE
+FORBIDDEN = re.compile(r"\b403\b|forbidden", re.IGNORECASE)
+TOGGLED = "multicast"  # NB rows: the node switches' mcast_* other_config keys
+WITH_CRDS = "egressfirewall"  # CRDs: egressfirewalls.k8s.ovn.org
+
+
+class ChartCluster(Cluster):
+    """The e2e helpers plus what the chart deployment needs: logs of every component, the NB."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        super().__init__(sandbox)
+        self.logs: dict[str, str] = {}
+
+    def collect_logs(self) -> None:
+        """Keep every container's log (and its previous instance's) before pods are replaced."""
+        for previous in (False, True):
+            for name, text in chartdeploy.container_logs(self.sandbox.cluster, previous=previous).items():
+                key = f"{name}{' (previous)' if previous else ''}"
+                if len(text) >= len(self.logs.get(key, "")):
+                    self.logs[key] = text
+
+    def nbctl(self, *args: str) -> Any:
+        out = self.kubectl("-n", NS, "exec", f"{RELEASE}-ovn-db-0", "-c", "nb-ovsdb", "--", "ovn-nbctl",
+                           "--db=unix:/var/run/ovn/ovnnb_db.sock", "--format=json", *args)
+        return json.loads(out)
+
+    def config(self) -> str:
+        maps = json.loads(self.kubectl("-n", NS, "get", "configmap", "-o", "json"))["items"]
+        [text] = [m["data"]["ovnk.conf"] for m in maps if "ovnk.conf" in m.get("data", {})]
+        return str(text)
+
+    def rollout(self) -> None:
+        for kind in ("statefulset", "deployment", "daemonset"):
+            name = {"statefulset": f"{RELEASE}-ovn-db", "deployment": f"{RELEASE}-controller",
+                    "daemonset": f"{RELEASE}-node"}[kind]
+            self.kubectl("-n", NS, "rollout", "status", f"{kind}/{name}", "--timeout=300s", timeout=330)
+        chartdeploy.wait_release_ready(self.sandbox.cluster, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[ChartCluster]:
+    pid = os.getpid()
+    workdir = Path(os.environ.get("OVNK_E2E_DIR", "/var/lib/ovnk/sandbox")) / f"chart-{pid}"
+    subnet = hostnet.free_underlay_subnet([f"172.29.{(pid + i) % 250}.0/24" for i in range(250)])
+    prefix = f"chart{pid % 10000}"
+    box = Sandbox(workdir, prefix=prefix, subnet=subnet)
+    box.up(SandboxOptions(nodes=2, deploy="helm"))
+    cluster = ChartCluster(box)
+    try:
+        yield cluster
+    finally:
+        logs = os.environ.get("OVNK_E2E_LOGS")
+        if logs:
+            from ovnk_lab.sandbox import copy_logs
+
+            copy_logs(box, Path(logs) / "chart")
+        if box.cluster.status().running:
+            box.down()
+
+
+# -- deployment --------------------------------------------------------------------------
+
+
+def test_release_pods_and_nodes_ready_with_no_ovnk_of_the_sandbox(chart: ChartCluster) -> None:
+    image = ovnk_image.cached_image()
+    assert image is not None
+    nodes = json.loads(chart.kubectl("get", "nodes", "-o", "json"))["items"]
+    assert len(nodes) == 2
+    for node in nodes:
+        assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
+    pods = chartdeploy.release_pods(chart.sandbox.cluster)
+    kinds = sorted(p["metadata"]["labels"].get("app.kubernetes.io/component", "") for p in pods)
+    assert kinds == sorted(["ovn-db", "controller", "node", "node"]), kinds
+    for pod in pods:
+        for container in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
+            assert container["image"] == image.name
+            assert container["imagePullPolicy"] == "Never"
+        assert pod["spec"]["hostNetwork"] is True
+    # The sandbox itself started only the control plane, containerd and kubelets.
+    names = [name for name, _pid, _alive in chart.sandbox.cluster.status().processes]
+    assert not [n for n in names if re.search(r"ovs|ovn|ovnk", n)], names
+    # The CNI config on each node is the one the chart's agent wrote.
+    for node in chart.sandbox.cluster.nodes:
+        assert list(node.cni_conf_dir.glob("*ovn*")), f"no ovnk CNI config on {node.name}"
+
+
+def test_probes_and_metrics_answer(chart: ChartCluster) -> None:
+    nodes = {n.name: n for n in chart.sandbox.cluster.nodes}
+    controller = chart.kubectl("-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=controller",
+                               "-o", "jsonpath={.items[0].status.hostIP}")
+    for path in ("/healthz", "/readyz", "/metrics"):
+        with urllib.request.urlopen(f"http://{controller}:9409{path}", timeout=10) as resp:
+            assert resp.status == 200
+            body = resp.read().decode()
+    assert "ovnk_controller_leader 1.0" in body
+    for node in nodes.values():
+        # Health on the node's loopback (where the kubelet probes), metrics on the node's address.
+        script = ("import sys, urllib.request as u\n"
+                  "for url in sys.argv[1:]:\n"
+                  "    print(url, u.urlopen(url, timeout=10).status)\n")
+        out = subprocess.run(
+            [paths.system_bin("nsenter"), f"--net={node.netns_path}", "--", sys.executable, "-c", script,
+             "http://127.0.0.1:9410/healthz", "http://127.0.0.1:9410/readyz"],
+            capture_output=True, text=True, timeout=60, check=True).stdout
+        assert out.count(" 200") == 2, out
+        with urllib.request.urlopen(f"http://{node.ip}:9410/metrics", timeout=10) as resp:
+            assert 'component="node"' in resp.read().decode()
+
+
+def _echo_pods(chart: ChartCluster, namespace: str) -> tuple[dict[str, Any], str]:
+    n1, n2 = chart.nodes
+    pods = chart.run_pods(namespace, [
+        {"name": "echo-1", "node": n1, "kind": "echo", "labels": {"app": "echo"}},
+        {"name": "echo-2", "node": n2, "kind": "echo", "labels": {"app": "echo"}},
+        {"name": "client", "node": n2, "kind": "client"},
+    ])
+    chart.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": namespace},
+                 "spec": {"selector": {"app": "echo"},
+                          "ports": [{"name": "tcp", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}})
+    service_ip = chart.kubectl("-n", namespace, "get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
+    return pods, service_ip
+
+
+def _check_traffic(chart: ChartCluster, namespace: str, pods: dict[str, Any], service_ip: str) -> None:
+    echo1 = pods["echo-1"]["status"]["podIP"]
+    poll_until("client reaches echo-1 on the other node",
+               lambda: chart.probe(namespace, "client", "tcp", echo1, 8080) == "echo-1", timeout=60)
+    assert chart.ping(namespace, "client", echo1)
+    seen: set[str] = set()
+
+    def both_backends() -> bool:
+        reply = chart.probe(namespace, "client", "tcp", service_ip, 80)
+        if reply:
+            seen.add(reply)
+        return seen == {"echo-1", "echo-2"}
+
+    poll_until(f"the ClusterIP {service_ip} reaches both backends (seen {seen})", both_backends, timeout=90,
+               interval=0.2)
+
+
+def test_pods_reach_each_other_and_a_service(chart: ChartCluster) -> None:
+    namespace = chart.namespace()
+    pods, service_ip = _echo_pods(chart, namespace)
+    _check_traffic(chart, namespace, pods, service_ip)
+    chart.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+# -- helm upgrade: a plugin on and off ---------------------------------------------------------
+
+
+def _plugin_state(chart: ChartCluster) -> dict[str, Any]:
+    config = chart.config()
+    enabled = re.search(r"^enabled\s*=\s*(.*)$", config.split("[plugins]", 1)[1], flags=re.MULTILINE)
+    crds = json.loads(chart.kubectl("get", "crd", "-o", "json"))["items"]
+    switches = chart.nbctl("--columns=name,other_config", "list", "Logical_Switch")["data"]
+    mcast = {name: sorted(k for k, _v in other[1] if k.startswith("mcast_")) for name, other in switches}
+    return {
+        "enabled": sorted(p.strip() for p in (enabled.group(1) if enabled else "").split(",") if p.strip()),
+        "crds": sorted(c["metadata"]["name"] for c in crds if c["metadata"]["name"].endswith(".k8s.ovn.org")),
+        "node_switch_mcast": {n: keys for n, keys in mcast.items() if n in chart.nodes},
+    }
+
+
+def test_helm_upgrade_switches_a_plugin_on_and_off(chart: ChartCluster) -> None:
+    namespace = chart.namespace()
+    pods, service_ip = _echo_pods(chart, namespace)
+    _check_traffic(chart, namespace, pods, service_ip)
+    before = _plugin_state(chart)
+    assert before["enabled"] == [] and before["crds"] == []
+    assert all(keys == [] for keys in before["node_switch_mcast"].values()), before
+
+    chart.collect_logs()
+    chartdeploy.upgrade(chart.sandbox.cluster, [f"plugins.{TOGGLED}.enabled=true", f"plugins.{WITH_CRDS}.enabled=true"])
+    chart.rollout()
+    on: dict[str, Any] = {}
+
+    def switched_on() -> bool:
+        on.update(_plugin_state(chart))
+        return bool(on["node_switch_mcast"]) and all("mcast_snoop" in keys for keys in on["node_switch_mcast"].values())
+
+    poll_until(f"{TOGGLED}'s NB rows after helm upgrade (state {on})", switched_on, timeout=120, interval=1)
+    assert on["enabled"] == sorted([TOGGLED, WITH_CRDS])
+    assert "egressfirewalls.k8s.ovn.org" in on["crds"]
+    assert f"[{TOGGLED}]" in chart.config() or TOGGLED in on["enabled"]
+    _check_traffic(chart, namespace, pods, service_ip)
+
+    chart.collect_logs()
+    chartdeploy.upgrade(chart.sandbox.cluster, [f"plugins.{TOGGLED}.enabled=false", f"plugins.{WITH_CRDS}.enabled=false"])
+    chart.rollout()
+    off: dict[str, Any] = {}
+
+    def switched_off() -> bool:
+        off.update(_plugin_state(chart))
+        return all(keys == [] for keys in off["node_switch_mcast"].values())
+
+    poll_until(f"{TOGGLED}'s NB rows removed after helm upgrade (state {off})", switched_off, timeout=120, interval=1)
+    assert off["enabled"] == [] and off["crds"] == []
+    _check_traffic(chart, namespace, pods, service_ip)
+    chart.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+# -- RBAC -------------------------------------------------------------------------------------
+
+
+def test_no_component_was_refused_by_rbac(chart: ChartCluster) -> None:
+    chart.collect_logs()
+    assert chart.logs, "no logs collected"
+    refused = {name: [line for line in text.splitlines() if FORBIDDEN.search(line)][:3]
+               for name, text in chart.logs.items()}
+    refused = {name: lines for name, lines in refused.items() if lines}
+    assert not refused, f"403s in the components' logs: {json.dumps(refused, indent=1)}"
+    # The logs are real: the controller and every agent said something.
+    assert any("controller" in name and text.strip() for name, text in chart.logs.items())
+    assert sum(1 for name, text in chart.logs.items() if name.endswith("/node") and text.strip()) >= 2
+
+
+# -- uninstall and down ----------------------------------------------------------------------------
+
+
+def test_uninstall_and_down_leave_nothing(chart: ChartCluster) -> None:
+    cluster = chart.sandbox.cluster
+    chartdeploy.helm(cluster.kubeconfig, "uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout", "300s",
+                     timeout=330)
+
+    def release_gone() -> bool:
+        pods = chart.kubectl("-n", NS, "get", "pods", "-o", "name")
+        cluster_scoped = chart.kubectl("get", "clusterroles,clusterrolebindings,crd", "-o", "name",
+                                       "-l", f"app.kubernetes.io/instance={RELEASE}")
+        namespaced = chart.kubectl("-n", NS, "get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings",
+                                   "-o", "name", "-l", f"app.kubernetes.io/instance={RELEASE}")
+        return not pods.strip() and not cluster_scoped.strip() and not namespaced.strip()
+
+    poll_until("the release's objects gone after helm uninstall", release_gone, timeout=180, interval=1)
+    assert not [c for c in chart.kubectl("get", "crd", "-o", "name").split() if c.endswith(".k8s.ovn.org")]
+
+    prefix, workdir = chart.sandbox.prefix, chart.sandbox.workdir
+    chart.sandbox.down()
+    assert not hostnet.netns_with_prefix(prefix)
+    assert not workdir.exists()
+    assert not hostres.mounts_under(workdir)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert prefix not in links
+    assert not list(Path("/sys/fs/cgroup").glob(f"*{prefix}*")) and not list(Path("/sys/fs/cgroup").glob(f"*/{prefix}*"))
+
