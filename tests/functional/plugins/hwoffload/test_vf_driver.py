@@ -161,7 +161,11 @@ def test_agent_sets_offload_keys_and_reports(hw: HwLab) -> None:
     assert report["enabled"] is True and report["active"] is False and report["datapath"] == "netdev"
     assert report["pfs"] == ["pf0"] and report["tc-policy"] == "skip_sw"
     assert "only the kernel datapath" in report["reason"]
-    assert "hardware offload on node-1: not active" in hw.node1.agent_log.read_text()
+    # The annotation is published during start-up; the node controller logs its first status just
+    # after the agent is ready, so the line may still be on its way.
+    wait_for("node-1's offload status in its log",
+             lambda: "hardware offload on node-1: not active" in hw.node1.agent_log.read_text(),
+             timeout=30, interval=0.2)
     metrics = node_metrics(hw.node1)
     for line in ("ovnk_hwoffload_enabled 1.0", "ovnk_hwoffload_active 0.0",
                  'ovnk_hwoffload_tc_policy{policy="skip_sw"} 1.0', 'ovnk_hwoffload_tc_policy{policy="none"} 0.0'):
