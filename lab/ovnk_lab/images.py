@@ -201,12 +201,7 @@ def _write_bundle(target: Path, specs: Sequence[ImageSpec]) -> None:
         })
     index = {"schemaVersion": 2, "manifests": manifests}
     with tarfile.open(target, "w") as tar:
-        _tar_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-        _tar_bytes(tar, "index.json", json.dumps(index, sort_keys=True).encode())
-        _tar_dir(tar, "blobs")
-        _tar_dir(tar, "blobs/sha256")
-        for digest, data in blobs.items():
-            _tar_bytes(tar, f"blobs/sha256/{digest.split(':', 1)[1]}", data)
+        _write_layout(tar, index, blobs)
 
 
 def write_layer_bundle(target: Path, *, name: str, layer: Path, entrypoint: Sequence[str] = (),
@@ -241,17 +236,22 @@ def write_layer_bundle(target: Path, *, name: str, layer: Path, entrypoint: Sequ
                         "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]},
     }]}
     with tarfile.open(target, "w") as tar:
-        _tar_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-        _tar_bytes(tar, "index.json", json.dumps(index, sort_keys=True).encode())
-        _tar_dir(tar, "blobs")
-        _tar_dir(tar, "blobs/sha256")
-        for digest, data in blobs.items():
-            _tar_bytes(tar, f"blobs/sha256/{digest.split(':', 1)[1]}", data)
+        _write_layout(tar, index, blobs)
         info = _tar_info(f"blobs/sha256/{layer_digest.split(':', 1)[1]}")
         info.size = layer_size
         info.mode = 0o644
         with open(layer, "rb") as handle:
             tar.addfile(info, handle)
+
+
+def _write_layout(tar: tarfile.TarFile, index: dict[str, object], blobs: dict[str, bytes]) -> None:
+    """The OCI image layout's files: ``oci-layout``, ``index.json`` and the in-memory blobs."""
+    _tar_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+    _tar_bytes(tar, "index.json", json.dumps(index, sort_keys=True).encode())
+    _tar_dir(tar, "blobs")
+    _tar_dir(tar, "blobs/sha256")
+    for digest, data in blobs.items():
+        _tar_bytes(tar, f"blobs/sha256/{digest.split(':', 1)[1]}", data)
 
 
 def _layer_tar(entries: Sequence[LayerEntry]) -> bytes:
