@@ -378,6 +378,11 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
         lb_options = dict(options)
         if scope.startswith("node_local_router_"):
             lb_options["skip_snat"] = "true"
+        if protocol == "udp":
+            # A UDP client that keeps its source port (DNS resolvers, syslog, the e2e suite's
+            # conntrack specs) refreshes its conntrack entry forever: without a flush it would keep
+            # going to a deleted backend. kube-proxy deletes those entries; OVN does it with ct_flush.
+            lb_options["ct_flush"] = "true"
         result.load_balancers.append(LoadBalancer(
             name=lb_name(key, protocol, scope), protocol=protocol, scope=scope, vips=dict(vips),
             options=lb_options, selection_fields=list(selection_fields), **where))
