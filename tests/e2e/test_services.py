@@ -282,3 +282,24 @@ def test_udp_client_with_a_fixed_source_port_follows_a_replaced_backend(env: Env
             return
         time.sleep(0.5)
     raise AssertionError(f"UDP clients with a fixed source port after their backend was replaced: {last}")
+
+
+def test_pods_reach_the_api_server_through_the_kubernetes_service(env: Env) -> None:
+    """``default/kubernetes`` has endpoints (the API server keeps them) and ovnk balances 10.96.0.1:443 to them.
+
+    The probe speaks plain HTTP to the TLS port: Go's TLS server answers such a request with a plain
+    ``400 Bad Request`` naming the mistake, which only the real API server says.
+    """
+    cluster, ns = env.cluster, env.ns
+    kubernetes = get(cluster, "default", "service", "kubernetes")
+    ip = str(kubernetes["spec"]["clusterIP"])
+    slices = json.loads(cluster.kubectl("-n", "default", "get", "endpointslices", "-l",
+                                        "kubernetes.io/service-name=kubernetes", "-o", "json"))["items"]
+    assert slices and slices[0]["endpoints"], "the API server keeps the kubernetes EndpointSlice"
+    answers: list[str] = []
+
+    def answered() -> bool:
+        reply = cluster.probe(ns, "client-1", "tcp", ip, 443, "GET / HTTP/1.0\r", timeout=2)
+        answers.append(reply or "")
+        return "HTTP request to an HTTPS server" in (reply or "")
+    poll_until(f"the API server answers on {ip}:443 from a pod", answered, timeout=60)
