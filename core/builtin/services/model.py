@@ -166,10 +166,18 @@ def spec(service: Mapping[str, Any]) -> Mapping[str, Any]:
     return service.get("spec") or {}
 
 
+#: Labels by which a Service says another proxy implements it (or none does): kube-proxy and
+#: ovn-kubernetes leave such services alone, and so does ovnk.
+NOT_OURS_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
+
+
 def wants_load_balancers(service: Mapping[str, Any]) -> bool:
-    """Headless (``clusterIP: None``) and ExternalName services get nothing."""
+    """Headless (``clusterIP: None``), ExternalName and services labelled for another proxy get nothing."""
     s = spec(service)
     if s.get("type") == "ExternalName":
+        return False
+    labels = (service.get("metadata") or {}).get("labels") or {}
+    if any(label in labels for label in NOT_OURS_LABELS):
         return False
     ips = [ip for ip in (s.get("clusterIPs") or [s.get("clusterIP")]) if ip]
     return bool(ips) and all(ip != "None" for ip in ips)

@@ -159,6 +159,14 @@ def test_udp_load_balancers_flush_conntrack_of_removed_backends() -> None:
     assert not any("ct_flush" in lb.options for name, lb in lbs.items() if "_UDP_" not in name)
 
 
+def test_services_labelled_for_another_proxy_want_no_load_balancers() -> None:
+    assert model.wants_load_balancers(service())
+    for label in model.NOT_OURS_LABELS:
+        labelled = {**service(), "metadata": {"namespace": "ns", "name": "s", "labels": {label: ""}}}
+        assert not model.wants_load_balancers(labelled), label
+        assert build(labelled) == {}, label
+
+
 def test_headless_external_name_and_ip_families() -> None:
     assert build(service(clusterIP="None", clusterIPs=["None"])) == {}
     assert build({"metadata": {"namespace": "ns", "name": "s"},
