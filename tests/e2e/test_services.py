@@ -303,3 +303,14 @@ def test_pods_reach_the_api_server_through_the_kubernetes_service(env: Env) -> N
         answers.append(reply or "")
         return "HTTP request to an HTTPS server" in (reply or "")
     poll_until(f"the API server answers on {ip}:443 from a pod", answered, timeout=60)
+
+
+def test_the_api_server_reaches_pods_and_services_through_its_proxy(env: Env) -> None:
+    """``pods/proxy`` and ``services/proxy`` (kubectl proxy, dashboards, e2e checkers): the API server
+    dials into the pod and service networks (the sandbox's egress proxy in the first node's namespace)."""
+    cluster, ns = env.cluster, env.ns
+    backend = next(iter(env.backends))
+    via_pod = cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/pods/{backend}:{WEB_PORT}/proxy/hostname")
+    assert via_pod.strip() == backend
+    via_service = cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/services/web:tcp/proxy/hostname")
+    assert via_service.strip() in env.backends
