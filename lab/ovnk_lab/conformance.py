@@ -83,10 +83,6 @@ SKIPS: tuple[Skip, ...] = (
          "a pod reaches 8.8.8.8 (and google.com): nothing may leave the machine. (The BeforeEach of "
          "test/e2e/network/networking.go, which fetches http://google.com from the test runner before each of "
          "its specs, gets the lab's stand-in instead: see 'The Internet the runner checks' below)"),
-    Skip(r"Proxy version v1 should proxy through a service and a pod",
-         "the API server's proxy to pods and services: the API server runs in the host's namespace, whose "
-         "route to the pod network is the host's default route (off the machine); a route for it would "
-         "change the host's routing, which other sandboxes with the same pod network share"),
     Skip(r"\[Feature:(?:Example|Networking-Performance|NoSNAT|PerformanceDNS)\]",
          "opt-in specs outside a network plugin's conformance: example applications (redis, DNS), an iperf "
          "benchmark, NoSNAT's own test images, DNS performance"),
