@@ -82,7 +82,7 @@ SKIPS: tuple[Skip, ...] = (
     Skip(r"should provide Internet connection",
          "a pod reaches 8.8.8.8 (and google.com): nothing may leave the machine. (The BeforeEach of "
          "test/e2e/network/networking.go, which fetches http://google.com from the test runner before each of "
-         "its specs, gets the lab's stand-in instead: see 'The Internet the runner checks' below)"),
+         "its specs, gets the lab's stand-in instead: see 'The Internet the runner checks' above)"),
     Skip(r"\[Feature:(?:Example|Networking-Performance|NoSNAT|PerformanceDNS)\]",
          "opt-in specs outside a network plugin's conformance: example applications (redis, DNS), an iperf "
          "benchmark, NoSNAT's own test images, DNS performance"),
