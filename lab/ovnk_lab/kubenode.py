@@ -393,6 +393,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         # Returns once vswitchd has applied the change, i.e. it is up and connected.
         run([*vsctl, "set", "Open_vSwitch", ".", f"external_ids:system-id={self.name}",
              f"external_ids:hostname={self.name}", "external_ids:ovn-bridge-datapath-type=netdev"], env=env)
+        self.enable_fragment_reassembly()
         controller = self.start_process("ovn-controller", [
             ovn.bin("ovn-controller"), f"unix:{sock}", f"--pidfile={run_dir / 'ovn-controller.pid'}",
             f"--log-file={log_dir / 'ovn-controller.log'}",
@@ -410,6 +411,18 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             ovn.bin("ovs-vswitchd"), f"unix:{run_dir / 'db.sock'}", *monitor, f"--pidfile={run_dir / 'ovs-vswitchd.pid'}",
             f"--unixctl={run_dir / 'ovs-vswitchd.ctl'}", f"--log-file={log_dir / 'ovs-vswitchd.log'}",
         ], env=ovs_env(self.ovs_dir, ovn), tier=TIER_OVS)
+
+    def enable_fragment_reassembly(self) -> None:
+        """Let the userspace datapath's conntrack reassemble IP fragments (off by default there).
+
+        The kernel datapath's conntrack does (nf_defrag); without it a fragmented datagram (a UDP
+        request above the pod MTU) is invalid to conntrack, and OVN drops invalid packets wherever a
+        load balancer or a stateful ACL applies. A runtime setting: a restarted vswitchd needs it again.
+        """
+        ctl = self.ovs_dir / "run" / "ovs-vswitchd.ctl"
+        for family in ("v4", "v6"):
+            run([self.ovn.bin("ovs-appctl"), "-t", str(ctl), "dpctl/ipf-set-enabled", family, "1"],
+                env=ovs_env(self.ovs_dir, self.ovn))
 
     def ovs_vsctl(self, *args: str) -> str:
         if self.ovs_db_sock is None:
