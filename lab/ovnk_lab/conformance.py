@@ -83,6 +83,10 @@ SKIPS: tuple[Skip, ...] = (
          "a pod reaches 8.8.8.8 (and google.com): nothing may leave the machine. (The BeforeEach of "
          "test/e2e/network/networking.go, which fetches http://google.com from the test runner before each of "
          "its specs, gets the lab's stand-in instead: see 'The Internet the runner checks' above)"),
+    Skip(r"Proxy version v1 should proxy through a service and a pod",
+         "its https: paths (the API server speaking TLS to a pod) answer 500 through kube-apiserver 1.20's "
+         "egress selector, which the sandbox needs to reach pods at all (see 'The API server's way into the "
+         "cluster'); its http: paths pass, and ovnk's e2e checks pods/proxy and services/proxy itself"),
     Skip(r"\[Feature:(?:Example|Networking-Performance|NoSNAT|PerformanceDNS)\]",
          "opt-in specs outside a network plugin's conformance: example applications (redis, DNS), an iperf "
          "benchmark, NoSNAT's own test images, DNS performance"),

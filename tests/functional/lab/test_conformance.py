@@ -45,6 +45,7 @@ def test_skip_patterns_select_what_they_say_and_leave_the_core_specs() -> None:
         "[sig-network] Services should be able to create an internal type load balancer [Slow]",
         "[sig-network] SCTP [Feature:SCTP] [LinuxOnly] should allow creating a basic SCTP service with pod and "
         "endpoints",
+        "[sig-network] Proxy version v1 should proxy through a service and a pod  [Conformance]",
         "[sig-network] Networking should provide Internet connection for containers [Feature:Networking-IPv4]",
         "[sig-network] Services something my own",
     ]
@@ -55,7 +56,6 @@ def test_skip_patterns_select_what_they_say_and_leave_the_core_specs() -> None:
         "[sig-network] Networking Granular Checks: Pods should function for intra-pod communication: http "
         "[NodeConformance] [Conformance]",
         "[sig-network] Proxy version v1 should proxy logs on node using proxy subresource  [Conformance]",
-        "[sig-network] Proxy version v1 should proxy through a service and a pod  [Conformance]",
         "[sig-network] Conntrack should be able to preserve UDP traffic when server pod cycles for a NodePort "
         "service",
         "[sig-network] Networking Granular Checks: Services should function for pod-Service: udp",
