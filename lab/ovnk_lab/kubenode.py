@@ -393,7 +393,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         # Returns once vswitchd has applied the change, i.e. it is up and connected.
         run([*vsctl, "set", "Open_vSwitch", ".", f"external_ids:system-id={self.name}",
              f"external_ids:hostname={self.name}", "external_ids:ovn-bridge-datapath-type=netdev"], env=env)
-        self.enable_fragment_reassembly()
         controller = self.start_process("ovn-controller", [
             ovn.bin("ovn-controller"), f"unix:{sock}", f"--pidfile={run_dir / 'ovn-controller.pid'}",
             f"--log-file={log_dir / 'ovn-controller.log'}",
@@ -417,7 +416,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
         The kernel datapath's conntrack does (nf_defrag); without it a fragmented datagram (a UDP
         request above the pod MTU) is invalid to conntrack, and OVN drops invalid packets wherever a
-        load balancer or a stateful ACL applies. A runtime setting: a restarted vswitchd needs it again.
+        load balancer or a stateful ACL applies. A runtime setting of the datapath, which exists once a
+        bridge does (the sandbox calls this when its nodes are Ready): a restarted vswitchd needs it again.
         """
         ctl = self.ovs_dir / "run" / "ovs-vswitchd.ctl"
         for family in ("v4", "v6"):
