@@ -421,7 +421,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         """
         ctl = self.ovs_dir / "run" / "ovs-vswitchd.ctl"
         for family in ("v4", "v6"):
-            run([self.ovn.bin("ovs-appctl"), "-t", str(ctl), "dpctl/ipf-set-enabled", family, "1"],
+            run([self.ovn.bin("ovs-appctl"), "-t", str(ctl), "dpctl/ipf-set-enabled", family],
                 env=ovs_env(self.ovs_dir, self.ovn))
 
     def ovs_vsctl(self, *args: str) -> str:
