@@ -411,19 +411,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             f"--unixctl={run_dir / 'ovs-vswitchd.ctl'}", f"--log-file={log_dir / 'ovs-vswitchd.log'}",
         ], env=ovs_env(self.ovs_dir, ovn), tier=TIER_OVS)
 
-    def enable_fragment_reassembly(self) -> None:
-        """Let the userspace datapath's conntrack reassemble IP fragments (off by default there).
-
-        The kernel datapath's conntrack does (nf_defrag); without it a fragmented datagram (a UDP
-        request above the pod MTU) is invalid to conntrack, and OVN drops invalid packets wherever a
-        load balancer or a stateful ACL applies. A runtime setting of the datapath, which exists once a
-        bridge does (the sandbox calls this when its nodes are Ready): a restarted vswitchd needs it again.
-        """
-        ctl = self.ovs_dir / "run" / "ovs-vswitchd.ctl"
-        for family in ("v4", "v6"):
-            run([self.ovn.bin("ovs-appctl"), "-t", str(ctl), "dpctl/ipf-set-enabled", family],
-                env=ovs_env(self.ovs_dir, self.ovn))
-
     def ovs_vsctl(self, *args: str) -> str:
         if self.ovs_db_sock is None:
             raise StartupError(f"node {self.name} runs without OVS")

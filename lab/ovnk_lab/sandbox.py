@@ -238,8 +238,6 @@ class Sandbox:
             daemons = [*self.controller_daemons, *(self.cluster._daemons.values())]
             wait_for(f"{len(names)} node(s) Ready", lambda: all(self.cluster.status().nodes.get(n) for n in names),
                      timeout=timeout, interval=0.25, daemons=daemons)
-            for node in self.cluster.nodes:
-                node.enable_fragment_reassembly()  # the datapath exists once the agent has set br-int up
             if options.cluster_dns:
                 from ovnk_lab.cluster_dns import ClusterDns
 
