@@ -25,7 +25,7 @@ typecheck: setup
 	hack/typecheck.sh
 
 pytest: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=40 $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests/unit tests/contract $(PYTEST_ARGS)

@@ -36,6 +36,7 @@ import re
 import shutil
 import signal
 import ssl
+import sys
 import threading
 import time
 import urllib.request
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ovnk.core.errors import StartupError
+from ovnk_lab import egress_proxy
 from ovnk_lab import hostnet
 from ovnk_lab import hostres
 from ovnk_lab import images
@@ -290,6 +292,10 @@ class LabCluster:
         cp = KubeControlPlane(self.workdir / "control-plane", bind_address=ul.host_ip, controllers=self.controllers)
         # The kubelets' serving certificates come from the same CA: let the API server verify them.
         cp.extra_apiserver_args += (f"--kubelet-certificate-authority={cp.ca_cert}",)
+        # Its connections into the cluster (kubelets, pods, services) go through the first node.
+        egress_socket = self.workdir / "egress.sock"
+        selector = egress_proxy.egress_selector_config(self.workdir / "egress-selector.json", socket_path=egress_socket)
+        cp.extra_apiserver_args += (f"--egress-selector-config-file={selector}",)
         self.control_plane = cp
         cp_error: list[BaseException] = []
         self._report(f"starting etcd, kube-apiserver on {ul.host_ip}, controller-manager, scheduler")
@@ -302,6 +308,7 @@ class LabCluster:
             for index, name in enumerate(names, start=1):
                 self._create_node(name, index, with_ovs=with_ovs, cni=cni, ns_dir=ns_dir, cluster_dns=cluster_dns,
                                   extra_mounts=extra_mounts)
+            self._start_egress_proxy(egress_socket, netns=ul.node_netns(names[0]))
             for node in self.nodes:
                 wait_for(f"containerd of {node.name}", node.containerd_ready, timeout=60, interval=0.05,
                          daemons=[self._daemons[f"{node.name}/containerd"]])
@@ -335,6 +342,14 @@ class LabCluster:
                      daemons=daemons)
         except StartupError as exc:
             raise StartupError(f"{exc}{_fatal_log_lines(daemons)}") from exc
+
+    def _start_egress_proxy(self, socket_path: Path, *, netns: str) -> None:
+        """The API server's HTTP CONNECT proxy into the cluster network (:mod:`ovnk_lab.egress_proxy`)."""
+        proxy = Daemon("egress-proxy", [sys.executable, "-m", "ovnk_lab.egress_proxy", "--socket", str(socket_path)],
+                       log_path=self.workdir / "log" / "egress-proxy.log",
+                       preexec=[paths.system_bin("nsenter"), f"--net={hostnet.netns_path(netns)}", "--"]).start()
+        self.record(proxy)
+        wait_for("the API server's egress proxy", socket_path.exists, timeout=30, interval=0.05, daemons=[proxy])
 
     def _start_control_plane(self, cp: KubeControlPlane, errors: list[BaseException]) -> None:
         try:

@@ -19,7 +19,7 @@ conformance`` (:func:`import_into`), with :mod:`ovnk_lab.images`' OCI writer:
 - :data:`NGINX` — specs only need a web server on port 80 there: agnhost's
   ``netexec`` serving HTTP on 80.
 - :data:`REGRESSION_74839` — the conntrack INVALID-packet spec's server, built
-  from its source in the same tree.
+  from its source in the same tree, behind :data:`BOOM_SERVER` (image 1.0's behaviour).
 """
 
 from __future__ import annotations
@@ -139,9 +139,30 @@ def image_specs() -> list[ImageSpec]:
         ImageSpec(NGINX, agnhost_entries, entrypoint=("/agnhost",), cmd=("netexec", "--http-port=80")),
         ImageSpec(BUSYBOX, tuple(base), cmd=("sh",)),
         ImageSpec(PAUSE, (LayerEntry("pause", source=pause),), entrypoint=("/pause",)),
-        ImageSpec(REGRESSION_74839, (LayerEntry("regression-issue-74839", source=regression),),
-                  entrypoint=("/regression-issue-74839",)),
+        ImageSpec(REGRESSION_74839, (*base, LayerEntry("regression-issue-74839", source=regression),
+                                     LayerEntry("boom-server", text=BOOM_SERVER, mode=0o755)),
+                  entrypoint=("/boom-server",)),
     ]
+
+
+#: The 1.20 spec runs image 1.0, which found its own address and died on an RST (the spec's check is
+#: "the server never restarted"); the tree's server reads POD_IP (set by later specs only) and just
+#: logs the RST. This entrypoint gives the tree's server the 1.0 behaviour the spec relies on.
+BOOM_SERVER = """#!/bin/sh
+if [ -z "$POD_IP" ]; then
+    POD_IP=$(ip -o -f inet addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+fi
+export POD_IP
+/regression-issue-74839 2>&1 | while IFS= read -r line; do
+    printf '%s\n' "$line"
+    case "$line" in
+        *"ERROR: RST received"*)
+            echo "boom-server: an RST reached the server: exiting, as image 1.0 did"
+            killall regression-issue-74839
+            exit 1 ;;
+    esac
+done
+"""
 
 
 def ensure_bundle() -> Path:

@@ -22,7 +22,7 @@ Images (pods use ``imagePullPolicy: Never``):
   the line ``hostname`` answers the pod's host name and ``clientip`` the
   client address seen by the server; ``GET /hostname`` and ``GET /clientip``
   work as HTTP for ``wget``. UDP datagrams follow the same rule.
-  ``ovnk-echo send tcp|udp <ip> <port> <message> [timeout]`` is the client.
+  ``ovnk-echo send tcp|udp <ip> <port> <message> [timeout [source-port]]`` is the client.
   Multicast: ``ovnk-echo mcast-join <group> <port> [rejoin-seconds]`` joins a
   group and prints ``<source> <payload>`` per datagram, ``mcast-watch <group>
   <port>`` prints what arrives without joining (a packet socket), and

@@ -8,6 +8,7 @@ keys, etcd keeps its data on tmpfs when available).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -108,7 +109,10 @@ class KubeControlPlane:
 
     :param workdir: all files (certs, kubeconfigs, logs, etcd data pointer).
     :param bind_address: address the API server listens on (127.0.0.1, or an
-        underlay IP the sandbox nodes can reach).
+        underlay IP the sandbox nodes can reach). On an underlay IP the API server
+        keeps the ``default/kubernetes`` Endpoints and EndpointSlice itself, as in a real
+        cluster (pods reach it through the ``kubernetes`` service); on loopback it
+        cannot (an endpoint may not be a loopback address) and nothing does.
     :param extra_sans: more IPs for the serving certificate.
     :param controllers: the ``--controllers`` of kube-controller-manager.
     :param scheduler: start kube-scheduler.
@@ -227,7 +231,8 @@ class KubeControlPlane:
             f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--allow-privileged=true", "--enable-priority-and-fairness=false",
-            "--endpoint-reconciler-type=none", "--profiling=false", "--v=1",
+            f"--endpoint-reconciler-type={'none' if ipaddress.ip_address(self.bind_address).is_loopback else 'lease'}",
+            "--profiling=false", "--v=1",
             *self.extra_apiserver_args,
         ], log_path=logs / "kube-apiserver.log").start()
         wait_for("kube-apiserver /readyz", self._apiserver_ready, timeout=60, interval=0.1,

@@ -124,10 +124,12 @@ class Cluster:
         return self.kubectl("-n", namespace, "exec", pod, "--", *cmd, check=check, timeout=timeout)
 
     def probe(self, namespace: str, pod: str, protocol: str, address: str, port: int, message: str = "hostname",
-              *, timeout: float = 2) -> str | None:
+              *, timeout: float = 2, source_port: int | None = None) -> str | None:
         """Send ``message`` from ``pod`` with ovnk-echo; the reply, or None when nothing answered."""
+        fixed = [str(source_port)] if source_port else []
         res = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", "-n", namespace, "exec", pod,
-                              "--", ECHO_IN_IMAGE, "send", protocol, address, str(port), message, f"{timeout:g}"],
+                              "--", ECHO_IN_IMAGE, "send", protocol, address, str(port), message, f"{timeout:g}",
+                              *fixed],
                              capture_output=True, text=True, timeout=timeout + 60, check=False)
         return res.stdout.strip() if res.returncode == 0 else None
 
@@ -264,11 +266,12 @@ def external_echo(sandbox: Sandbox, port: int) -> subprocess.Popen[bytes]:
 
 
 def external_send(sandbox: Sandbox, protocol: str, address: str, port: int, message: str = "hostname", *,
-                  timeout: float = 2) -> EchoResult:
+                  timeout: float = 2, source_port: int | None = None) -> EchoResult:
     """An ovnk-echo client in the sandbox's external namespace (the outside world) sends ``message``."""
     from ovnk_lab.hostnet import netns_path
     from ovnk_lab.images import build_echo_binary
 
     ext = sandbox.cluster.underlay.ext_netns
+    fixed = [str(source_port)] if source_port else []
     return _echo_result([paths.system_bin("nsenter"), f"--net={netns_path(ext)}", str(build_echo_binary()), "send",
-                         protocol, address, str(port), message, f"{timeout:g}"], timeout=timeout)
+                         protocol, address, str(port), message, f"{timeout:g}", *fixed], timeout=timeout)

@@ -82,7 +82,12 @@ def slice_keys(endpoint_slice: Mapping[str, Any]) -> Iterable[str]:
 
 
 def service_needs_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    return common.changed(old, new, ("spec", "status"))
+    """Spec and status, and the labels that hand a service to another proxy (:data:`model.NOT_OURS_LABELS`)."""
+    if common.changed(old, new, ("spec", "status")):
+        return True
+    old_labels = (old.get("metadata") or {}).get("labels") or {}
+    new_labels = (new.get("metadata") or {}).get("labels") or {}
+    return any((label in old_labels) != (label in new_labels) for label in model.NOT_OURS_LABELS)
 
 
 def node_needs_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -171,7 +176,7 @@ class ServicesController:
                 self._reported.pop(key, None)
             if not existing:
                 return "empty"
-            why = "deleted" if service is None else "headless or ExternalName"
+            why = "deleted" if service is None else "headless, ExternalName or another proxy's"
             with self.ctx.nb.transaction(reason=f"service {key} ({why})", owner="Service") as txn:
                 for row in existing:
                     txn.remove(LB_OWNER.table, uuid=row.uuid)
@@ -313,7 +318,7 @@ class ServicesController:
             if service is None:
                 plan.stale(row, reason=f"service {key} no longer exists")
             elif not model.wants_load_balancers(service):
-                plan.stale(row, reason=f"service {key} is headless or ExternalName")
+                plan.stale(row, reason=f"service {key} is headless, ExternalName or another proxy's")
             else:
                 node = model.scope_node(row.external_ids.get(SCOPE_KEY, ""))
                 if node is not None and nodes.get(node) is None:

@@ -166,10 +166,18 @@ def spec(service: Mapping[str, Any]) -> Mapping[str, Any]:
     return service.get("spec") or {}
 
 
+#: Labels by which a Service says another proxy implements it (or none does): kube-proxy and
+#: ovn-kubernetes leave such services alone, and so does ovnk.
+NOT_OURS_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
+
+
 def wants_load_balancers(service: Mapping[str, Any]) -> bool:
-    """Headless (``clusterIP: None``) and ExternalName services get nothing."""
+    """Headless (``clusterIP: None``), ExternalName and services labelled for another proxy get nothing."""
     s = spec(service)
     if s.get("type") == "ExternalName":
+        return False
+    labels = (service.get("metadata") or {}).get("labels") or {}
+    if any(label in labels for label in NOT_OURS_LABELS):
         return False
     ips = [ip for ip in (s.get("clusterIPs") or [s.get("clusterIP")]) if ip]
     return bool(ips) and all(ip != "None" for ip in ips)
@@ -378,6 +386,11 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
         lb_options = dict(options)
         if scope.startswith("node_local_router_"):
             lb_options["skip_snat"] = "true"
+        if protocol == "udp":
+            # A UDP client that keeps its source port (DNS resolvers, syslog, the e2e suite's
+            # conntrack specs) refreshes its conntrack entry forever: without a flush it would keep
+            # going to a deleted backend. kube-proxy deletes those entries; OVN does it with ct_flush.
+            lb_options["ct_flush"] = "true"
         result.load_balancers.append(LoadBalancer(
             name=lb_name(key, protocol, scope), protocol=protocol, scope=scope, vips=dict(vips),
             options=lb_options, selection_fields=list(selection_fields), **where))

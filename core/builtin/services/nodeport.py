@@ -99,7 +99,7 @@ def steering_flows(targets: Iterable[tuple[str, str, int]], *, uplink_ofport: in
 def _steering_fields(service: Mapping[str, Any]) -> Any:
     spec = model.spec(service)
     return (spec.get("type"), spec.get("ports"), spec.get("externalIPs"), spec.get("clusterIP"),
-            (service.get("status") or {}).get("loadBalancer"))
+            (service.get("status") or {}).get("loadBalancer"), model.wants_load_balancers(service))
 
 
 def steering_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

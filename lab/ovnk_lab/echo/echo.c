@@ -6,7 +6,7 @@
  * dependency free so an image is a single file plus busybox.
  *
  * Server:   ovnk-echo [serve] [PORT/tcp|PORT/udp ...]     (default: 8080/tcp 8080/udp)
- * Client:   ovnk-echo send tcp|udp HOST PORT MESSAGE [TIMEOUT_SECONDS]
+ * Client:   ovnk-echo send tcp|udp HOST PORT MESSAGE [TIMEOUT_SECONDS [SOURCE_PORT]]
  *
  * Protocol (the same on every port):
  *   - TCP is line based. Each received line is answered in order:
@@ -317,7 +317,7 @@ static int serve(int argc, char **argv) {
 
 static int send_probe(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: ovnk-echo send tcp|udp HOST PORT MESSAGE [TIMEOUT_SECONDS]\n");
+        fprintf(stderr, "usage: ovnk-echo send tcp|udp HOST PORT MESSAGE [TIMEOUT_SECONDS [SOURCE_PORT]]\n");
         return 2;
     }
     int is_udp = strcmp(argv[0], "udp") == 0;
@@ -352,6 +352,25 @@ static int send_probe(int argc, char **argv) {
     if (fd < 0) {
         perror("ovnk-echo: socket");
         return 1;
+    }
+    if (argc > 5) {
+        /* A fixed source port: successive probes are one conntrack entry (the e2e conntrack specs). */
+        int sport = atoi(argv[5]);
+        if (sport <= 0 || sport > 65535) {
+            fprintf(stderr, "ovnk-echo: bad source port %s\n", argv[5]);
+            return 2;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        struct sockaddr_storage src;
+        memset(&src, 0, sizeof(src));
+        src.ss_family = dst.ss_family;
+        if (dst.ss_family == AF_INET) ((struct sockaddr_in *)&src)->sin_port = htons((unsigned short)sport);
+        else ((struct sockaddr_in6 *)&src)->sin6_port = htons((unsigned short)sport);
+        if (bind(fd, (struct sockaddr *)&src, dlen) != 0) {
+            fprintf(stderr, "ovnk-echo: bind source port %d: %s\n", sport, strerror(errno));
+            return 1;
+        }
     }
     struct pollfd pfd = {fd, POLLOUT, 0};
     if (connect(fd, (struct sockaddr *)&dst, dlen) != 0) {

@@ -6,6 +6,7 @@ a real dnsmasq."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -44,6 +46,7 @@ def test_skip_patterns_select_what_they_say_and_leave_the_core_specs() -> None:
         "[sig-network] SCTP [Feature:SCTP] [LinuxOnly] should allow creating a basic SCTP service with pod and "
         "endpoints",
         "[sig-network] Proxy version v1 should proxy through a service and a pod  [Conformance]",
+        "[sig-network] Networking should provide Internet connection for containers [Feature:Networking-IPv4]",
         "[sig-network] Services something my own",
     ]
     kept = [
@@ -55,12 +58,41 @@ def test_skip_patterns_select_what_they_say_and_leave_the_core_specs() -> None:
         "[sig-network] Proxy version v1 should proxy logs on node using proxy subresource  [Conformance]",
         "[sig-network] Conntrack should be able to preserve UDP traffic when server pod cycles for a NodePort "
         "service",
+        "[sig-network] Networking Granular Checks: Services should function for pod-Service: udp",
+        "[sig-network] Networking should provide unchanging, static URL paths for kubernetes api services",
     ]
     assert [name for name in skipped if not regex.search(name)] == []
     assert [name for name in kept if regex.search(name)] == []
     reason = conformance.skip_reason(skipped[0], conformance.SKIPS)
     assert reason is not None and "CoreDNS" in reason
     assert conformance.skip_reason(kept[0], conformance.SKIPS) is None
+
+
+def test_the_runners_internet_is_a_stand_in_in_its_namespace(tmp_path: Path) -> None:
+    """The runner's prefix sees google.com on the external namespace's own server; the host sees nothing new."""
+    netns = f"ovnk-standin-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        sandbox: Any = SimpleNamespace(cluster=SimpleNamespace(underlay=SimpleNamespace(ext_netns=netns)))
+        hosts_before = Path("/etc/hosts").read_bytes()
+        with conformance.internet_stand_in(sandbox, tmp_path) as prefix:
+            for name in conformance.INTERNET_NAMES:
+                page = subprocess.run([*prefix, "curl", "-fsS", "--max-time", "5", f"http://{name}/"],
+                                      capture_output=True, text=True, check=False)
+                assert page.returncode == 0 and "stand-in" in page.stdout, page.stderr
+            resolved = subprocess.run([*prefix, "getent", "hosts", "localhost"], capture_output=True, text=True,
+                                      check=False)
+            assert resolved.returncode == 0, "the host's own names still resolve"
+            assert Path("/etc/hosts").read_bytes() == hosts_before, "only the runner's mount namespace sees it"
+            unreached = subprocess.run(["ip", "netns", "exec", netns, "curl", "-sS", "--max-time", "2",
+                                        "http://10.1.2.3/"], capture_output=True, check=False)
+            assert unreached.returncode != 0, "nothing else is reachable from the namespace"
+        after = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "--", "curl", "-sS", "--max-time", "2",
+                                "http://127.0.0.1/"], capture_output=True, check=False)
+        assert after.returncode != 0, "the server is gone with the context"
+    finally:
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
 
 
 def test_a_doc_without_the_table_is_an_error() -> None:

@@ -374,6 +374,22 @@ def test_internal_traffic_policy_local_uses_per_node_switch_lbs(env: ClusterEnv)
     assert attached(env, "Logical_Switch", "node-b", ns) == {lb_name(ns, "itp", "TCP", "node_router+switch_node-b")}
 
 
+@pytest.mark.parametrize("label", ["service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless"])
+def test_a_service_labelled_for_another_proxy_is_left_alone(env: ClusterEnv, label: str) -> None:
+    """kube-proxy's contract: such a service belongs to another proxy (or to none); ovnk's LBs come and go with the label."""
+    env.start_controller()
+    ns = new_namespace(env)
+    svc = create_service(env, ns, "other", ports=[{"port": 80, "protocol": "UDP"}])
+    create_slice(env, ns, "other-1", "other", ports=[{"port": 80, "protocol": "UDP"}],
+                 endpoints=[endpoint("10.244.96.1")])
+    name, vips = lb_name(ns, "other", "UDP", "cluster"), {f"{cluster_ip(svc)}:80": "10.244.96.1:80"}
+    wait_vips(env, name, vips)
+    env.client.patch(SERVICES, "other", {"metadata": {"labels": {label: "someone-else"}}}, namespace=ns)
+    eventually(lambda: name not in load_balancers(env), what=f"{name} removed once the service is labelled {label}")
+    env.client.patch(SERVICES, "other", {"metadata": {"labels": {label: None}}}, namespace=ns)
+    wait_vips(env, name, vips)
+
+
 def test_invalid_input_warns_on_the_service_and_others_keep_flowing(env: ClusterEnv) -> None:
     env.start_controller()
     ns = new_namespace(env)

@@ -147,6 +147,26 @@ def test_options_affinity_and_reject() -> None:
     assert "affinity_timeout" not in forever.options and set(forever.selection_fields) == {"ip_src", "ip_dst"}
 
 
+def test_udp_load_balancers_flush_conntrack_of_removed_backends() -> None:
+    """Only UDP: a TCP connection to a terminating backend may still drain; a UDP 'connection' never ends."""
+    ports = [{"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "nodePort": 30054},
+             {"name": "assoc", "port": 9, "protocol": "SCTP"}]
+    lbs = build(service(ports=ports, type="NodePort", externalTrafficPolicy="Local"))
+    assert lbs["Service_ns/s_UDP_cluster"].options["ct_flush"] == "true"
+    assert all(lb.options.get("ct_flush") == "true" for name, lb in lbs.items() if "_UDP_" in name)
+    assert any("_UDP_node" in name for name in lbs), "the per-node UDP LBs are covered too"
+    assert not any("ct_flush" in lb.options for name, lb in lbs.items() if "_UDP_" not in name)
+
+
+def test_services_labelled_for_another_proxy_want_no_load_balancers() -> None:
+    assert model.wants_load_balancers(service())
+    for label in model.NOT_OURS_LABELS:
+        labelled = {**service(), "metadata": {"namespace": "ns", "name": "s", "labels": {label: ""}}}
+        assert not model.wants_load_balancers(labelled), label
+        assert build(labelled) == {}, label
+
+
 def test_headless_external_name_and_ip_families() -> None:
     assert build(service(clusterIP="None", clusterIPs=["None"])) == {}
     assert build({"metadata": {"namespace": "ns", "name": "s"},
