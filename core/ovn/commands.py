@@ -32,6 +32,7 @@ from typing import Any
 from ovs.db import data as ovs_data
 from ovs.db import error as ovs_error
 from ovs.db import idl as ovs_idl
+from ovs.db import types as ovs_types
 from ovsdbapp.backend.ovs_idl import command as ovsdbapp_command
 
 from ovnk.core.ovn import connection as conn_mod
@@ -189,6 +190,17 @@ def _datum(column: Any, value: Any, *, table: str) -> ovs_data.Datum:
         raise ValueError(f"invalid value for {table}.{column.name}: {value!r}: {exc}") from exc
 
 
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` holds no ``Ref`` or command: its datum does not depend on the IDL's rows."""
+    if isinstance(value, (Ref, Command)):
+        return False
+    if isinstance(value, dict):
+        return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(_is_plain(v) for v in value)
+    return True
+
+
 def _current_datum(row: Any, column_name: str) -> ovs_data.Datum | None:
     changes = row._changes or {}
     if column_name in changes:
@@ -224,6 +236,15 @@ class Command(ovsdbapp_command.BaseCommand):  # type: ignore[misc]
         self.scope = scope
         self.row: Any = None
 
+    def prepare(self, idl: ovs_idl.Idl) -> None:
+        """Compute, without the connection lock, what does not depend on the IDL's rows.
+
+        Only the schema is read (fixed once connected), so any thread may call it; it is
+        idempotent. ``plan`` and ``run_idl`` then run under the lock with less to do: a
+        reconcile whose rows all match (every key of a restart's first pass) costs a
+        few lookups and comparisons there, not the building of every desired value.
+        """
+
     def plan(self, idl: ovs_idl.Idl) -> bool:
         """True if running this command now would change the database (read-only)."""
         raise NotImplementedError
@@ -255,9 +276,23 @@ class EnsureRow(Command):
         self.parent = parent
         self.controller = controller
         self.create = create
+        #: Whether the last run inserted the row (it did not exist): the caller's "new" signal.
+        self.inserted = False
+        # Column name -> (value, desired datum) of columns without references (see prepare).
+        self._plain: dict[str, tuple[Any, ovs_data.Datum]] | None = None
 
     def __repr__(self) -> str:
         return f"EnsureRow({self.match.describe()})"
+
+    def prepare(self, idl: ovs_idl.Idl) -> None:
+        if self._plain is not None:
+            return
+        columns = idl.tables[self.match.table].columns
+        plain = {}
+        for name, value in self.columns.items():
+            if _is_plain(value):
+                plain[name] = (value, _datum(columns[name], value, table=self.match.table))
+        self._plain = plain
 
     def _find(self, idl: ovs_idl.Idl) -> Any | None:
         candidates = None
@@ -269,7 +304,7 @@ class EnsureRow(Command):
     def _check_owner(self, row: Any) -> None:
         if self.controller is None:
             return
-        owner = (row.external_ids or {}).get(ids.OWNER_CONTROLLER_KEY) if hasattr(row, "external_ids") else None
+        owner = _owner_controller(row)
         if owner != self.controller:
             raise ForeignRowError(
                 f"{self.match.describe()} exists but is owned by {owner or 'nobody'!r}, not {self.controller!r}; "
@@ -277,12 +312,17 @@ class EnsureRow(Command):
             )
 
     def _column_changes(self, idl: ovs_idl.Idl, row: Any) -> list[tuple[str, Any, ovs_data.Datum]]:
+        self.prepare(idl)
+        assert self._plain is not None
         table = idl.tables[self.match.table]
         changes = []
         for name, value in self.columns.items():
-            column = table.columns[name]
-            resolved = _resolve(idl, value, self.scope)
-            desired = _datum(column, resolved, table=self.match.table)
+            prepared = self._plain.get(name)
+            if prepared is not None:
+                resolved, desired = prepared
+            else:
+                resolved = _resolve(idl, value, self.scope)
+                desired = _datum(table.columns[name], resolved, table=self.match.table)
             if _current_datum(row, name) != desired:
                 changes.append((name, resolved, desired))
         return changes
@@ -322,6 +362,7 @@ class EnsureRow(Command):
         if row is None and not self.create:
             self.result = None
             return
+        self.inserted = row is None
         if row is None:
             row = txn.insert(table)
             for name, value in self.columns.items():
@@ -373,21 +414,44 @@ class EnsureRow(Command):
         setattr(row, column.name, [] if resolved is None else resolved)
 
 
+_OWNER_KEY_ATOM = ovs_data.Atom(ovs_types.StringType, ids.OWNER_CONTROLLER_KEY)
+
+
+def _owner_controller(row: Any) -> str | None:
+    """The row's ``k8s.ovn.org/owner-controller``, read from its datum (no conversion of the whole map)."""
+    if "external_ids" not in row._table.columns:
+        return None
+    datum = _current_datum(row, "external_ids")
+    if datum is None:
+        return None
+    value = datum.values.get(_OWNER_KEY_ATOM)
+    return str(value.value) if value is not None else None
+
+
+def _key_atom(row: Any, column_name: str, value: Any) -> ovs_data.Atom | None:
+    """``value`` as an atom of set/map column ``column_name``'s key type (None: it cannot be one)."""
+    column = row._table.columns[column_name]
+    key_type = column.type.key
+    if key_type.type == ovs_types.UuidType and hasattr(value, "uuid") and hasattr(value, "_table"):
+        return ovs_data.Atom(ovs_types.UuidType, value.uuid)  # a row: its uuid, nothing to check
+    try:
+        return ovs_data.Atom.from_python(key_type, ovs_idl._row_to_uuid(value))
+    except ovs_error.Error:
+        return None
+
+
+def _contains_atom(row: Any, column_name: str, atom: ovs_data.Atom | None) -> bool:
+    datum = _current_datum(row, column_name)
+    return datum is not None and atom is not None and atom in datum.values
+
+
 def _contains(row: Any, column_name: str, value: Any) -> bool:
     """Whether set/map column ``column_name`` of ``row`` holds ``value`` (a key), in O(1).
 
     Reading ``row.<column>`` builds (and sorts) a Python list of every member:
     O(n) per check, which made port-group and switch membership O(n^2).
     """
-    datum = _current_datum(row, column_name)
-    if datum is None:
-        return False
-    column = row._table.columns[column_name]
-    try:
-        atom = ovs_data.Atom.from_python(column.type.key, ovs_idl._row_to_uuid(value))
-    except ovs_error.Error:
-        return False
-    return atom in datum.values
+    return _contains_atom(row, column_name, _key_atom(row, column_name, value))
 
 
 def _hashable(value: Any) -> Any:
@@ -501,6 +565,25 @@ class SetMembership(Command):
         self.column = column
         self.add_values = list(add)
         self.remove_values = list(remove)
+        # Atoms of the plain (non-reference) values, by position in add_values/remove_values (see prepare).
+        self._add_atoms: list[ovs_data.Atom | None] | None = None
+        self._remove_atoms: list[ovs_data.Atom | None] | None = None
+
+    def prepare(self, idl: ovs_idl.Idl) -> None:
+        if self._add_atoms is not None:
+            return
+        key_type = idl.tables[self.match.table].columns[self.column].type.key
+
+        def atom(value: Any) -> ovs_data.Atom | None:
+            if not _is_plain(value):
+                return None
+            try:
+                return ovs_data.Atom.from_python(key_type, value)
+            except ovs_error.Error:
+                return None
+
+        self._remove_atoms = [atom(v) for v in self.remove_values]
+        self._add_atoms = [atom(v) for v in self.add_values]
 
     def __repr__(self) -> str:
         return f"SetMembership({self.match.describe()}.{self.column} +{len(self.add_values)} -{len(self.remove_values)})"
@@ -511,21 +594,31 @@ class SetMembership(Command):
             if self.add_values:
                 raise RowNotFoundError(f"{self.match.describe()} does not exist")
             return None, [], []
+        self.prepare(idl)
+        assert self._add_atoms is not None and self._remove_atoms is not None
         to_add = []
         seen: set[Any] = set()
-        for value in self.add_values:
-            resolved = _resolve(idl, value, self.scope)
+        for value, atom in zip(self.add_values, self._add_atoms, strict=True):
+            if atom is not None:
+                resolved = value
+            else:
+                resolved = _resolve(idl, value, self.scope)
+                atom = _key_atom(row, self.column, resolved)
             key = _hashable(resolved)
-            if key not in seen and not _contains(row, self.column, resolved):
+            if key not in seen and not _contains_atom(row, self.column, atom):
                 to_add.append(resolved)
             seen.add(key)
         to_remove = []
-        for value in self.remove_values:
-            try:
-                resolved = _resolve(idl, value, self.scope)
-            except RowNotFoundError:
-                continue  # removing a reference to a row that is gone: nothing to do
-            if _contains(row, self.column, resolved):
+        for value, atom in zip(self.remove_values, self._remove_atoms, strict=True):
+            if atom is None:
+                try:
+                    resolved = _resolve(idl, value, self.scope)
+                except RowNotFoundError:
+                    continue  # removing a reference to a row that is gone: nothing to do
+                atom = _key_atom(row, self.column, resolved)
+            else:
+                resolved = value
+            if _contains_atom(row, self.column, atom):
                 to_remove.append(resolved)
         return row, to_add, to_remove
 
