@@ -377,11 +377,11 @@ class PodController:
         reconcile refuses it with an ``ErrorAllocatingIP`` event.
         """
         committed: dict[str, tuple[str, str, list[IPAddress]]] = {}
-        for row in self.ctx.nb.owned(POD_PORT, columns=("addresses", "options")):
-            key = row.external_ids.get("k8s.ovn.org/name", "")
-            for address in row["addresses"] or ():
+        # Read from the datums (no row snapshot): at 10,000 pods copying each port cost seconds.
+        for key, values in self.ctx.nb.reader.owned_values(POD_PORT, ("addresses", "options")):
+            for address in values["addresses"]:
                 mac, *ips = address.split()
-                committed[key] = ((row["options"] or {}).get("iface-id-ver", ""), mac,
+                committed[key] = (values["options"].get("iface-id-ver", ""), mac,
                                   [ipaddress.ip_address(ip) for ip in ips])
                 break
         pending = []

@@ -201,6 +201,50 @@ def _is_plain(value: Any) -> bool:
     return True
 
 
+#: Atomic types whose Python values map to atoms one to one (``bool`` is not an ``int`` here).
+_SIMPLE_TYPES = ((ovs_types.StringType, str), (ovs_types.IntegerType, int), (ovs_types.BooleanType, bool))
+
+
+def _simple_python_type(atomic_type: Any) -> type | None:
+    return next((python for ovs_type, python in _SIMPLE_TYPES if atomic_type is ovs_type), None)
+
+
+def _comparison_datum(column_type: Any, value: Any) -> ovs_data.Datum | None:
+    """``value``'s datum built without ``Datum.from_python``'s checks, to compare with the IDL's.
+
+    None when ``value`` is not a plain string, integer or boolean value (or a set or map of them)
+    of the column's type. Equal to the checked datum whenever that one exists; a value the checks
+    would refuse just compares unequal, and the write then builds the checked datum and raises.
+    """
+    key_type = column_type.key.type
+    key_python = _simple_python_type(key_type)
+    if key_python is None:
+        return None
+    if column_type.is_map():
+        value_type = column_type.value.type
+        value_python = _simple_python_type(value_type)
+        if value_python is None or not isinstance(value, dict):
+            return None
+        pairs = {}
+        for key, item in value.items():
+            if type(key) is not key_python or type(item) is not value_python:
+                return None
+            pairs[ovs_data.Atom(key_type, key)] = ovs_data.Atom(value_type, item)
+        return ovs_data.Datum(column_type, pairs)
+    if value is None:
+        items: Any = ()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = value
+    else:
+        items = (value,)
+    keys: dict[ovs_data.Atom, None] = {}
+    for key in items:
+        if type(key) is not key_python:
+            return None
+        keys[ovs_data.Atom(key_type, key)] = None
+    return ovs_data.Datum(column_type, keys)
+
+
 def _current_datum(row: Any, column_name: str) -> ovs_data.Datum | None:
     changes = row._changes or {}
     if column_name in changes:
@@ -278,8 +322,9 @@ class EnsureRow(Command):
         self.create = create
         #: Whether the last run inserted the row (it did not exist): the caller's "new" signal.
         self.inserted = False
-        # Column name -> (value, desired datum) of columns without references (see prepare).
-        self._plain: dict[str, tuple[Any, ovs_data.Datum]] | None = None
+        # Column name -> (value, desired datum, whether that datum was checked) of columns without
+        # references (see prepare).
+        self._plain: dict[str, tuple[Any, ovs_data.Datum, bool]] | None = None
 
     def __repr__(self) -> str:
         return f"EnsureRow({self.match.describe()})"
@@ -291,7 +336,11 @@ class EnsureRow(Command):
         plain = {}
         for name, value in self.columns.items():
             if _is_plain(value):
-                plain[name] = (value, _datum(columns[name], value, table=self.match.table))
+                quick = _comparison_datum(columns[name].type, value)
+                if quick is not None:
+                    plain[name] = (value, quick, False)
+                else:
+                    plain[name] = (value, _datum(columns[name], value, table=self.match.table), True)
         self._plain = plain
 
     def _find(self, idl: ovs_idl.Idl) -> Any | None:
@@ -319,7 +368,10 @@ class EnsureRow(Command):
         for name, value in self.columns.items():
             prepared = self._plain.get(name)
             if prepared is not None:
-                resolved, desired = prepared
+                resolved, desired, checked = prepared
+                if not checked and _current_datum(row, name) != desired:
+                    # It will be written: the checked datum (an invalid value raises here, loudly).
+                    desired = _datum(table.columns[name], resolved, table=self.match.table)
             else:
                 resolved = _resolve(idl, value, self.scope)
                 desired = _datum(table.columns[name], resolved, table=self.match.table)

@@ -71,6 +71,12 @@ def _datum(row: Any, column: str) -> ovs_data.Datum | None:
     return data.get(column)
 
 
+def column_datum(row: Any, column: str) -> ovs_data.Datum | None:
+    """The row's datum of ``column`` as this process sees it (its own uncommitted changes first); None
+    when the IDL holds none (a column at its default value, or a row not filled in yet)."""
+    return _datum(row, column)
+
+
 def _map_value(datum: ovs_data.Datum | None, key: str) -> str:
     if datum is None:
         return ""

@@ -21,6 +21,8 @@ from ovnk.core.ovn.commands import EnsureRow
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
 from ovnk.core.ovn.connection import OvsdbClient
+from ovnk.core.ovn.ids import OBJECT_NAME_KEY
+from ovnk.core.ovn.reader import NbReader
 from ovnk.core.ovn.txn import UNCHANGED
 from ovnk.core.ovn.txn import TxnManager
 from tests.functional.ovn.conftest import CONTROLLER
@@ -90,3 +92,16 @@ def test_ensure_says_whether_it_inserted_its_row(txns: TxnManager) -> None:
     assert (port.inserted, outcome) == (False, UNCHANGED)
     port, outcome = ensure_port("0a:58:0a:f4:00:04")
     assert (port.inserted, outcome) == (False, "committed")
+
+
+def test_owned_values_read_from_datums_equal_the_row_snapshots(txns: TxnManager, nb_client: OvsdbClient) -> None:
+    assert program(txns, pods=5) == "committed"
+    reader = NbReader(nb_client, controller=CONTROLLER)
+    columns = ("addresses", "options", "port_security")
+    snapshots = {row.external_ids[OBJECT_NAME_KEY]: {c: row[c] for c in columns}
+                 for row in reader.owned(POD_PORT, columns=columns)}
+    values = dict(reader.owned_values(POD_PORT, columns))
+    assert len(values) == 5
+    assert values == snapshots
+    assert values["ns_pod2"]["options"] == {"requested-chassis": "node1", "iface-id-ver": "uid2"}
+    assert values["ns_pod2"]["port_security"] == []
