@@ -192,21 +192,32 @@ def _datum(column: Any, value: Any, *, table: str) -> ovs_data.Datum:
 
 def _is_plain(value: Any) -> bool:
     """Whether ``value`` holds no ``Ref`` or command: its datum does not depend on the IDL's rows."""
+    # Loops, not all() over generators: this runs for every column of every command of a resync.
+    if value is None or isinstance(value, (str, int, float)):
+        return True
     if isinstance(value, (Ref, Command)):
         return False
     if isinstance(value, dict):
-        return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
+        for key, item in value.items():
+            if not (_is_plain(key) and _is_plain(item)):
+                return False
+        return True
     if isinstance(value, (list, tuple, set, frozenset)):
-        return all(_is_plain(v) for v in value)
+        for item in value:
+            if not _is_plain(item):
+                return False
     return True
 
 
-#: Atomic types whose Python values map to atoms one to one (``bool`` is not an ``int`` here).
-_SIMPLE_TYPES = ((ovs_types.StringType, str), (ovs_types.IntegerType, int), (ovs_types.BooleanType, bool))
-
-
 def _simple_python_type(atomic_type: Any) -> type | None:
-    return next((python for ovs_type, python in _SIMPLE_TYPES if atomic_type is ovs_type), None)
+    """The Python type whose values map to atoms of ``atomic_type`` one to one (``bool`` is not an ``int`` here)."""
+    if atomic_type is ovs_types.StringType:
+        return str
+    if atomic_type is ovs_types.IntegerType:
+        return int
+    if atomic_type is ovs_types.BooleanType:
+        return bool
+    return None
 
 
 def _comparison_datum(column_type: Any, value: Any) -> ovs_data.Datum | None:
