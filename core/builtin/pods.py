@@ -18,6 +18,7 @@ restored over its rightful holder.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -73,8 +74,9 @@ def ovnk_claims(claims: Claims) -> None:
     claims.annotation(ann.POD_NETWORKS)
 
 
+@functools.lru_cache(maxsize=4096)
 def namespace_address_set(controller: str, namespace: str, family: int) -> tuple[str, Any]:
-    """(name, ids) of a namespace's address set for one IP family."""
+    """(name, ids) of a namespace's address set for one IP family (cached: every pod event asks; both are immutable)."""
     oids = NAMESPACE_ADDRESS_SET.ids(controller, name=namespace, ip_family=f"v{family}")
     return hashed_name(oids.primary_id), oids
 
