@@ -66,13 +66,21 @@ def _atom_value(atom: Any) -> Any:
     return str(value) if isinstance(value, uuid_mod.UUID) else value
 
 
+def _string_map(row: Any, column: str) -> dict[str, str]:
+    """A string-to-string map column read from its datum (no conversion of the row's value)."""
+    datum = indexes.column_datum(row, column)
+    if datum is None:
+        return {}
+    return {key.value: value.value for key, value in datum.values.items()}
+
+
 def snapshot(table: str, row: Any, columns: Iterable[str] = ()) -> RowSnapshot:
     """Copy ``row`` (call under the connection lock)."""
     cols = {c: _plain(getattr(row, c)) for c in columns}
     name = getattr(row, "name", None) if "name" in row._table.columns else None
     if isinstance(name, list):
         name = name[0] if name else None
-    ext = dict(getattr(row, "external_ids", {}) or {}) if "external_ids" in row._table.columns else {}
+    ext = _string_map(row, "external_ids") if "external_ids" in row._table.columns else {}
     return RowSnapshot(table=table, uuid=str(row.uuid), name=name, external_ids=ext, columns=cols)
 
 
