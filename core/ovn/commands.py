@@ -32,11 +32,16 @@ from typing import Any
 from ovs.db import data as ovs_data
 from ovs.db import error as ovs_error
 from ovs.db import idl as ovs_idl
-from ovs.db import types as ovs_types
 from ovsdbapp.backend.ovs_idl import command as ovsdbapp_command
 
 from ovnk.core.ovn import connection as conn_mod
-from ovnk.core.ovn import ids
+from ovnk.core.ovn.datums import checked_datum
+from ovnk.core.ovn.datums import comparison_datum
+from ovnk.core.ovn.datums import contains
+from ovnk.core.ovn.datums import contains_atom
+from ovnk.core.ovn.datums import current_datum
+from ovnk.core.ovn.datums import key_atom
+from ovnk.core.ovn.datums import owner_controller
 
 
 class RowNotFoundError(RuntimeError):
@@ -181,15 +186,6 @@ def _resolve(idl: ovs_idl.Idl, value: Any, scope: TxnScope) -> Any:
     return value
 
 
-def _datum(column: Any, value: Any, *, table: str) -> ovs_data.Datum:
-    if value is None:
-        value = []
-    try:
-        return ovs_data.Datum.from_python(column.type, value, ovs_idl._row_to_uuid)
-    except ovs_error.Error as exc:
-        raise ValueError(f"invalid value for {table}.{column.name}: {value!r}: {exc}") from exc
-
-
 def _is_plain(value: Any) -> bool:
     """Whether ``value`` holds no ``Ref`` or command: its datum does not depend on the IDL's rows."""
     # Loops, not all() over generators: this runs for every column of every command of a resync.
@@ -207,67 +203,6 @@ def _is_plain(value: Any) -> bool:
             if not _is_plain(item):
                 return False
     return True
-
-
-def _simple_python_type(atomic_type: Any) -> type | None:
-    """The Python type whose values map to atoms of ``atomic_type`` one to one (``bool`` is not an ``int`` here)."""
-    if atomic_type is ovs_types.StringType:
-        return str
-    if atomic_type is ovs_types.IntegerType:
-        return int
-    if atomic_type is ovs_types.BooleanType:
-        return bool
-    return None
-
-
-def _comparison_datum(column_type: Any, value: Any) -> ovs_data.Datum | None:
-    """``value``'s datum built without ``Datum.from_python``'s checks, to compare with the IDL's.
-
-    None when ``value`` is not a plain string, integer or boolean value (or a set or map of them)
-    of the column's type. Equal to the checked datum whenever that one exists; a value the checks
-    would refuse just compares unequal, and the write then builds the checked datum and raises.
-    """
-    key_type = column_type.key.type
-    key_python = _simple_python_type(key_type)
-    if key_python is None:
-        return None
-    if column_type.is_map():
-        value_type = column_type.value.type
-        value_python = _simple_python_type(value_type)
-        if value_python is None or not isinstance(value, dict):
-            return None
-        pairs = {}
-        for key, item in value.items():
-            if type(key) is not key_python or type(item) is not value_python:
-                return None
-            pairs[ovs_data.Atom(key_type, key)] = ovs_data.Atom(value_type, item)
-        return ovs_data.Datum(column_type, pairs)
-    if value is None:
-        items: Any = ()
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        items = value
-    else:
-        items = (value,)
-    keys: dict[ovs_data.Atom, None] = {}
-    for key in items:
-        if type(key) is not key_python:
-            return None
-        keys[ovs_data.Atom(key_type, key)] = None
-    return ovs_data.Datum(column_type, keys)
-
-
-def _current_datum(row: Any, column_name: str) -> ovs_data.Datum | None:
-    changes = row._changes or {}
-    if column_name in changes:
-        return changes[column_name]
-    if row._data is None:
-        return None
-    datum = row._data.get(column_name)
-    if datum is None and column_name in row._table.columns:
-        # Updates leave out columns at their default value (an empty set or map), so the IDL has
-        # no datum for them; comparing against None would plan a write that changes nothing.
-        return ovs_data.Datum.default(row._table.columns[column_name].type)
-    return datum
 
 
 def _python(row: Any, column_name: str) -> Any:
@@ -347,11 +282,11 @@ class EnsureRow(Command):
         plain = {}
         for name, value in self.columns.items():
             if _is_plain(value):
-                quick = _comparison_datum(columns[name].type, value)
+                quick = comparison_datum(columns[name].type, value)
                 if quick is not None:
                     plain[name] = (value, quick, False)
                 else:
-                    plain[name] = (value, _datum(columns[name], value, table=self.match.table), True)
+                    plain[name] = (value, checked_datum(columns[name], value, table=self.match.table), True)
         self._plain = plain
 
     def _find(self, idl: ovs_idl.Idl) -> Any | None:
@@ -364,7 +299,7 @@ class EnsureRow(Command):
     def _check_owner(self, row: Any) -> None:
         if self.controller is None:
             return
-        owner = _owner_controller(row)
+        owner = owner_controller(row)
         if owner != self.controller:
             raise ForeignRowError(
                 f"{self.match.describe()} exists but is owned by {owner or 'nobody'!r}, not {self.controller!r}; "
@@ -380,13 +315,13 @@ class EnsureRow(Command):
             prepared = self._plain.get(name)
             if prepared is not None:
                 resolved, desired, checked = prepared
-                if not checked and _current_datum(row, name) != desired:
+                if not checked and current_datum(row, name) != desired:
                     # It will be written: the checked datum (an invalid value raises here, loudly).
-                    desired = _datum(table.columns[name], resolved, table=self.match.table)
+                    desired = checked_datum(table.columns[name], resolved, table=self.match.table)
             else:
                 resolved = _resolve(idl, value, self.scope)
-                desired = _datum(table.columns[name], resolved, table=self.match.table)
-            if _current_datum(row, name) != desired:
+                desired = checked_datum(table.columns[name], resolved, table=self.match.table)
+            if current_datum(row, name) != desired:
                 changes.append((name, resolved, desired))
         return changes
 
@@ -403,7 +338,7 @@ class EnsureRow(Command):
         if column.type.is_map():
             present = any(getattr(r, "uuid", None) == row.uuid for r in _python(parent_row, self.parent.column).values())
         else:
-            present = _contains(parent_row, self.parent.column, row)
+            present = contains(parent_row, self.parent.column, row)
         return None if present else parent_row
 
     def plan(self, idl: ovs_idl.Idl) -> bool:
@@ -430,7 +365,7 @@ class EnsureRow(Command):
             row = txn.insert(table)
             for name, value in self.columns.items():
                 resolved = _resolve(idl, value, self.scope)
-                _datum(table.columns[name], resolved, table=self.match.table)  # validate loudly
+                checked_datum(table.columns[name], resolved, table=self.match.table)  # validate loudly
                 setattr(row, name, [] if resolved is None else resolved)
         else:
             self._check_owner(row)
@@ -446,7 +381,7 @@ class EnsureRow(Command):
     @staticmethod
     def _write(row: Any, column: Any, resolved: Any, desired: ovs_data.Datum) -> None:
         """Write one column: mutations for maps and sets of existing rows, plain set otherwise."""
-        current = _current_datum(row, column.name)
+        current = current_datum(row, column.name)
         col_type = column.type
         if current is None or (column.name in (row._changes or {})):
             setattr(row, column.name, [] if resolved is None else resolved)
@@ -475,46 +410,6 @@ class EnsureRow(Command):
                     row.addvalue(column.name, value)
             return
         setattr(row, column.name, [] if resolved is None else resolved)
-
-
-_OWNER_KEY_ATOM = ovs_data.Atom(ovs_types.StringType, ids.OWNER_CONTROLLER_KEY)
-
-
-def _owner_controller(row: Any) -> str | None:
-    """The row's ``k8s.ovn.org/owner-controller``, read from its datum (no conversion of the whole map)."""
-    if "external_ids" not in row._table.columns:
-        return None
-    datum = _current_datum(row, "external_ids")
-    if datum is None:
-        return None
-    value = datum.values.get(_OWNER_KEY_ATOM)
-    return str(value.value) if value is not None else None
-
-
-def _key_atom(row: Any, column_name: str, value: Any) -> ovs_data.Atom | None:
-    """``value`` as an atom of set/map column ``column_name``'s key type (None: it cannot be one)."""
-    column = row._table.columns[column_name]
-    key_type = column.type.key
-    if key_type.type == ovs_types.UuidType and hasattr(value, "uuid") and hasattr(value, "_table"):
-        return ovs_data.Atom(ovs_types.UuidType, value.uuid)  # a row: its uuid, nothing to check
-    try:
-        return ovs_data.Atom.from_python(key_type, ovs_idl._row_to_uuid(value))
-    except ovs_error.Error:
-        return None
-
-
-def _contains_atom(row: Any, column_name: str, atom: ovs_data.Atom | None) -> bool:
-    datum = _current_datum(row, column_name)
-    return datum is not None and atom is not None and atom in datum.values
-
-
-def _contains(row: Any, column_name: str, value: Any) -> bool:
-    """Whether set/map column ``column_name`` of ``row`` holds ``value`` (a key), in O(1).
-
-    Reading ``row.<column>`` builds (and sorts) a Python list of every member:
-    O(n) per check, which made port-group and switch membership O(n^2).
-    """
-    return _contains_atom(row, column_name, _key_atom(row, column_name, value))
 
 
 def _hashable(value: Any) -> Any:
@@ -666,9 +561,9 @@ class SetMembership(Command):
                 resolved = value
             else:
                 resolved = _resolve(idl, value, self.scope)
-                atom = _key_atom(row, self.column, resolved)
+                atom = key_atom(row, self.column, resolved)
             key = _hashable(resolved)
-            if key not in seen and not _contains_atom(row, self.column, atom):
+            if key not in seen and not contains_atom(row, self.column, atom):
                 to_add.append(resolved)
             seen.add(key)
         to_remove = []
@@ -678,10 +573,10 @@ class SetMembership(Command):
                     resolved = _resolve(idl, value, self.scope)
                 except RowNotFoundError:
                     continue  # removing a reference to a row that is gone: nothing to do
-                atom = _key_atom(row, self.column, resolved)
+                atom = key_atom(row, self.column, resolved)
             else:
                 resolved = value
-            if _contains_atom(row, self.column, atom):
+            if contains_atom(row, self.column, atom):
                 to_remove.append(resolved)
         return row, to_add, to_remove
 

@@ -9,7 +9,7 @@ from ovs.db import data as ovs_data
 from ovs.db import error as ovs_error
 from ovs.db import types as ovs_types
 
-from ovnk.core.ovn.commands import _comparison_datum
+from ovnk.core.ovn.datums import comparison_datum
 
 STRING_SET = {"key": "string", "min": 0, "max": "unlimited"}
 STRING_MAP = {"key": "string", "value": "string", "min": 0, "max": "unlimited"}
@@ -39,7 +39,7 @@ def checked(type_json: Any, value: Any) -> ovs_data.Datum:
 ])
 def test_the_comparison_datum_equals_the_checked_datum(type_json: Any, value: Any) -> None:
     column_type = ovs_types.Type.from_json(type_json)
-    quick = _comparison_datum(column_type, value)
+    quick = comparison_datum(column_type, value)
     assert quick is not None
     assert quick == checked(type_json, value)
     assert quick.to_python(lambda v, _base: v) == checked(type_json, value).to_python(lambda v, _base: v)
@@ -54,13 +54,13 @@ def test_the_comparison_datum_equals_the_checked_datum(type_json: Any, value: An
     (REFERENCES, []),  # uuid columns always take the checked path
 ])
 def test_values_of_other_python_types_take_the_checked_path(type_json: Any, value: Any) -> None:
-    assert _comparison_datum(ovs_types.Type.from_json(type_json), value) is None
+    assert comparison_datum(ovs_types.Type.from_json(type_json), value) is None
 
 
 def test_a_value_the_checks_refuse_compares_unequal_to_every_valid_datum() -> None:
     # Out of range: the checked datum raises; the comparison datum only differs, so a write is planned
     # and that write builds the checked datum (and raises).
-    quick = _comparison_datum(ovs_types.Type.from_json(INTEGER), 40000)
+    quick = comparison_datum(ovs_types.Type.from_json(INTEGER), 40000)
     assert quick is not None and quick != checked(INTEGER, 32767)
     with pytest.raises(ovs_error.Error):
         checked(INTEGER, 40000)
