@@ -275,13 +275,13 @@ class ControllerProcess:
             time.sleep(1.0)
             quiet = quiet + 1 if runner.idle() else 0
         if quiet >= 2:
-            self._restore_garbage_collection()
+            self._restore_garbage_collection(freeze=True)
             release_free_memory()
             logger.info("first pass done %.1fs after start-up", time.monotonic() - self._started_at)
 
-    def _restore_garbage_collection(self) -> None:
+    def _restore_garbage_collection(self, *, freeze: bool = False) -> None:
         if self._gc_thresholds is not None:
-            restore_garbage_collection(self._gc_thresholds)
+            restore_garbage_collection(self._gc_thresholds, freeze=freeze)
             self._gc_thresholds = None
 
     def _on_lost(self) -> None:

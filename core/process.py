@@ -82,7 +82,16 @@ def defer_garbage_collection(threshold: int = STARTUP_GC_THRESHOLD) -> tuple[int
     return previous
 
 
-def restore_garbage_collection(previous: tuple[int, int, int]) -> None:
-    """Back to ``previous`` thresholds, with one full collection of what start-up left behind."""
+def restore_garbage_collection(previous: tuple[int, int, int], *, freeze: bool = False) -> None:
+    """Back to ``previous`` thresholds; with ``freeze``, what start-up built moves out of the collector's way.
+
+    Frozen (``gc.freeze``, after a collection of the young generations only) is what is alive
+    now, the caches and the NB replica: later full collections do not walk it again. A full
+    collection here instead paused every thread for seconds at 10,000 pods, long enough for a
+    2 s lease renewal deadline to pass (the first full-shape run lost its leader that way at the
+    end of its first pass).
+    """
+    if freeze:
+        gc.collect(1)
+        gc.freeze()
     gc.set_threshold(*previous)
-    gc.collect()
