@@ -40,7 +40,11 @@ makes a pod add at most 1.5x slower). Also reported against ovn-kubernetes'
 published ~413 MB average ovnkube RSS (kind CI): the controller's RSS at full.
 
 Run: ``.venv/bin/python bench/scale.py [--quick] [--idle SECONDS]``; the last
-line is one JSON object. No plot: matplotlib is not in the dev extras, so each
+line is one JSON object. ``--sizes 1`` measures one size only (no pod-add ratio);
+``--cold-first`` makes each size's objects with no controller running and measures
+its cold start and failover first, then the restart resync and pod adds (the grow
+under a running controller costs as much as the cold start: at the full shape on 2
+cores, ``--sizes 1 --cold-first`` is the run that fits in ~25 minutes). No plot: matplotlib is not in the dev extras, so each
 figure is printed as a table per size.
 """
 
@@ -283,6 +287,12 @@ class Run:
         self.controller.wait_idle(min_reconciles=0, timeout=timeout)
         return {"create_s": round(created - started, 1), "grow_s": round(time.monotonic() - started, 1)}
 
+    def create_objects(self, shape: Shape, _timeout: float) -> dict[str, Any]:
+        """``--cold-first``: the objects are made through the API with no controller running."""
+        started = time.monotonic()
+        self.cluster.grow(shape)
+        return {"create_s": round(time.monotonic() - started, 1)}
+
     def resync(self, _shape: Shape, timeout: float) -> dict[str, Any]:
         assert self.controller is not None
         self.controller.stop()
@@ -389,6 +399,13 @@ def main() -> int:
                         help="the measured shape as a fraction of 100 nodes / 10,000 pods (default 1; quick: 0.1)")
     parser.add_argument("--idle", type=float, default=None, help="idle seconds at full shape (600; quick: 3)")
     parser.add_argument("--samples", type=int, default=None, help="pod adds timed per shape (40; quick: 10)")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated fractions of the measured shape to grow through (default 0.25,0.5,1; "
+                             "quick: 0.25,1); the pod-add ratio needs at least two")
+    parser.add_argument("--cold-first", action="store_true",
+                        help="per size: make the objects with no controller running, then cold start and fail "
+                             "over the pair, then restart resync and pod adds (skips the grow under a running "
+                             "controller, which costs as much as a cold start: the full shape fits in ~25 minutes)")
     parser.add_argument("--lease", default=None,
                         help="lease-duration,renew-deadline,retry-period of the leader-elected pair (seconds; "
                              f"default {','.join(f'{v:g}' for v in FAILOVER_LEASE)}: the goal is a first reconcile "
@@ -410,7 +427,9 @@ def main() -> int:
             progress("control plane up")
             run = Run(workdir=workdir, plane=plane, full=full, samples=samples, lease=lease)
             try:
-                results = measure(run, full=full, idle=idle, quick=args.quick, timeout=timeout)
+                sizes = tuple(float(v) for v in args.sizes.split(",")) if args.sizes else None
+                results = measure(run, full=full, idle=idle, quick=args.quick, timeout=timeout, sizes=sizes,
+                                  cold_first=args.cold_first)
             finally:
                 run.close()
         finally:
@@ -423,10 +442,13 @@ def progress(message: str) -> None:
     print(f"[scale {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def measure(run: Run, *, full: Shape, idle: float, quick: bool, timeout: float) -> dict[str, Any]:
-    sizes: dict[str, dict[str, Any]] = {}
+def measure(run: Run, *, full: Shape, idle: float, quick: bool, timeout: float,
+            sizes: tuple[float, ...] | None = None, cold_first: bool = False) -> dict[str, Any]:
+    if cold_first:
+        return measure_cold_first(run, full=full, idle=idle, timeout=timeout, fractions=sizes or FRACTIONS)
+    figures_by_size: dict[str, dict[str, Any]] = {}
     run.controller = run.start_controller("grow-0")
-    fractions = QUICK_FRACTIONS if quick else FRACTIONS
+    fractions = sizes or (QUICK_FRACTIONS if quick else FRACTIONS)
     for fraction in fractions:
         shape = full.scaled(fraction)
         label = f"{fraction:g}"
@@ -440,9 +462,27 @@ def measure(run: Run, *, full: Shape, idle: float, quick: bool, timeout: float) 
             started = time.monotonic()
             figures.update(phase(shape, timeout))
             progress(f"{label}: {phase.__name__} took {time.monotonic() - started:.1f} s: {json.dumps(figures)}")
-        sizes[label] = figures
+        figures_by_size[label] = figures
         progress(f"{label}: {json.dumps(figures)}")
-    return {"sizes": sizes, "idle": run.idle(idle)}
+    return {"sizes": figures_by_size, "idle": run.idle(idle)}
+
+
+def measure_cold_first(run: Run, *, full: Shape, idle: float, timeout: float,
+                       fractions: tuple[float, ...]) -> dict[str, Any]:
+    """Per size: objects made with no controller, cold start + failover of the pair (its survivor is
+    then the running controller), restart resync (0 writes into an NB the pair wrote), pod adds."""
+    figures_by_size: dict[str, dict[str, Any]] = {}
+    for fraction in fractions:
+        shape = full.scaled(fraction)
+        label = f"{fraction:g}"
+        figures: dict[str, Any] = {"nodes": shape.nodes, "pods": shape.pods, "services": shape.services,
+                                   "policies": shape.policies}
+        for phase in (run.create_objects, run.cold_start_failover, run.resync, run.pod_adds):
+            started = time.monotonic()
+            figures.update(phase(shape, timeout))
+            progress(f"{label}: {phase.__name__} took {time.monotonic() - started:.1f} s: {json.dumps(figures)}")
+        figures_by_size[label] = figures
+    return {"sizes": figures_by_size, "idle": run.idle(idle)}
 
 
 def report(results: dict[str, Any], *, full: Shape, quick: bool, lease: tuple[float, float, float],
@@ -482,9 +522,11 @@ def report(results: dict[str, Any], *, full: Shape, quick: bool, lease: tuple[fl
     print(f"idle {idle['idle_s']:g} s at full shape: RSS {idle['idle_rss_before_mb']} -> {idle['idle_rss_after_mb']} MB "
           f"({idle['idle_rss_change_pct']:+}%), CPU {idle['idle_cpu_s']} s")
     base, top = sizes[labels[0]], sizes[labels[-1]]
-    ratio = top["pod_add_p50_ms"] / base["pod_add_p50_ms"]
+    # One size has no baseline of its own: the ratio is then 1 by construction (reported as null).
+    ratio = top["pod_add_p50_ms"] / base["pod_add_p50_ms"] if len(labels) > 1 else None
     per_kpod = top["rss_mb"] / (top["pods"] / 1000)
-    print(f"pod-add p50 at full vs 1/4 shape: {ratio:.2f}x (goal <= 1.5x); controller RSS at full {top['rss_mb']} MB "
+    ratio_text = f"{ratio:.2f}x" if ratio is not None else "n/a (one size)"
+    print(f"pod-add p50 at full vs 1/4 shape: {ratio_text} (goal <= 1.5x); controller RSS at full {top['rss_mb']} MB "
           f"= {per_kpod:.1f} MB per 1,000 pods; ovn-kubernetes' ovnkube ~{OVNKUBE_RSS_MB} MB")
     print(json.dumps({
         "benchmark": "scale", "quick": quick,
@@ -493,7 +535,7 @@ def report(results: dict[str, Any], *, full: Shape, quick: bool, lease: tuple[fl
         "ours": {"pod_add_p50_ms_full": top["pod_add_p50_ms"], "rss_mb_full": top["rss_mb"],
                  "rss_mb_per_1000_pods": round(per_kpod, 1)},
         "baseline": {"pod_add_p50_ms_quarter": base["pod_add_p50_ms"], "ovnkube_rss_mb": OVNKUBE_RSS_MB},
-        "ratio": round(ratio, 2),
+        "ratio": round(ratio, 2) if ratio is not None else None,
         "ratio_rss_vs_ovnkube": round(top["rss_mb"] / OVNKUBE_RSS_MB, 2),
     }))
 

@@ -58,8 +58,10 @@ from ovnk.core.ovn.connection import SslFiles
 from ovnk.core.ovn.probe import E2eTimestampProbe
 from ovnk.core.ovn.reader import NbReader
 from ovnk.core.ovn.txn import TxnManager
+from ovnk.core.process import defer_garbage_collection
 from ovnk.core.process import limit_malloc_arenas
 from ovnk.core.process import release_free_memory
+from ovnk.core.process import restore_garbage_collection
 from ovnk.core.process import stop_on_signals
 from ovnk.core.reconcile.runner import ControllerRunner
 from ovnk.core.reconcile.spec import PeriodicTask
@@ -106,6 +108,8 @@ class ControllerProcess:
     _leader_gauge: Any = None
     _upstream: Any = None
     _started_at: float = 0.0
+    #: The garbage collector's thresholds before start-up deferred it (None once restored).
+    _gc_thresholds: tuple[int, int, int] | None = None
 
     def start(self) -> ControllerProcess:
         """Start every part (module docstring); on failure what was started is stopped again."""
@@ -120,6 +124,7 @@ class ControllerProcess:
         cfg = rt.config
         self._started_at = time.monotonic()
         limit_malloc_arenas()  # before the threads start: see ovnk.core.process.MALLOC_ARENAS
+        self._gc_thresholds = defer_garbage_collection()  # until the first pass is done (or start-up fails)
         registry = new_registry(component="controller")
         self._leader_gauge = Gauge("ovnk_controller_leader", "1 while this controller holds the leader lease.",
                                    registry=registry)
@@ -270,8 +275,14 @@ class ControllerProcess:
             time.sleep(1.0)
             quiet = quiet + 1 if runner.idle() else 0
         if quiet >= 2:
+            self._restore_garbage_collection(freeze=True)
             release_free_memory()
             logger.info("first pass done %.1fs after start-up", time.monotonic() - self._started_at)
+
+    def _restore_garbage_collection(self, *, freeze: bool = False) -> None:
+        if self._gc_thresholds is not None:
+            restore_garbage_collection(self._gc_thresholds, freeze=freeze)
+            self._gc_thresholds = None
 
     def _on_lost(self) -> None:
         if not self._leading:
@@ -334,6 +345,7 @@ class ControllerProcess:
         return 0 if mode == "log" else len(removed)
 
     def stop(self) -> None:
+        self._restore_garbage_collection()
         if self.elector is not None:
             self.elector.stop(release=True)
         if self.runner is not None:

@@ -273,11 +273,11 @@ class Informer:
                 if need_list:
                     items, list_version = self.client.list(
                         self.resource, namespace=self.namespace, label_selector=self.label_selector,
-                        field_selector=self.field_selector,
+                        field_selector=self.field_selector, transform=self._transform,
                     )
                     if self._stop.is_set():
                         break
-                    self._replace(items, list_version)
+                    self._replace(items, list_version, transformed=True)
                     self.metrics.relists.labels(resource=self._label, reason=reason).inc()
                     need_list = False
                     backoff = self._backoff_initial
@@ -368,10 +368,10 @@ class Informer:
             else:
                 self._deliver_update(key, old, obj)
 
-    def _replace(self, items: Iterable[JsonObject], list_version: str) -> None:
+    def _replace(self, items: Iterable[JsonObject], list_version: str, *, transformed: bool = False) -> None:
         fresh: dict[str, JsonObject] = {}
         for item in items:
-            obj = self._transform(item)
+            obj = item if transformed else self._transform(item)
             fresh[object_key(obj)] = obj
         with self._dispatch_lock:
             previous = self.store.replace(fresh)

@@ -35,7 +35,13 @@ from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import command as ovsdbapp_command
 
 from ovnk.core.ovn import connection as conn_mod
-from ovnk.core.ovn import ids
+from ovnk.core.ovn.datums import checked_datum
+from ovnk.core.ovn.datums import comparison_datum
+from ovnk.core.ovn.datums import contains
+from ovnk.core.ovn.datums import contains_atom
+from ovnk.core.ovn.datums import current_datum
+from ovnk.core.ovn.datums import key_atom
+from ovnk.core.ovn.datums import owner_controller
 
 
 class RowNotFoundError(RuntimeError):
@@ -180,27 +186,23 @@ def _resolve(idl: ovs_idl.Idl, value: Any, scope: TxnScope) -> Any:
     return value
 
 
-def _datum(column: Any, value: Any, *, table: str) -> ovs_data.Datum:
-    if value is None:
-        value = []
-    try:
-        return ovs_data.Datum.from_python(column.type, value, ovs_idl._row_to_uuid)
-    except ovs_error.Error as exc:
-        raise ValueError(f"invalid value for {table}.{column.name}: {value!r}: {exc}") from exc
-
-
-def _current_datum(row: Any, column_name: str) -> ovs_data.Datum | None:
-    changes = row._changes or {}
-    if column_name in changes:
-        return changes[column_name]
-    if row._data is None:
-        return None
-    datum = row._data.get(column_name)
-    if datum is None and column_name in row._table.columns:
-        # Updates leave out columns at their default value (an empty set or map), so the IDL has
-        # no datum for them; comparing against None would plan a write that changes nothing.
-        return ovs_data.Datum.default(row._table.columns[column_name].type)
-    return datum
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` holds no ``Ref`` or command: its datum does not depend on the IDL's rows."""
+    # Loops, not all() over generators: this runs for every column of every command of a resync.
+    if value is None or isinstance(value, (str, int, float)):
+        return True
+    if isinstance(value, (Ref, Command)):
+        return False
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (_is_plain(key) and _is_plain(item)):
+                return False
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            if not _is_plain(item):
+                return False
+    return True
 
 
 def _python(row: Any, column_name: str) -> Any:
@@ -223,6 +225,15 @@ class Command(ovsdbapp_command.BaseCommand):  # type: ignore[misc]
         super().__init__(api)
         self.scope = scope
         self.row: Any = None
+
+    def prepare(self, idl: ovs_idl.Idl) -> None:
+        """Compute, without the connection lock, what does not depend on the IDL's rows.
+
+        Only the schema is read (fixed once connected), so any thread may call it; it is
+        idempotent. ``plan`` and ``run_idl`` then run under the lock with less to do: a
+        reconcile whose rows all match (every key of a restart's first pass) costs a
+        few lookups and comparisons there, not the building of every desired value.
+        """
 
     def plan(self, idl: ovs_idl.Idl) -> bool:
         """True if running this command now would change the database (read-only)."""
@@ -255,9 +266,28 @@ class EnsureRow(Command):
         self.parent = parent
         self.controller = controller
         self.create = create
+        #: Whether the last run inserted the row (it did not exist): the caller's "new" signal.
+        self.inserted = False
+        # Column name -> (value, desired datum, whether that datum was checked) of columns without
+        # references (see prepare).
+        self._plain: dict[str, tuple[Any, ovs_data.Datum, bool]] | None = None
 
     def __repr__(self) -> str:
         return f"EnsureRow({self.match.describe()})"
+
+    def prepare(self, idl: ovs_idl.Idl) -> None:
+        if self._plain is not None:
+            return
+        columns = idl.tables[self.match.table].columns
+        plain = {}
+        for name, value in self.columns.items():
+            if _is_plain(value):
+                quick = comparison_datum(columns[name].type, value)
+                if quick is not None:
+                    plain[name] = (value, quick, False)
+                else:
+                    plain[name] = (value, checked_datum(columns[name], value, table=self.match.table), True)
+        self._plain = plain
 
     def _find(self, idl: ovs_idl.Idl) -> Any | None:
         candidates = None
@@ -269,7 +299,7 @@ class EnsureRow(Command):
     def _check_owner(self, row: Any) -> None:
         if self.controller is None:
             return
-        owner = (row.external_ids or {}).get(ids.OWNER_CONTROLLER_KEY) if hasattr(row, "external_ids") else None
+        owner = owner_controller(row)
         if owner != self.controller:
             raise ForeignRowError(
                 f"{self.match.describe()} exists but is owned by {owner or 'nobody'!r}, not {self.controller!r}; "
@@ -277,13 +307,21 @@ class EnsureRow(Command):
             )
 
     def _column_changes(self, idl: ovs_idl.Idl, row: Any) -> list[tuple[str, Any, ovs_data.Datum]]:
+        self.prepare(idl)
+        assert self._plain is not None
         table = idl.tables[self.match.table]
         changes = []
         for name, value in self.columns.items():
-            column = table.columns[name]
-            resolved = _resolve(idl, value, self.scope)
-            desired = _datum(column, resolved, table=self.match.table)
-            if _current_datum(row, name) != desired:
+            prepared = self._plain.get(name)
+            if prepared is not None:
+                resolved, desired, checked = prepared
+                if not checked and current_datum(row, name) != desired:
+                    # It will be written: the checked datum (an invalid value raises here, loudly).
+                    desired = checked_datum(table.columns[name], resolved, table=self.match.table)
+            else:
+                resolved = _resolve(idl, value, self.scope)
+                desired = checked_datum(table.columns[name], resolved, table=self.match.table)
+            if current_datum(row, name) != desired:
                 changes.append((name, resolved, desired))
         return changes
 
@@ -300,7 +338,7 @@ class EnsureRow(Command):
         if column.type.is_map():
             present = any(getattr(r, "uuid", None) == row.uuid for r in _python(parent_row, self.parent.column).values())
         else:
-            present = _contains(parent_row, self.parent.column, row)
+            present = contains(parent_row, self.parent.column, row)
         return None if present else parent_row
 
     def plan(self, idl: ovs_idl.Idl) -> bool:
@@ -322,11 +360,12 @@ class EnsureRow(Command):
         if row is None and not self.create:
             self.result = None
             return
+        self.inserted = row is None
         if row is None:
             row = txn.insert(table)
             for name, value in self.columns.items():
                 resolved = _resolve(idl, value, self.scope)
-                _datum(table.columns[name], resolved, table=self.match.table)  # validate loudly
+                checked_datum(table.columns[name], resolved, table=self.match.table)  # validate loudly
                 setattr(row, name, [] if resolved is None else resolved)
         else:
             self._check_owner(row)
@@ -342,7 +381,7 @@ class EnsureRow(Command):
     @staticmethod
     def _write(row: Any, column: Any, resolved: Any, desired: ovs_data.Datum) -> None:
         """Write one column: mutations for maps and sets of existing rows, plain set otherwise."""
-        current = _current_datum(row, column.name)
+        current = current_datum(row, column.name)
         col_type = column.type
         if current is None or (column.name in (row._changes or {})):
             setattr(row, column.name, [] if resolved is None else resolved)
@@ -371,23 +410,6 @@ class EnsureRow(Command):
                     row.addvalue(column.name, value)
             return
         setattr(row, column.name, [] if resolved is None else resolved)
-
-
-def _contains(row: Any, column_name: str, value: Any) -> bool:
-    """Whether set/map column ``column_name`` of ``row`` holds ``value`` (a key), in O(1).
-
-    Reading ``row.<column>`` builds (and sorts) a Python list of every member:
-    O(n) per check, which made port-group and switch membership O(n^2).
-    """
-    datum = _current_datum(row, column_name)
-    if datum is None:
-        return False
-    column = row._table.columns[column_name]
-    try:
-        atom = ovs_data.Atom.from_python(column.type.key, ovs_idl._row_to_uuid(value))
-    except ovs_error.Error:
-        return False
-    return atom in datum.values
 
 
 def _hashable(value: Any) -> Any:
@@ -501,6 +523,25 @@ class SetMembership(Command):
         self.column = column
         self.add_values = list(add)
         self.remove_values = list(remove)
+        # Atoms of the plain (non-reference) values, by position in add_values/remove_values (see prepare).
+        self._add_atoms: list[ovs_data.Atom | None] | None = None
+        self._remove_atoms: list[ovs_data.Atom | None] | None = None
+
+    def prepare(self, idl: ovs_idl.Idl) -> None:
+        if self._add_atoms is not None:
+            return
+        key_type = idl.tables[self.match.table].columns[self.column].type.key
+
+        def atom(value: Any) -> ovs_data.Atom | None:
+            if not _is_plain(value):
+                return None
+            try:
+                return ovs_data.Atom.from_python(key_type, value)
+            except ovs_error.Error:
+                return None
+
+        self._remove_atoms = [atom(v) for v in self.remove_values]
+        self._add_atoms = [atom(v) for v in self.add_values]
 
     def __repr__(self) -> str:
         return f"SetMembership({self.match.describe()}.{self.column} +{len(self.add_values)} -{len(self.remove_values)})"
@@ -511,21 +552,31 @@ class SetMembership(Command):
             if self.add_values:
                 raise RowNotFoundError(f"{self.match.describe()} does not exist")
             return None, [], []
+        self.prepare(idl)
+        assert self._add_atoms is not None and self._remove_atoms is not None
         to_add = []
         seen: set[Any] = set()
-        for value in self.add_values:
-            resolved = _resolve(idl, value, self.scope)
+        for value, atom in zip(self.add_values, self._add_atoms, strict=True):
+            if atom is not None:
+                resolved = value
+            else:
+                resolved = _resolve(idl, value, self.scope)
+                atom = key_atom(row, self.column, resolved)
             key = _hashable(resolved)
-            if key not in seen and not _contains(row, self.column, resolved):
+            if key not in seen and not contains_atom(row, self.column, atom):
                 to_add.append(resolved)
             seen.add(key)
         to_remove = []
-        for value in self.remove_values:
-            try:
-                resolved = _resolve(idl, value, self.scope)
-            except RowNotFoundError:
-                continue  # removing a reference to a row that is gone: nothing to do
-            if _contains(row, self.column, resolved):
+        for value, atom in zip(self.remove_values, self._remove_atoms, strict=True):
+            if atom is None:
+                try:
+                    resolved = _resolve(idl, value, self.scope)
+                except RowNotFoundError:
+                    continue  # removing a reference to a row that is gone: nothing to do
+                atom = key_atom(row, self.column, resolved)
+            else:
+                resolved = value
+            if contains_atom(row, self.column, atom):
                 to_remove.append(resolved)
         return row, to_add, to_remove
 

@@ -40,6 +40,7 @@ from prometheus_client import Counter
 from prometheus_client import Gauge
 
 from ovnk.core.errors import StartupError
+from ovnk.core.ovn import atoms
 from ovnk.core.ovn import indexes
 from ovnk.core.ovn import jsonparser
 
@@ -198,6 +199,7 @@ class OvsdbClient:
         """
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         jsonparser.use_c_parser()  # once per process: a no-op after the first call
+        atoms.install()  # likewise
         if self.ssl is not None:
             ovs_stream.Stream.ssl_set_private_key_file(self.ssl.private_key)
             ovs_stream.Stream.ssl_set_certificate_file(self.ssl.certificate)

@@ -197,6 +197,11 @@ class NbTxn:
         ours = [c for c in self.commands if isinstance(c, Command)]
         if len(ours) != len(self.commands):
             return True  # raw ovsdbapp commands cannot plan; let the IDL decide
+        # Desired values and atoms need only the schema: built here, outside the lock the IDL thread
+        # and every other worker need (a restart's first pass plans every key and writes nothing).
+        schema_idl = self.manager.client.idl
+        for command in ours:
+            command.prepare(schema_idl)
         planning_scope = TxnScope()
         with self.manager.client.locked() as idl:
             for command in ours:

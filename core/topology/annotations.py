@@ -6,6 +6,7 @@ legacy forms ovn-kubernetes still accepts (a plain string instead of a list).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -214,9 +215,8 @@ class PodNetwork:
             return cls(
                 ip_addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
                 mac_address=str(doc["mac_address"]),
-                gateway_ips=tuple(ipaddress.ip_address(g) for g in gws),
-                routes=tuple(PodRoute(ipaddress.ip_network(r["dest"]), ipaddress.ip_address(r["nextHop"]))
-                             for r in doc.get("routes") or []),
+                gateway_ips=tuple(_shared_address(g) for g in gws),
+                routes=tuple(_shared_route(r["dest"], r["nextHop"]) for r in doc.get("routes") or []),
                 role=str(doc.get("role", "primary")),
                 extra={k: v for k, v in doc.items() if k not in known},
             )
@@ -227,6 +227,18 @@ class PodNetwork:
 def pod_networks_raw(pod: Mapping[str, Any]) -> dict[str, Any]:
     doc = _json(pod, POD_NETWORKS)
     return dict(doc) if isinstance(doc, dict) else {}
+
+
+# Every pod of a node has the same gateway and routes: parsed once and shared (the objects are
+# immutable), not once per pod and per read (a restart reads every pod's annotation).
+@functools.lru_cache(maxsize=4096)
+def _shared_address(text: str) -> IPAddress:
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_route(dest: str, next_hop: str) -> PodRoute:
+    return PodRoute(ipaddress.ip_network(dest), ipaddress.ip_address(next_hop))
 
 
 def pod_network(pod: Mapping[str, Any], key: str = DEFAULT) -> PodNetwork | None:

@@ -18,6 +18,7 @@ sending pod traffic for the node's own IP to the management port.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -48,6 +49,7 @@ NODE_OWNERS = {table: OwnerType(name="Node", table=table, keys=("name", "type"))
 CLUSTER_OWNER_NAME = "cluster"
 
 
+@functools.lru_cache(maxsize=256)
 def port_group_name(controller: str, role: str) -> str:
     """The ``a<fnv>`` name of a cluster port group (``clusterPortGroup``...)."""
     return hashed_name(CLUSTER_OWNERS["Port_Group"].ids(controller, name=role).primary_id)

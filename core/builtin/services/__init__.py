@@ -18,20 +18,35 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from typing import Any
 
 from ovnk.core.builtin.services.controller import LB_OWNER
 from ovnk.core.builtin.services.controller import ServicesController
-from ovnk.core.builtin.services.nodeport import NodePortSteering
 from ovnk.core.claims import Claims
 from ovnk.core.context import ControllerContext
 from ovnk.core.hookspecs import hookimpl
-from ovnk.core.node.context import NodeContext
 from ovnk.core.ovn.ids import parse_ids
 from ovnk.core.ovn.sync import RepairPlan
 from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
 
+if TYPE_CHECKING:
+    # Node-only code (the NodePort steering pulls in pyroute2 through the gateway): the controller
+    # process loads this plugin too and never runs it, so it is imported where the node agent needs it.
+    from ovnk.core.builtin.services.nodeport import NodePortSteering
+    from ovnk.core.node.context import NodeContext
+
 __all__ = ["LB_OWNER", "NodePortSteering", "ServicesController", "ServicesPlugin"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``NodePortSteering`` stays importable from here without the controller paying for it.
+    if name == "NodePortSteering":
+        from ovnk.core.builtin.services.nodeport import NodePortSteering
+
+        return NodePortSteering
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @hookimpl
@@ -60,6 +75,8 @@ class ServicesPlugin:
     @hookimpl
     def ovnk_node_setup(self, ctx: NodeContext) -> None:
         if _steers(ctx):
+            from ovnk.core.builtin.services.nodeport import NodePortSteering
+
             self.steering = NodePortSteering(ctx)
             self.steering.declare()
 
