@@ -256,3 +256,24 @@ def test_crd_shared_with_other_projects_is_kept_on_uninstall() -> None:
     assert nad["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert nad["metadata"]["annotations"]["ovnk/crd-install"] == "if-missing"
     assert "helm.sh/resource-policy" not in (crds["egressips.k8s.ovn.org"]["metadata"].get("annotations") or {})
+
+
+def test_a_third_party_plugins_crds_come_from_values() -> None:
+    """plugins.<name>.crds (--set-file ...=hellos.yaml): rendered verbatim and granted like a first-party
+    plugin's CRDs while the plugin is enabled; nothing of them when it is off."""
+    crd_file = REPO / "tests" / "thirdparty" / "ovnk-hello" / "ovnk_hello" / "crds" / "hellos.yaml"
+    text = crd_file.read_text()
+    for given in (text, yaml.safe_load(text)):
+        rendered = render({"plugins": {"hello": {"enabled": True, "crds": {"hellos": given}}}})
+        [crd] = rendered.of_kind("CustomResourceDefinition")
+        assert crd == yaml.safe_load(text)
+        if isinstance(given, str):
+            assert text.strip() in rendered.text  # verbatim, comments included
+        for role, verbs in (("-controller", ["get", "list", "watch", "update", "patch"]),
+                            ("-node", ["get", "list", "watch"])):
+            rules = rendered.one("ClusterRole", role)["rules"]
+            assert {"apiGroups": ["example.com"], "resources": ["hellos", "hellos/status"], "verbs": verbs} in rules
+        assert rendered.enabled_plugins() == ["hello"]
+    off = render({"plugins": {"hello": {"enabled": False, "crds": {"hellos": text}}}})
+    assert off.of_kind("CustomResourceDefinition") == []
+    assert "hellos" not in off.text

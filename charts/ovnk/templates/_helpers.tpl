@@ -61,19 +61,29 @@ plugin by name.
 {{- end -}}
 
 {{/*
-Paths (inside the chart) of the CRD files of the enabled plugins, one per line:
-files/plugins/<name>/crds/*.yaml. files/plugins is a symlink to the repository's
-plugins/ folder, so these are the plugins' own files, not copies.
+The CRDs of the enabled plugins as a JSON list of {"source", "text"}:
+- a first-party plugin's files, files/plugins/<name>/crds/*.yaml (files/plugins is a symlink to
+  the repository's plugins/ folder, so these are the plugins' own files, not copies);
+- a third-party plugin's, given as values: plugins.<name>.crds.<key> holds one CRD document, as
+  text (helm install --set-file plugins.hello.crds.hellos=hellos.yaml) or as a map.
 */}}
-{{- define "ovnk.pluginCrdFiles" -}}
+{{- define "ovnk.pluginCrds" -}}
 {{- $root := . -}}
+{{- $out := list -}}
 {{- range $name := splitList "," (include "ovnk.enabledPlugins" .) -}}
 {{- if $name -}}
-{{- range $path, $_ := $root.Files.Glob (printf "files/plugins/%s/crds/*.yaml" $name) }}
-{{ $path }}
+{{- range $path, $_ := $root.Files.Glob (printf "files/plugins/%s/crds/*.yaml" $name) -}}
+{{- $out = append $out (dict "source" $path "text" ($root.Files.Get $path)) -}}
+{{- end -}}
+{{- $given := (index $root.Values.plugins $name).crds | default dict -}}
+{{- range $key := keys $given | sortAlpha -}}
+{{- $value := index $given $key -}}
+{{- $text := ternary (toYaml $value) (toString $value) (kindIs "map" $value) -}}
+{{- $out = append $out (dict "source" (printf "plugins.%s.crds.%s" $name $key) "text" $text) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- toJson $out -}}
 {{- end -}}
 
 {{/*
@@ -83,14 +93,12 @@ include "ovnk.pluginCrdRules" (list $ (list "get" "list" "watch"))
 {{- define "ovnk.pluginCrdRules" -}}
 {{- $root := index . 0 -}}
 {{- $verbs := index . 1 -}}
-{{- range $path := splitList "\n" (include "ovnk.pluginCrdFiles" $root) -}}
-{{- if $path -}}
-{{- $crd := fromYaml ($root.Files.Get $path) }}
-# {{ $path }}
+{{- range $item := include "ovnk.pluginCrds" $root | fromJsonArray -}}
+{{- $crd := fromYaml $item.text }}
+# {{ $item.source }}
 - apiGroups: [{{ $crd.spec.group | quote }}]
   resources: [{{ $crd.spec.names.plural | quote }}, {{ printf "%s/status" $crd.spec.names.plural | quote }}]
   verbs: {{ toJson $verbs }}
-{{- end -}}
 {{- end -}}
 {{- end -}}
 
