@@ -160,13 +160,31 @@ def wait_release_ready(cluster: LabCluster, *, timeout: float) -> None:
             from exc
 
 
-def upgrade(cluster: LabCluster, sets: Sequence[str], *, timeout: float = 600) -> None:
-    """``helm upgrade`` with the sandbox's values and these ``--set``s (replacing the earlier ones)."""
+def upgrade(cluster: LabCluster, sets: Sequence[str], *, set_files: Sequence[str] = (), timeout: float = 600) -> None:
+    """``helm upgrade`` with the sandbox's values and these ``--set``s and ``--set-file``s (``KEY=PATH``),
+    replacing the earlier ones."""
     values = values_file(cluster.workdir)
     set_argv = set_args(sets)
+    for item in set_files:
+        key, sep, path = item.partition("=")
+        if not sep or not key.strip() or not Path(path).is_file():
+            raise StartupError(f"bad --set-file {item!r}: expected KEY=PATH of an existing file")
+        set_argv += ["--set-file", item]
     helm(cluster.kubeconfig, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(values),
          *set_argv, timeout=timeout)
     (values.parent / "set.json").write_text(json.dumps(list(set_argv)))
+
+
+def load_image(cluster: LabCluster, image: ovnk_image.OvnkImage) -> None:
+    """Import another image (a plugin author's, :func:`ovnk_image.ensure_plugin_image`) into every node's
+    containerd; ``helm upgrade --set image.repository=... --set image.tag=...`` then uses it."""
+    for node in cluster.nodes:
+        node.import_images(image.bundle)
+
+
+def image_sets(image: ovnk_image.OvnkImage) -> list[str]:
+    """The ``--set``s that make the chart's pods run ``image`` (pull policy stays Never)."""
+    return [f"image.repository={image.repository}", f"image.tag={image.tag}"]
 
 
 def describe_usage(cluster: LabCluster, prefix: str) -> str:

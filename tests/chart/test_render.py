@@ -117,13 +117,18 @@ def test_rbac_is_least_privilege() -> None:
         return {v for r in rules if group in r["apiGroups"] and resource in r["resources"]  # type: ignore[operator]
                 for v in r["verbs"]}  # type: ignore[attr-defined]
 
-    assert verbs(controller, "", "nodes") == {"get", "list", "watch", "patch"}
-    assert verbs(controller, "", "pods") == {"get", "list", "watch", "patch"}
+    # Annotations are written through the status subresources (as upstream): nobody writes a spec.
+    assert verbs(controller, "", "nodes") == {"get", "list", "watch"}
+    assert verbs(controller, "", "pods") == {"get", "list", "watch"}
+    assert verbs(controller, "", "nodes/status") == {"patch"}
+    assert verbs(controller, "", "pods/status") == {"patch"}
     assert verbs(controller, "", "events") == {"create", "patch"}
     assert verbs(controller, "networking.k8s.io", "networkpolicies") == {"get", "list", "watch"}
     assert verbs(controller, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
-    assert verbs(node, "", "nodes") == {"get", "list", "watch", "patch"}
+    assert verbs(node, "", "nodes") == {"get", "list", "watch"}
+    assert verbs(node, "", "nodes/status") == {"patch"}
     assert verbs(node, "", "pods") == {"get", "list", "watch"}  # the agent never writes pods
+    assert verbs(node, "", "pods/status") == set()  # ... unless a plugin says so (below)
     assert verbs(node, "", "services") == {"get", "list", "watch"}
     assert verbs(node, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
     for rules in (controller, node):
@@ -277,3 +282,19 @@ def test_a_third_party_plugins_crds_come_from_values() -> None:
     off = render({"plugins": {"hello": {"enabled": False, "crds": {"hellos": text}}}})
     assert off.of_kind("CustomResourceDefinition") == []
     assert "hellos" not in off.text
+
+
+def test_a_plugins_own_rbac_file_adds_rules_while_it_is_enabled() -> None:
+    """plugins/<name>/rbac.yaml: secondary_networks' agent writes the network-status annotation of the
+    pods it wires, so with it (and only with it) the node role may patch pods/status."""
+    plugins = first_party_plugins()
+    rbac_files = sorted(p.parent.name for p in (REPO / "plugins").glob("*/rbac.yaml"))
+    assert "secondary_networks" in rbac_files
+    on = render(plugin_values(["secondary_networks"]))
+    off = render(plugin_values([], disabled=plugins))
+    rule = {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]}
+    assert rule in on.one("ClusterRole", "-node")["rules"]
+    assert rule not in off.one("ClusterRole", "-node")["rules"]
+    for name in rbac_files:
+        spec = yaml.safe_load((REPO / "plugins" / name / "rbac.yaml").read_text())
+        assert set(spec) <= {"controller", "node"}, name

@@ -102,6 +102,27 @@ include "ovnk.pluginCrdRules" (list $ (list "get" "list" "watch"))
 {{- end -}}
 {{- end -}}
 
+{{/*
+RBAC rules a first-party plugin needs beyond its CRDs, from its own folder:
+files/plugins/<name>/rbac.yaml holds {controller: [rules], node: [rules]} (Kubernetes
+PolicyRules), added to that component's ClusterRole while the plugin is enabled.
+include "ovnk.pluginExtraRules" (list $ "node")
+*/}}
+{{- define "ovnk.pluginExtraRules" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- range $name := splitList "," (include "ovnk.enabledPlugins" $root) -}}
+{{- if $name -}}
+{{- $path := printf "files/plugins/%s/rbac.yaml" $name -}}
+{{- $rules := index ($root.Files.Get $path | fromYaml) $component -}}
+{{- if $rules }}
+# {{ $path }} ({{ $component }})
+{{ toYaml $rules }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* One INI value: lists joined with ",", booleans as true/false, no line breaks. */}}
 {{- define "ovnk.iniValue" -}}
 {{- $text := "" -}}
