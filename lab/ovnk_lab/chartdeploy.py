@@ -13,7 +13,8 @@ or ``/var/run/ovn`` with each other or with the machine.
 
 Values the sandbox gives the chart (:func:`sandbox_values`), on top of the
 user's ``--set``: the API server as the nodes reach it (the underlay host
-address), the image by name with ``pullPolicy: Never``, the sandbox's service
+address), the image by name with ``pullPolicy: Never`` (also as ``ovs.image``, so that
+an upgrade to another ovnk image does not restart OVS), the sandbox's service
 CIDR, ``gateway.interface: eth0`` and, through ``extraConfig``, ``[ovs]
 datapath-type = netdev`` (the nodes share one kernel: OVS' userspace datapath,
 as in the process sandbox). The first node is labelled a control-plane node,
@@ -82,6 +83,9 @@ def sandbox_values(cluster: LabCluster, image: ovnk_image.OvnkImage) -> dict[str
     host, _, port = server.removeprefix("https://").rpartition(":")
     return {
         "image": {"repository": image.repository, "tag": image.tag, "pullPolicy": "Never"},
+        # OVS keeps this image when a later upgrade sets image.* (a plugin author's image): the sandbox's
+        # userspace datapath forwards nothing while OVS restarts, the node's uplink included.
+        "ovs": {"image": {"repository": image.repository, "tag": image.tag}},
         "apiServer": {"host": host, "port": int(port)},
         "serviceCIDR": SERVICE_CIDR,
         "gateway": {"interface": "eth0"},

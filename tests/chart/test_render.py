@@ -79,9 +79,16 @@ def test_defaults_render_every_component() -> None:
     assert ini["controller"]["lease-namespace"] == "net-system"
     assert ini["controller"]["metrics-bind-address"] == "0.0.0.0:9409"
 
-    # The node DaemonSet: OVS, ovn-controller and the agent; the CNI installer first.
+    # The node DaemonSet: ovn-controller and the agent; the CNI installer first. OVS in a DaemonSet of
+    # its own, without the config checksum: a configuration change does not restart it.
     containers = rendered.containers("DaemonSet", "-node")
-    assert list(containers) == ["ovsdb-server", "ovs-vswitchd", "ovn-controller", "node"]
+    assert list(containers) == ["ovn-controller", "node"]
+    assert list(rendered.containers("DaemonSet", "-ovs")) == ["ovsdb-server", "ovs-vswitchd"]
+    ovs_template = rendered.one("DaemonSet", "-ovs")["spec"]["template"]
+    assert not (ovs_template["metadata"].get("annotations") or {})
+    assert rendered.one("DaemonSet", "-node")["spec"]["template"]["metadata"]["annotations"]
+    assert ovs_template["spec"]["hostNetwork"] is True
+    assert ovs_template["spec"]["automountServiceAccountToken"] is False
     agent = containers["node"]
     assert agent["securityContext"]["privileged"] is True
     # Probes go to the agent's loopback listener (the kubelet shares the host network); /metrics on the
@@ -298,3 +305,13 @@ def test_a_plugins_own_rbac_file_adds_rules_while_it_is_enabled() -> None:
     for name in rbac_files:
         spec = yaml.safe_load((REPO / "plugins" / name / "rbac.yaml").read_text())
         assert set(spec) <= {"controller", "node"}, name
+
+
+def test_ovs_keeps_its_image_when_asked() -> None:
+    """ovs.image: OVS' pods keep their image when image.* names another (a plugin author's)."""
+    default = render({"image": {"repository": "r/ovnk", "tag": "t1", "pullPolicy": "IfNotPresent"}})
+    assert {c["image"] for c in default.containers("DaemonSet", "-ovs").values()} == {"r/ovnk:t1"}
+    pinned = render({"image": {"repository": "r/ovnk-hello", "tag": "t2", "pullPolicy": "IfNotPresent"},
+                     "ovs": {"image": {"repository": "r/ovnk", "tag": "t1"}}})
+    assert {c["image"] for c in pinned.containers("DaemonSet", "-ovs").values()} == {"r/ovnk:t1"}
+    assert {c["image"] for c in pinned.containers("DaemonSet", "-node").values()} == {"r/ovnk-hello:t2"}

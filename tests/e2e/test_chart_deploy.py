@@ -88,9 +88,8 @@ class ChartCluster(Cluster):
         return str(text)
 
     def rollout(self) -> None:
-        for kind in ("statefulset", "deployment", "daemonset"):
-            name = {"statefulset": f"{RELEASE}-ovn-db", "deployment": f"{RELEASE}-controller",
-                    "daemonset": f"{RELEASE}-node"}[kind]
+        for kind, name in (("statefulset", f"{RELEASE}-ovn-db"), ("deployment", f"{RELEASE}-controller"),
+                           ("daemonset", f"{RELEASE}-node"), ("daemonset", f"{RELEASE}-ovs")):
             self.kubectl("-n", NS, "rollout", "status", f"{kind}/{name}", "--timeout=300s", timeout=330)
         chartdeploy.wait_release_ready(self.sandbox.cluster, timeout=300)
 
@@ -128,7 +127,7 @@ def test_release_pods_and_nodes_ready_with_no_ovnk_of_the_sandbox(chart: ChartCl
         assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
     pods = chartdeploy.release_pods(chart.sandbox.cluster)
     kinds = sorted(p["metadata"]["labels"].get("app.kubernetes.io/component", "") for p in pods)
-    assert kinds == sorted(["ovn-db", "controller", "node", "node"]), kinds
+    assert kinds == sorted(["ovn-db", "controller", "node", "node", "ovs", "ovs"]), kinds
     for pod in pods:
         for container in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
             assert container["image"] == image.name
@@ -220,8 +219,8 @@ def _plugin_state(chart: ChartCluster) -> dict[str, Any]:
 
 
 def _ovs(chart: ChartCluster, node: str, *argv: str) -> str:
-    """An OVS command in the chart's node pod on ``node`` (its ovs-vswitchd container)."""
-    pod = chart.kubectl("-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=node",
+    """An OVS command in the chart's OVS pod on ``node`` (its ovs-vswitchd container)."""
+    pod = chart.kubectl("-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=ovs",
                         "--field-selector", f"spec.nodeName={node}", "-o", "jsonpath={.items[0].metadata.name}")
     return chart.kubectl("-n", NS, "exec", pod, "-c", "ovs-vswitchd", "--", *argv)
 
@@ -294,8 +293,11 @@ def test_helm_upgrade_switches_plugins_on_and_off(chart: ChartCluster) -> None:
     print(f"plugins on: upgrade to NB rows in {time.monotonic() - started:.0f}s")
     assert on["enabled"] == sorted([TOGGLED, WITH_CRDS, "hello"])
     assert "egressfirewalls.k8s.ovn.org" in on["crds"]
+    ovnk = ovnk_image.cached_image()
+    assert ovnk is not None
     for pod in chartdeploy.release_pods(chart.sandbox.cluster):
-        assert {c["image"] for c in pod["spec"]["containers"]} == {hello_image.name}
+        ovs = pod["metadata"]["labels"].get("app.kubernetes.io/component") == "ovs"  # pinned: ovs.image
+        assert {c["image"] for c in pod["spec"]["containers"]} == {ovnk.name if ovs else hello_image.name}
     _check_traffic(chart, namespace, pods, service_ip)
 
     # The third-party plugin does what it does on the process sandbox (tests/e2e/test_thirdparty_hello.py).

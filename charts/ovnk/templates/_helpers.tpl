@@ -30,6 +30,13 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
 
+{{/* The image of the OVS DaemonSet: ovs.image.repository/tag, each defaulting to image.* (the same image). */}}
+{{- define "ovnk.ovsImage" -}}
+{{- $repository := .Values.ovs.image.repository | default .Values.image.repository -}}
+{{- $tag := .Values.ovs.image.tag | default (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
+
 {{- define "ovnk.configName" -}}{{ include "ovnk.fullname" . }}-config{{- end -}}
 {{- define "ovnk.dbName" -}}{{ include "ovnk.fullname" . }}-ovn-db{{- end -}}
 {{- define "ovnk.leaseName" -}}{{ include "ovnk.fullname" . }}-controller{{- end -}}
