@@ -7,9 +7,11 @@ that networks the pods below comes from the chart's pods, under the chart's RBAC
 * the release's pods become Ready (their probes pass) and the nodes Ready;
 * the controller's and the agents' /healthz, /readyz and /metrics answer where the chart says;
 * pods on two nodes reach each other and a ClusterIP service, with real packets;
-* ``helm upgrade --set plugins.multicast.enabled=true`` (with egressfirewall, a plugin that has
-  CRDs) brings the CRDs, the config section and the plugin's NB rows (read with ovn-nbctl in
-  the chart's NB container); ``=false`` takes them away again while pod traffic keeps working;
+* one ``helm upgrade`` switches on multicast, egressfirewall (a plugin that has CRDs) and the
+  third-party ovnk-hello (an image built FROM ovnk's, its CRD given with ``--set-file``): CRDs,
+  config, NB rows (read with ovn-nbctl in the chart's NB container), hello's status, port
+  greeting, node bridge, flow and annotation; another switches them off and everything goes,
+  while pod traffic keeps working;
 * no component logs a 403 (RBAC) at any point (logs collected before every rollout);
 * ``helm uninstall`` removes the release's API objects, and the sandbox goes down leaving
   no namespace, link, mount or file behind.
