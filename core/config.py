@@ -209,6 +209,10 @@ class ControllerSettings:
     renew_deadline: float = s.setting(10.0, help="seconds the leader keeps trying to renew", check=_positive)
     retry_period: float = s.setting(2.0, help="seconds between lease attempts", check=_positive)
     identity: str = s.setting("", help="leader-election identity; empty = <hostname>_<pid>")
+    install_crds: bool = s.setting(
+        True, help="apply the CRDs of the enabled plugins at start-up; false: they are installed by someone else (the "
+        "Helm chart, with its RBAC granting no write on CRDs) and the controller waits until the API server serves "
+        "them")
     repair_mode: Literal["off", "log", "repair"] = s.setting(
         "repair", help="startup repair of owned NB rows: off, log the plan, or apply it"
     )

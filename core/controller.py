@@ -70,6 +70,8 @@ from ovnk.core.topology.state import TopologyState
 logger = logging.getLogger(__name__)
 
 CACHE_SYNC_TIMEOUT = 120.0
+#: ``[controller] install-crds = false``: how long start-up waits for the CRDs someone else installs.
+CRD_WAIT_TIMEOUT = 120.0
 #: Seconds between returns of the heap's free pages to the kernel (also done once the first pass is over).
 RELEASE_MEMORY_INTERVAL = 300.0
 
@@ -136,7 +138,9 @@ class ControllerProcess:
             self.health = HealthServer(cfg.controller.metrics_bind_address, registry, self.state)
             self.health.start()
         kube = KubeClient.from_settings(cfg.kubernetes)
-        for crd, plugin in rt.claims.crds.values():
+        if not cfg.controller.install_crds:
+            self._wait_crds_served(kube, [crd for crd, _plugin in rt.claims.crds.values()])
+        for crd, plugin in rt.claims.crds.values() if cfg.controller.install_crds else ():
             try:
                 if crd.if_missing and self._crd_present(kube, crd):
                     continue
@@ -196,6 +200,28 @@ class ControllerProcess:
             if self.failure is not None:
                 raise StartupError(str(self.failure)) from self.failure
         return self
+
+    @staticmethod
+    def _wait_crds_served(kube: KubeClient, crds: list[CrdClaim]) -> None:
+        """``[controller] install-crds = false``: whoever installs ovnk (the Helm chart) installs the CRDs; wait
+        until the API server serves every version we use. Reads discovery only, which needs no RBAC rule."""
+        timeout = CRD_WAIT_TIMEOUT
+        deadline = time.monotonic() + timeout
+        missing = [(crd, version) for crd in crds for version in crd.versions]
+        reported = False
+        while True:
+            missing = [(crd, v) for crd, v in missing if not kube.serves(crd.group, v, crd.plural)]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(sorted({f"{crd.name} ({v})" for crd, v in missing}))
+                raise StartupError(f"install-crds is false and the API server does not serve {names} after "
+                                   f"{timeout:.0f}s: install the CRDs of the enabled plugins (the Helm chart does "
+                                   f"for plugins.<name>.enabled=true; `ovnk crds print` prints them)")
+            if not reported:
+                logger.info("waiting for the API server to serve %s", ", ".join(sorted({c.name for c, _ in missing})))
+                reported = True
+            time.sleep(1.0)
 
     @staticmethod
     def _crd_present(kube: KubeClient, crd: CrdClaim) -> bool:

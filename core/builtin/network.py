@@ -100,7 +100,8 @@ class TopologyController:
             self.state.remove_node(name)
             self.state.subnets.release(name)
             if ann.NODE_SUBNETS in ann.annotations_of(node):
-                self.ctx.kube.patch(NODES, name, {"metadata": {"annotations": {ann.NODE_SUBNETS: None}}})
+                self.ctx.kube.patch(NODES, name, {"metadata": {"annotations": {ann.NODE_SUBNETS: None}}},
+                                    subresource="status")
             return
         try:
             subnets = tuple(self.state.subnets.allocate(name))
@@ -167,7 +168,7 @@ class TopologyController:
             existing = []
         if existing and set(existing) == set(subnets) and current.get(ann.NODE_ID) == str(node_id):
             return  # same content, only formatting differs
-        self.ctx.kube.patch(NODES, node["metadata"]["name"], {"metadata": {"annotations": patch}})
+        self.ctx.kube.patch(NODES, node["metadata"]["name"], {"metadata": {"annotations": patch}}, subresource="status")
 
     def _delete_node_rows(self, name: str, node: Mapping[str, Any] | None, *, reason: str) -> None:
         owners = set(builder.NODE_OWNERS.values()) | self.state.node_owners(name)

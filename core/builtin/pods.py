@@ -236,7 +236,7 @@ class PodController:
         try:
             self.ctx.kube.patch(PODS, meta["name"], {"metadata": {
                 "annotations": {ann.POD_NETWORKS: ann.format_pod_networks(networks)},
-            }}, namespace=meta["namespace"])
+            }}, namespace=meta["namespace"], subresource="status")
         except Exception:
             self._release(node_name, [i.ip for i in ips], holder)
             self.state.macs.release(mac, holder)

@@ -313,6 +313,16 @@ class KubeClient:
             status=404, reason="NotServed",
         )
 
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether the server serves ``plural`` in ``group/version`` now (discovery, never from the cache:
+        the answer changes when a CRD is installed). Discovery needs no RBAC rule."""
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        try:
+            document = self._request("GET", path)
+        except NotFound:
+            return False
+        return any(entry.get("name") == plural for entry in document.get("resources") or ())
+
     def _served_resources(self, group: str, version: str) -> frozenset[str]:
         with self._lock:
             cached = self._served.get((group, version))

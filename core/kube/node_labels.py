@@ -105,7 +105,7 @@ class NodeLabels:
             meta["labels"] = changes
         if ledger_changed:
             meta["annotations"] = {LEDGER: _ledger_value(updated)}
-        self.kube.patch(NODES, node, {"metadata": meta})
+        self.kube.patch(NODES, node, {"metadata": meta}, subresource="status")
         return True
 
     def release(self, nodes: Iterable[Mapping[str, Any]], *, apply: bool = True) -> list[tuple[str, str, str]]:
@@ -133,5 +133,5 @@ class NodeLabels:
                 meta: dict[str, Any] = {"annotations": {LEDGER: _ledger_value(kept)}}
                 if labels:  # never ``"labels": null``: that would drop every label of the node
                     meta["labels"] = labels
-                self.kube.patch(NODES, name, {"metadata": meta})
+                self.kube.patch(NODES, name, {"metadata": meta}, subresource="status")
         return removed

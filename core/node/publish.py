@@ -209,7 +209,7 @@ class NodeAnnotator:
                     patch[key] = value
             now = time.monotonic()
             if patch and not (patch == self._last_patch and now - self._last_patch_at < PATCH_SETTLE):
-                self.kube.patch(NODES, self.node_name, {"metadata": {"annotations": patch}})
+                self.kube.patch(NODES, self.node_name, {"metadata": {"annotations": patch}}, subresource="status")
                 self._last_patch, self._last_patch_at = patch, now
                 logger.info("published on node %s: %s", self.node_name,
                             ", ".join(f"{k}={'(removed)' if v is None else v}" for k, v in sorted(patch.items())))
@@ -234,7 +234,7 @@ class NodeAnnotator:
         patch: dict[str, str | None] = {key: None for key in keys
                                         if key in current and self.claims.annotations.get(key) is None}
         if patch:
-            self.kube.patch(NODES, self.node_name, {"metadata": {"annotations": patch}})
+            self.kube.patch(NODES, self.node_name, {"metadata": {"annotations": patch}}, subresource="status")
             logger.info("removed from node %s the annotations of %s (not enabled): %s", self.node_name, owner,
                         ", ".join(sorted(patch)))
         self.ledger.record(ANNOTATIONS, owner, [])

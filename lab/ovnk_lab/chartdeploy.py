@@ -13,7 +13,8 @@ or ``/var/run/ovn`` with each other or with the machine.
 
 Values the sandbox gives the chart (:func:`sandbox_values`), on top of the
 user's ``--set``: the API server as the nodes reach it (the underlay host
-address), the image by name with ``pullPolicy: Never``, the sandbox's service
+address), the image by name with ``pullPolicy: Never`` (also as ``ovs.image``, so that
+an upgrade to another ovnk image does not restart OVS), the sandbox's service
 CIDR, ``gateway.interface: eth0`` and, through ``extraConfig``, ``[ovs]
 datapath-type = netdev`` (the nodes share one kernel: OVS' userspace datapath,
 as in the process sandbox). The first node is labelled a control-plane node,
@@ -82,6 +83,9 @@ def sandbox_values(cluster: LabCluster, image: ovnk_image.OvnkImage) -> dict[str
     host, _, port = server.removeprefix("https://").rpartition(":")
     return {
         "image": {"repository": image.repository, "tag": image.tag, "pullPolicy": "Never"},
+        # OVS keeps this image when a later upgrade sets image.* (a plugin author's image): the sandbox's
+        # userspace datapath forwards nothing while OVS restarts, the node's uplink included.
+        "ovs": {"image": {"repository": image.repository, "tag": image.tag}},
         "apiServer": {"host": host, "port": int(port)},
         "serviceCIDR": SERVICE_CIDR,
         "gateway": {"interface": "eth0"},
@@ -160,13 +164,31 @@ def wait_release_ready(cluster: LabCluster, *, timeout: float) -> None:
             from exc
 
 
-def upgrade(cluster: LabCluster, sets: Sequence[str], *, timeout: float = 600) -> None:
-    """``helm upgrade`` with the sandbox's values and these ``--set``s (replacing the earlier ones)."""
+def upgrade(cluster: LabCluster, sets: Sequence[str], *, set_files: Sequence[str] = (), timeout: float = 600) -> None:
+    """``helm upgrade`` with the sandbox's values and these ``--set``s and ``--set-file``s (``KEY=PATH``),
+    replacing the earlier ones."""
     values = values_file(cluster.workdir)
     set_argv = set_args(sets)
+    for item in set_files:
+        key, sep, path = item.partition("=")
+        if not sep or not key.strip() or not Path(path).is_file():
+            raise StartupError(f"bad --set-file {item!r}: expected KEY=PATH of an existing file")
+        set_argv += ["--set-file", item]
     helm(cluster.kubeconfig, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(values),
          *set_argv, timeout=timeout)
     (values.parent / "set.json").write_text(json.dumps(list(set_argv)))
+
+
+def load_image(cluster: LabCluster, image: ovnk_image.OvnkImage) -> None:
+    """Import another image (a plugin author's, :func:`ovnk_image.ensure_plugin_image`) into every node's
+    containerd; ``helm upgrade --set image.repository=... --set image.tag=...`` then uses it."""
+    for node in cluster.nodes:
+        node.import_images(image.bundle)
+
+
+def image_sets(image: ovnk_image.OvnkImage) -> list[str]:
+    """The ``--set``s that make the chart's pods run ``image`` (pull policy stays Never)."""
+    return [f"image.repository={image.repository}", f"image.tag={image.tag}"]
 
 
 def describe_usage(cluster: LabCluster, prefix: str) -> str:

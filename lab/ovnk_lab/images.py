@@ -204,29 +204,33 @@ def _write_bundle(target: Path, specs: Sequence[ImageSpec]) -> None:
         _write_layout(tar, index, blobs)
 
 
-def write_layer_bundle(target: Path, *, name: str, layer: Path, entrypoint: Sequence[str] = (),
+def write_layer_bundle(target: Path, *, name: str, layers: Sequence[Path], entrypoint: Sequence[str] = (),
                        cmd: Sequence[str] = (), env: Sequence[str] = (DEFAULT_PATH,)) -> None:
-    """An OCI bundle of one image whose single layer is the (uncompressed) tar ``layer``.
+    """An OCI bundle of one image made of the (uncompressed) tar files ``layers``, lowest first.
 
-    For rootfs-sized layers (:mod:`ovnk_lab.ovnk_image`): the layer is streamed from disk, never
+    For rootfs-sized layers (:mod:`ovnk_lab.ovnk_image`): each layer is streamed from disk, never
     held in memory. Same layout as :func:`ensure_bundle`'s, so ``ctr images import`` takes it.
+    A node that already holds a layer (same digest) does not unpack it again.
     """
-    layer_digest = "sha256:" + _sha256_file(layer)
-    layer_size = layer.stat().st_size
+    if not layers:
+        raise ValueError("an image needs at least one layer")
+    digests = ["sha256:" + _sha256_file(layer) for layer in layers]
     arch = _oci_arch()
     blobs: dict[str, bytes] = {}
     config = {
         "created": "1970-01-01T00:00:00Z", "architecture": arch, "os": "linux",
         "config": {"Env": list(env), "Entrypoint": list(entrypoint) or None, "Cmd": list(cmd) or None,
                    "WorkingDir": "/"},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "ovnk_lab.images"}],
+        "rootfs": {"type": "layers", "diff_ids": digests},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"ovnk_lab.images: {layer.name}"}
+                    for layer in layers],
     }
     config_bytes = json.dumps(config, sort_keys=True).encode()
     manifest = {
         "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
         "config": {"mediaType": CONFIG_TYPE, "digest": _add_blob(blobs, config_bytes), "size": len(config_bytes)},
-        "layers": [{"mediaType": LAYER_TYPE, "digest": layer_digest, "size": layer_size}],
+        "layers": [{"mediaType": LAYER_TYPE, "digest": digest, "size": layer.stat().st_size}
+                   for digest, layer in zip(digests, layers, strict=True)],
     }
     manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
     index = {"schemaVersion": 2, "manifests": [{
@@ -237,11 +241,30 @@ def write_layer_bundle(target: Path, *, name: str, layer: Path, entrypoint: Sequ
     }]}
     with tarfile.open(target, "w") as tar:
         _write_layout(tar, index, blobs)
-        info = _tar_info(f"blobs/sha256/{layer_digest.split(':', 1)[1]}")
-        info.size = layer_size
-        info.mode = 0o644
-        with open(layer, "rb") as handle:
-            tar.addfile(info, handle)
+        for digest, layer in dict(zip(digests, layers, strict=True)).items():
+            info = _tar_info(f"blobs/sha256/{digest.split(':', 1)[1]}")
+            info.size = layer.stat().st_size
+            info.mode = 0o644
+            with open(layer, "rb") as handle:
+                tar.addfile(info, handle)
+
+
+def write_dir_layer(source: Path, target: Path) -> None:
+    """A layer tar of the tree ``source`` (paths relative to it), reproducible: owner root, mtime 0,
+    sorted; directories 0755 unless the tree says otherwise. For small layers built in a staging
+    directory (a Python distribution installed with ``--root``)."""
+    with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(source.rglob("*")):
+            rel = str(path.relative_to(source))
+            info = tar.gettarinfo(str(path), arcname=rel)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            if info.isreg():
+                with open(path, "rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
 
 
 def _write_layout(tar: tarfile.TarFile, index: dict[str, object], blobs: dict[str, bytes]) -> None:
@@ -332,5 +355,6 @@ __all__ = [
     "ensure_bundle",
     "image_specs",
     "import_command",
+    "write_dir_layer",
     "write_layer_bundle",
 ]

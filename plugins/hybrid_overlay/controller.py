@@ -268,7 +268,7 @@ class HybridOverlayController:
 
     def _patch(self, name: str, annotations: Mapping[str, str | None]) -> None:
         if annotations:
-            self.ctx.kube.patch(NODES, name, {"metadata": {"annotations": dict(annotations)}})
+            self.ctx.kube.patch(NODES, name, {"metadata": {"annotations": dict(annotations)}}, subresource="status")
 
     def _report(self, node: Mapping[str, Any], reason: str, message: str) -> None:
         name = node["metadata"]["name"]

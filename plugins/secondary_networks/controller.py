@@ -193,7 +193,8 @@ class SecondaryNetworks:
         meta = node["metadata"]
         self.ctx.kube.patch(NODES, meta["name"], {"metadata": {
             "resourceVersion": meta.get("resourceVersion"),
-            "annotations": {ann.NODE_SUBNETS: json.dumps(doc, sort_keys=True, separators=(",", ":"))}}})
+            "annotations": {ann.NODE_SUBNETS: json.dumps(doc, sort_keys=True, separators=(",", ":"))}}},
+            subresource="status")
 
     # -- restore and repair -------------------------------------------------------------------
 

@@ -176,7 +176,8 @@ class NetworkController:
         meta = node["metadata"]
         self.ctx.kube.patch(NODES, meta["name"], {"metadata": {
             "resourceVersion": meta.get("resourceVersion"),
-            "annotations": {ann.NODE_SUBNETS: json.dumps(doc, sort_keys=True, separators=(",", ":"))}}})
+            "annotations": {ann.NODE_SUBNETS: json.dumps(doc, sort_keys=True, separators=(",", ":"))}}},
+            subresource="status")
         logger.info("network %s: node %s has subnet(s) %s", self.spec.name, meta["name"], ", ".join(map(str, subnets)))
 
     def _delete_node(self, name: str) -> None:
@@ -277,7 +278,7 @@ class NetworkController:
             self.ctx.kube.patch(PODS, meta["name"], {"metadata": {
                 "resourceVersion": meta.get("resourceVersion"),
                 "annotations": {ann.POD_NETWORKS: json.dumps(networks, sort_keys=True, separators=(",", ":"))},
-            }}, namespace=meta["namespace"])
+            }}, namespace=meta["namespace"], subresource="status")
             return  # the annotation's event runs the ports
         self._write_ports(pod, selections, entries, node, chassis)
 

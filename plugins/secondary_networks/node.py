@@ -174,7 +174,7 @@ def delegate_add(ctx: NodeContext, request: CniRequest, result: CniResult) -> No
         raise
     ctx.kube.patch(PODS, request.pod_name, {"metadata": {"annotations": {
         models.NETWORK_STATUS_ANNOTATION: models.format_network_status(statuses)}}},
-        namespace=request.pod_namespace)
+        namespace=request.pod_namespace, subresource="status")
     logger.info("pod %s: %d attachment(s) wired (%s)", request.pod_key, len(done),
                 ", ".join(f"{s.ifname}={s.nad_key}" for s in selections))
 

@@ -1,10 +1,10 @@
 """The ovnk image built here without a daemon (``ovnk_lab.ovnk_image``) matches the Containerfile and runs.
 
 The first tests read the Containerfile and the recipe only (fast, always run). The image
-tests build the image when its sources changed since the last build (mmdebstrap, several
-minutes) and are cheap afterwards (a cache hit plus unpacking the layer); they run only
-when ``OVNK_CHART_E2E=1`` (``make chart-e2e``), because every change to the sources makes
-the next run build again, which ``make test``'s time budget cannot take.
+tests build the image when its inputs changed since the last build (the base layer with
+mmdebstrap: minutes, once per package list and requirements; the ovnk layer: seconds, once per
+source change) and are cheap afterwards (a cache hit plus unpacking the layers); they run only
+when ``OVNK_CHART_E2E=1``.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def test_image_name_carries_the_chart_version_and_the_key() -> None:
 # -- the built image ------------------------------------------------------------------------
 
 
-def _read_bundle(bundle: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(index, image config, layer member name) of a one-image OCI bundle."""
+def _read_bundle(bundle: Path) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """(index, image config, layer member names lowest first) of a one-image OCI bundle."""
     with tarfile.open(bundle) as tar:
         def blob(digest: str) -> Any:
             member = tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
@@ -77,19 +77,24 @@ def _read_bundle(bundle: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
         index = json.loads(index_file.read())
         manifest = blob(index["manifests"][0]["digest"])
         config = blob(manifest["config"]["digest"])
-        layer = f"blobs/sha256/{manifest['layers'][0]['digest'].split(':', 1)[1]}"
-    return index, config, layer
+        layers = [f"blobs/sha256/{layer['digest'].split(':', 1)[1]}" for layer in manifest["layers"]]
+    return index, config, layers
+
+
+def unpack(bundle: Path, root: Path) -> None:
+    """The image's layers extracted in order, as containerd unpacks them (no whiteouts in ours)."""
+    _index, _config, layers = _read_bundle(bundle)
+    for layer in layers:
+        subprocess.run(f"tar -xOf {bundle} {layer} | tar -x -C {root}", shell=True, check=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def rootfs() -> Iterator[tuple[ovnk_image.OvnkImage, Path]]:
     image = ovnk_image.ensure_image()
     with tempfile.TemporaryDirectory(prefix="ovnk-rootfs-", dir="/var/tmp") as tmp:
-        _index, _config, layer = _read_bundle(image.bundle)
         root = Path(tmp) / "root"
         root.mkdir()
-        # The layer as containerd unpacks it: extract the member straight from the bundle.
-        subprocess.run(f"tar -xOf {image.bundle} {layer} | tar -x -C {root}", shell=True, check=True, timeout=300)
+        unpack(image.bundle, root)
         yield image, root
 
 
@@ -101,8 +106,11 @@ def _chroot(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 @needs_image
 def test_bundle_names_the_image_with_the_containerfiles_config(rootfs: tuple[ovnk_image.OvnkImage, Path]) -> None:
     image, _root = rootfs
-    index, config, _layer = _read_bundle(image.bundle)
+    index, config, layers = _read_bundle(image.bundle)
     assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == image.name
+    # Two layers: the base (Debian, requirements) and ovnk's, which a source change replaces alone.
+    assert len(layers) == 2 and len(config["rootfs"]["diff_ids"]) == 2
+    assert layers[0].endswith(ovnk_image.images._sha256_file(ovnk_image.ensure_base()))
     assert config["config"]["Entrypoint"] == list(ovnk_image.ENTRYPOINT)
     assert config["config"]["Env"] == [ovnk_image.IMAGE_PATH]
     # A second call is a cache hit: the same file, not rebuilt.
@@ -178,3 +186,49 @@ def test_the_wheel_carries_every_plugins_crds(tmp_path: Path) -> None:
     assert crds
     for crd in crds:
         assert f"ovnk/plugins/{crd.parent.parent.name}/crds/{crd.name}" in names
+
+
+@needs_image
+def test_a_source_change_rebuilds_only_the_ovnk_layer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-line change of a copy of the sources: same base layer (not rebuilt), a new ovnk layer
+    holding the change, built in seconds."""
+    import shutil
+    import time
+
+    base = ovnk_image.ensure_base()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.link(base, cache / base.name)  # the cache of this test: the base layer and nothing else
+    repo = tmp_path / "repo"
+    for name in (*ovnk_image.SOURCE_PATHS, "hack/image", "hack/Containerfile", "charts/ovnk/Chart.yaml"):
+        source, target = REPO / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        else:
+            shutil.copy2(source, target)
+    key_before = ovnk_image.cache_key()
+    marker = "IMAGE_BUILD_TEST_MARKER = 1\n"
+    with open(repo / "core" / "errors.py", "a") as handle:
+        handle.write(marker)
+    monkeypatch.setattr(ovnk_image, "REPO_ROOT", repo)
+    monkeypatch.setattr(ovnk_image, "CONTAINERFILE", repo / "hack" / "Containerfile")
+    monkeypatch.setattr(ovnk_image, "CHART_YAML", repo / "charts" / "ovnk" / "Chart.yaml")
+    monkeypatch.setattr(ovnk_image, "PYPROJECT", repo / "pyproject.toml")
+    monkeypatch.setattr(ovnk_image.images, "images_cache", lambda: cache)
+    assert ovnk_image.base_key() in base.name
+    assert ovnk_image.cache_key() != key_before
+    started = time.monotonic()
+    image = ovnk_image.ensure_image()
+    elapsed = time.monotonic() - started
+    assert elapsed < 120, f"the warm rebuild took {elapsed:.0f}s"
+    assert (cache / base.name).stat().st_ino == base.stat().st_ino  # the base layer was not rebuilt
+    _index, _config, layers = _read_bundle(image.bundle)
+    assert len(layers) == 2
+    with tarfile.open(image.bundle) as bundle:
+        top = bundle.extractfile(layers[1])
+        assert top is not None
+        with tarfile.open(fileobj=top) as layer:
+            version = layer.extractfile("opt/ovnk/venv/lib/python3.11/site-packages/ovnk/core/errors.py")
+            assert version is not None and version.read().decode().endswith(marker)
+    print(f"warm rebuild after a one-line change: {elapsed:.1f}s")

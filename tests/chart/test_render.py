@@ -79,9 +79,16 @@ def test_defaults_render_every_component() -> None:
     assert ini["controller"]["lease-namespace"] == "net-system"
     assert ini["controller"]["metrics-bind-address"] == "0.0.0.0:9409"
 
-    # The node DaemonSet: OVS, ovn-controller and the agent; the CNI installer first.
+    # The node DaemonSet: ovn-controller and the agent; the CNI installer first. OVS in a DaemonSet of
+    # its own, without the config checksum: a configuration change does not restart it.
     containers = rendered.containers("DaemonSet", "-node")
-    assert list(containers) == ["ovsdb-server", "ovs-vswitchd", "ovn-controller", "node"]
+    assert list(containers) == ["ovn-controller", "node"]
+    assert list(rendered.containers("DaemonSet", "-ovs")) == ["ovsdb-server", "ovs-vswitchd"]
+    ovs_template = rendered.one("DaemonSet", "-ovs")["spec"]["template"]
+    assert not (ovs_template["metadata"].get("annotations") or {})
+    assert rendered.one("DaemonSet", "-node")["spec"]["template"]["metadata"]["annotations"]
+    assert ovs_template["spec"]["hostNetwork"] is True
+    assert ovs_template["spec"]["automountServiceAccountToken"] is False
     agent = containers["node"]
     assert agent["securityContext"]["privileged"] is True
     # Probes go to the agent's loopback listener (the kubelet shares the host network); /metrics on the
@@ -117,13 +124,18 @@ def test_rbac_is_least_privilege() -> None:
         return {v for r in rules if group in r["apiGroups"] and resource in r["resources"]  # type: ignore[operator]
                 for v in r["verbs"]}  # type: ignore[attr-defined]
 
-    assert verbs(controller, "", "nodes") == {"get", "list", "watch", "patch"}
-    assert verbs(controller, "", "pods") == {"get", "list", "watch", "patch"}
+    # Annotations are written through the status subresources (as upstream): nobody writes a spec.
+    assert verbs(controller, "", "nodes") == {"get", "list", "watch"}
+    assert verbs(controller, "", "pods") == {"get", "list", "watch"}
+    assert verbs(controller, "", "nodes/status") == {"patch"}
+    assert verbs(controller, "", "pods/status") == {"patch"}
     assert verbs(controller, "", "events") == {"create", "patch"}
     assert verbs(controller, "networking.k8s.io", "networkpolicies") == {"get", "list", "watch"}
     assert verbs(controller, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
-    assert verbs(node, "", "nodes") == {"get", "list", "watch", "patch"}
+    assert verbs(node, "", "nodes") == {"get", "list", "watch"}
+    assert verbs(node, "", "nodes/status") == {"patch"}
     assert verbs(node, "", "pods") == {"get", "list", "watch"}  # the agent never writes pods
+    assert verbs(node, "", "pods/status") == set()  # ... unless a plugin says so (below)
     assert verbs(node, "", "services") == {"get", "list", "watch"}
     assert verbs(node, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
     for rules in (controller, node):
@@ -256,3 +268,50 @@ def test_crd_shared_with_other_projects_is_kept_on_uninstall() -> None:
     assert nad["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert nad["metadata"]["annotations"]["ovnk/crd-install"] == "if-missing"
     assert "helm.sh/resource-policy" not in (crds["egressips.k8s.ovn.org"]["metadata"].get("annotations") or {})
+
+
+def test_a_third_party_plugins_crds_come_from_values() -> None:
+    """plugins.<name>.crds (--set-file ...=hellos.yaml): rendered verbatim and granted like a first-party
+    plugin's CRDs while the plugin is enabled; nothing of them when it is off."""
+    crd_file = REPO / "tests" / "thirdparty" / "ovnk-hello" / "ovnk_hello" / "crds" / "hellos.yaml"
+    text = crd_file.read_text()
+    for given in (text, yaml.safe_load(text)):
+        rendered = render({"plugins": {"hello": {"enabled": True, "crds": {"hellos": given}}}})
+        [crd] = rendered.of_kind("CustomResourceDefinition")
+        assert crd == yaml.safe_load(text)
+        if isinstance(given, str):
+            assert text.strip() in rendered.text  # verbatim, comments included
+        for role, verbs in (("-controller", ["get", "list", "watch", "patch"]),
+                            ("-node", ["get", "list", "watch"])):
+            rules = rendered.one("ClusterRole", role)["rules"]
+            assert {"apiGroups": ["example.com"], "resources": ["hellos", "hellos/status"], "verbs": verbs} in rules
+        assert rendered.enabled_plugins() == ["hello"]
+    off = render({"plugins": {"hello": {"enabled": False, "crds": {"hellos": text}}}})
+    assert off.of_kind("CustomResourceDefinition") == []
+    assert "hellos" not in off.text
+
+
+def test_a_plugins_own_rbac_file_adds_rules_while_it_is_enabled() -> None:
+    """plugins/<name>/rbac.yaml: secondary_networks' agent writes the network-status annotation of the
+    pods it wires, so with it (and only with it) the node role may patch pods/status."""
+    plugins = first_party_plugins()
+    rbac_files = sorted(p.parent.name for p in (REPO / "plugins").glob("*/rbac.yaml"))
+    assert "secondary_networks" in rbac_files
+    on = render(plugin_values(["secondary_networks"]))
+    off = render(plugin_values([], disabled=plugins))
+    rule = {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]}
+    assert rule in on.one("ClusterRole", "-node")["rules"]
+    assert rule not in off.one("ClusterRole", "-node")["rules"]
+    for name in rbac_files:
+        spec = yaml.safe_load((REPO / "plugins" / name / "rbac.yaml").read_text())
+        assert set(spec) <= {"controller", "node"}, name
+
+
+def test_ovs_keeps_its_image_when_asked() -> None:
+    """ovs.image: OVS' pods keep their image when image.* names another (a plugin author's)."""
+    default = render({"image": {"repository": "r/ovnk", "tag": "t1", "pullPolicy": "IfNotPresent"}})
+    assert {c["image"] for c in default.containers("DaemonSet", "-ovs").values()} == {"r/ovnk:t1"}
+    pinned = render({"image": {"repository": "r/ovnk-hello", "tag": "t2", "pullPolicy": "IfNotPresent"},
+                     "ovs": {"image": {"repository": "r/ovnk", "tag": "t1"}}})
+    assert {c["image"] for c in pinned.containers("DaemonSet", "-ovs").values()} == {"r/ovnk:t1"}
+    assert {c["image"] for c in pinned.containers("DaemonSet", "-node").values()} == {"r/ovnk-hello:t2"}

@@ -58,3 +58,4 @@ def test_sandbox_values_are_existing_chart_values() -> None:
     rendered = render(values)
     assert "datapath-type = netdev" in rendered.text
     assert "localhost/ovnk:0.1.0-0123456789abcdef" in rendered.text
+    assert {c["image"] for c in rendered.containers("DaemonSet", "-ovs").values()} == {image.name}

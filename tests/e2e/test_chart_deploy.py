@@ -7,9 +7,11 @@ that networks the pods below comes from the chart's pods, under the chart's RBAC
 * the release's pods become Ready (their probes pass) and the nodes Ready;
 * the controller's and the agents' /healthz, /readyz and /metrics answer where the chart says;
 * pods on two nodes reach each other and a ClusterIP service, with real packets;
-* ``helm upgrade --set plugins.multicast.enabled=true`` (with egressfirewall, a plugin that has
-  CRDs) brings the CRDs, the config section and the plugin's NB rows (read with ovn-nbctl in
-  the chart's NB container); ``=false`` takes them away again while pod traffic keeps working;
+* one ``helm upgrade`` switches on multicast, egressfirewall (a plugin that has CRDs) and the
+  third-party ovnk-hello (an image built FROM ovnk's, its CRD given with ``--set-file``): CRDs,
+  config, NB rows (read with ovn-nbctl in the chart's NB container), hello's status, port
+  greeting, node bridge, flow and annotation; another switches them off and everything goes,
+  while pod traffic keeps working;
 * no component logs a 403 (RBAC) at any point (logs collected before every rollout);
 * ``helm uninstall`` removes the release's API objects, and the sandbox goes down leaving
   no namespace, link, mount or file behind.
@@ -25,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,9 +55,13 @@ pytestmark = [
 
 NS = chartdeploy.NAMESPACE
 RELEASE = chartdeploy.RELEASE
-FORBIDDEN = re.compile(r"\b403\b|forbidden", re.IGNORECASE)
+# "forbidden" is in every refusal of the API server (and urllib's "HTTP Error 403: Forbidden"); a bare 403 counts
+# unless it follows "," or "." (the milliseconds of a log timestamp, "22:40:03,403").
+FORBIDDEN = re.compile(r"forbidden|(?<![,.:])\b403\b", re.IGNORECASE)
 TOGGLED = "multicast"  # NB rows: the node switches' mcast_* other_config keys
 WITH_CRDS = "egressfirewall"  # CRDs: egressfirewalls.k8s.ovn.org
+HELLO = Path(__file__).resolve().parents[1] / "thirdparty" / "ovnk-hello"
+HELLO_CRD = HELLO / "ovnk_hello" / "crds" / "hellos.yaml"
 
 
 class ChartCluster(Cluster):
@@ -83,9 +90,8 @@ class ChartCluster(Cluster):
         return str(text)
 
     def rollout(self) -> None:
-        for kind in ("statefulset", "deployment", "daemonset"):
-            name = {"statefulset": f"{RELEASE}-ovn-db", "deployment": f"{RELEASE}-controller",
-                    "daemonset": f"{RELEASE}-node"}[kind]
+        for kind, name in (("statefulset", f"{RELEASE}-ovn-db"), ("deployment", f"{RELEASE}-controller"),
+                           ("daemonset", f"{RELEASE}-node"), ("daemonset", f"{RELEASE}-ovs")):
             self.kubectl("-n", NS, "rollout", "status", f"{kind}/{name}", "--timeout=300s", timeout=330)
         chartdeploy.wait_release_ready(self.sandbox.cluster, timeout=300)
 
@@ -123,7 +129,7 @@ def test_release_pods_and_nodes_ready_with_no_ovnk_of_the_sandbox(chart: ChartCl
         assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
     pods = chartdeploy.release_pods(chart.sandbox.cluster)
     kinds = sorted(p["metadata"]["labels"].get("app.kubernetes.io/component", "") for p in pods)
-    assert kinds == sorted(["ovn-db", "controller", "node", "node"]), kinds
+    assert kinds == sorted(["ovn-db", "controller", "node", "node", "ovs", "ovs"]), kinds
     for pod in pods:
         for container in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
             assert container["image"] == image.name
@@ -214,7 +220,53 @@ def _plugin_state(chart: ChartCluster) -> dict[str, Any]:
     }
 
 
-def test_helm_upgrade_switches_a_plugin_on_and_off(chart: ChartCluster) -> None:
+def _ovs(chart: ChartCluster, node: str, *argv: str) -> str:
+    """An OVS command in the chart's OVS pod on ``node`` (its ovs-vswitchd container)."""
+    pod = chart.kubectl("-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=ovs",
+                        "--field-selector", f"spec.nodeName={node}", "-o", "jsonpath={.items[0].metadata.name}")
+    return chart.kubectl("-n", NS, "exec", pod, "-c", "ovs-vswitchd", "--", *argv)
+
+
+def _ovs_map(value: Any) -> dict[str, str]:
+    return dict(value[1]) if isinstance(value, list) and value and value[0] == "map" else {}
+
+
+def _ovs_set(value: Any) -> list[Any]:
+    return list(value[1]) if isinstance(value, list) and value and value[0] == "set" else [value]
+
+
+def _hello_state(chart: ChartCluster, namespace: str) -> dict[str, Any]:
+    """What the third-party plugin made: its CR's status, its NB address sets, its greeting on the pods'
+    ports, its bridge and drop flow on each node, its node annotation."""
+    crds = chart.kubectl("get", "crd", "-o", "name").split()
+    selected = None
+    if "customresourcedefinition.apiextensions.k8s.io/hellos.example.com" in crds:
+        found = chart.kubectl("-n", namespace, "get", "hellos.example.com", "-o", "json", check=False)
+        items = json.loads(found)["items"] if found.strip() else []
+        selected = [(h.get("status") or {}).get("selectedPods") for h in items]
+    sets = chart.nbctl("--columns=external_ids,addresses", "list", "Address_Set")["data"]
+    ports = chart.nbctl("--columns=name,external_ids", "list", "Logical_Switch_Port")["data"]
+    nodes = {}
+    for node in chart.nodes:
+        bridges = _ovs(chart, node, "ovs-vsctl", "list-br").split()
+        flows = _ovs(chart, node, "ovs-ofctl", "dump-flows", "br-hello") if "br-hello" in bridges else ""
+        annotations = json.loads(chart.kubectl("get", "node", node, "-o", "json"))["metadata"].get("annotations") or {}
+        nodes[node] = {"br-hello": "br-hello" in bridges, "drop-7777": "tp_dst=7777 actions=drop" in flows,
+                       "annotation": annotations.get("example.com/hello")}
+    return {
+        "crd": "customresourcedefinition.apiextensions.k8s.io/hellos.example.com" in crds,
+        "selected": selected,
+        "sets": {_ovs_map(ids)["k8s.ovn.org/name"]: sorted(_ovs_set(addresses)) for ids, addresses in sets
+                 if _ovs_map(ids).get("k8s.ovn.org/owner-type") == "Hello"},
+        "greetings": {name: _ovs_map(ids)["example.com/greeting"] for name, ids in ports
+                      if name.startswith(f"{namespace}_") and "example.com/greeting" in _ovs_map(ids)},
+        "nodes": nodes,
+    }
+
+
+def test_helm_upgrade_switches_plugins_on_and_off(chart: ChartCluster) -> None:
+    """Two first-party plugins and a third-party one (ovnk-hello in an image built FROM ovnk's, its CRD
+    given with --set-file) switched on by one ``helm upgrade`` and off by another."""
     namespace = chart.namespace()
     pods, service_ip = _echo_pods(chart, namespace)
     _check_traffic(chart, namespace, pods, service_ip)
@@ -222,8 +274,16 @@ def test_helm_upgrade_switches_a_plugin_on_and_off(chart: ChartCluster) -> None:
     assert before["enabled"] == [] and before["crds"] == []
     assert all(keys == [] for keys in before["node_switch_mcast"].values()), before
 
+    hello_image = ovnk_image.ensure_plugin_image(HELLO, repository="localhost/ovnk-hello")
+    chartdeploy.load_image(chart.sandbox.cluster, hello_image)
+    hello_sets = [*chartdeploy.image_sets(hello_image), "plugins.hello.settings.greeting=bonjour"]
+    hello_files = [f"plugins.hello.crds.hellos={HELLO_CRD}"]
+
     chart.collect_logs()
-    chartdeploy.upgrade(chart.sandbox.cluster, [f"plugins.{TOGGLED}.enabled=true", f"plugins.{WITH_CRDS}.enabled=true"])
+    started = time.monotonic()
+    chartdeploy.upgrade(chart.sandbox.cluster, [*hello_sets, f"plugins.{TOGGLED}.enabled=true",
+                                                f"plugins.{WITH_CRDS}.enabled=true", "plugins.hello.enabled=true"],
+                        set_files=hello_files)
     chart.rollout()
     on: dict[str, Any] = {}
 
@@ -232,22 +292,56 @@ def test_helm_upgrade_switches_a_plugin_on_and_off(chart: ChartCluster) -> None:
         return bool(on["node_switch_mcast"]) and all("mcast_snoop" in keys for keys in on["node_switch_mcast"].values())
 
     poll_until(f"{TOGGLED}'s NB rows after helm upgrade (state {on})", switched_on, timeout=120, interval=1)
-    assert on["enabled"] == sorted([TOGGLED, WITH_CRDS])
+    print(f"plugins on: upgrade to NB rows in {time.monotonic() - started:.0f}s")
+    assert on["enabled"] == sorted([TOGGLED, WITH_CRDS, "hello"])
     assert "egressfirewalls.k8s.ovn.org" in on["crds"]
-    assert f"[{TOGGLED}]" in chart.config() or TOGGLED in on["enabled"]
+    ovnk = ovnk_image.cached_image()
+    assert ovnk is not None
+    for pod in chartdeploy.release_pods(chart.sandbox.cluster):
+        ovs = pod["metadata"]["labels"].get("app.kubernetes.io/component") == "ovs"  # pinned: ovs.image
+        assert {c["image"] for c in pod["spec"]["containers"]} == {ovnk.name if ovs else hello_image.name}
     _check_traffic(chart, namespace, pods, service_ip)
 
+    # The third-party plugin does what it does on the process sandbox (tests/e2e/test_thirdparty_hello.py).
+    chart.apply({"apiVersion": "example.com/v1", "kind": "Hello", "metadata": {"name": "greeter", "namespace": namespace},
+                 "spec": {"greeting": "hi", "podSelector": {"matchLabels": {"app": "echo"}}, "port": 7777}})
+    echo_ips = sorted(pods[name]["status"]["podIP"] for name in ("echo-1", "echo-2"))
+    hello: dict[str, Any] = {}
+
+    def hello_works() -> bool:
+        hello.update(_hello_state(chart, namespace))
+        return (hello["selected"] == [2] and hello["sets"].get(f"{namespace}/greeter") == echo_ips
+                and hello["greetings"] == {f"{namespace}_echo-1": "hi", f"{namespace}_echo-2": "hi"}
+                and all(n["drop-7777"] for n in hello["nodes"].values()))
+
+    poll_until(f"ovnk-hello's status, NB rows and node flows (state {hello})", hello_works, timeout=120, interval=1)
+    for node, state in hello["nodes"].items():
+        assert state["annotation"] is not None and json.loads(state["annotation"]) == {"greeting": "bonjour"}, node
+
     chart.collect_logs()
-    chartdeploy.upgrade(chart.sandbox.cluster, [f"plugins.{TOGGLED}.enabled=false", f"plugins.{WITH_CRDS}.enabled=false"])
+    started = time.monotonic()
+    chartdeploy.upgrade(chart.sandbox.cluster, [*hello_sets, f"plugins.{TOGGLED}.enabled=false",
+                                                f"plugins.{WITH_CRDS}.enabled=false", "plugins.hello.enabled=false"],
+                        set_files=hello_files)
     chart.rollout()
     off: dict[str, Any] = {}
 
     def switched_off() -> bool:
         off.update(_plugin_state(chart))
-        return all(keys == [] for keys in off["node_switch_mcast"].values())
+        return all(keys == [] for keys in off["node_switch_mcast"].values()) and off["crds"] == []
 
-    poll_until(f"{TOGGLED}'s NB rows removed after helm upgrade (state {off})", switched_off, timeout=120, interval=1)
-    assert off["enabled"] == [] and off["crds"] == []
+    poll_until(f"{TOGGLED}'s NB rows and the CRDs removed after helm upgrade (state {off})", switched_off,
+               timeout=120, interval=1)
+    print(f"plugins off: upgrade to NB rows removed in {time.monotonic() - started:.0f}s")
+    assert off["enabled"] == []
+    hello_off: dict[str, Any] = {}
+
+    def hello_gone() -> bool:
+        hello_off.update(_hello_state(chart, namespace))
+        return (not hello_off["crd"] and hello_off["sets"] == {} and hello_off["greetings"] == {}
+                and not any(n["br-hello"] or n["annotation"] for n in hello_off["nodes"].values()))
+
+    poll_until(f"everything of ovnk-hello gone (state {hello_off})", hello_gone, timeout=120, interval=1)
     _check_traffic(chart, namespace, pods, service_ip)
     chart.kubectl("delete", "namespace", namespace, "--wait=false")
 

@@ -30,6 +30,13 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
 
+{{/* The image of the OVS DaemonSet: ovs.image.repository/tag, each defaulting to image.* (the same image). */}}
+{{- define "ovnk.ovsImage" -}}
+{{- $repository := .Values.ovs.image.repository | default .Values.image.repository -}}
+{{- $tag := .Values.ovs.image.tag | default (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
+
 {{- define "ovnk.configName" -}}{{ include "ovnk.fullname" . }}-config{{- end -}}
 {{- define "ovnk.dbName" -}}{{ include "ovnk.fullname" . }}-ovn-db{{- end -}}
 {{- define "ovnk.leaseName" -}}{{ include "ovnk.fullname" . }}-controller{{- end -}}
@@ -61,19 +68,29 @@ plugin by name.
 {{- end -}}
 
 {{/*
-Paths (inside the chart) of the CRD files of the enabled plugins, one per line:
-files/plugins/<name>/crds/*.yaml. files/plugins is a symlink to the repository's
-plugins/ folder, so these are the plugins' own files, not copies.
+The CRDs of the enabled plugins as a JSON list of {"source", "text"}:
+- a first-party plugin's files, files/plugins/<name>/crds/*.yaml (files/plugins is a symlink to
+  the repository's plugins/ folder, so these are the plugins' own files, not copies);
+- a third-party plugin's, given as values: plugins.<name>.crds.<key> holds one CRD document, as
+  text (helm install --set-file plugins.hello.crds.hellos=hellos.yaml) or as a map.
 */}}
-{{- define "ovnk.pluginCrdFiles" -}}
+{{- define "ovnk.pluginCrds" -}}
 {{- $root := . -}}
+{{- $out := list -}}
 {{- range $name := splitList "," (include "ovnk.enabledPlugins" .) -}}
 {{- if $name -}}
-{{- range $path, $_ := $root.Files.Glob (printf "files/plugins/%s/crds/*.yaml" $name) }}
-{{ $path }}
+{{- range $path, $_ := $root.Files.Glob (printf "files/plugins/%s/crds/*.yaml" $name) -}}
+{{- $out = append $out (dict "source" $path "text" ($root.Files.Get $path)) -}}
+{{- end -}}
+{{- $given := (index $root.Values.plugins $name).crds | default dict -}}
+{{- range $key := keys $given | sortAlpha -}}
+{{- $value := index $given $key -}}
+{{- $text := ternary (toYaml $value) (toString $value) (kindIs "map" $value) -}}
+{{- $out = append $out (dict "source" (printf "plugins.%s.crds.%s" $name $key) "text" $text) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- toJson $out -}}
 {{- end -}}
 
 {{/*
@@ -83,13 +100,32 @@ include "ovnk.pluginCrdRules" (list $ (list "get" "list" "watch"))
 {{- define "ovnk.pluginCrdRules" -}}
 {{- $root := index . 0 -}}
 {{- $verbs := index . 1 -}}
-{{- range $path := splitList "\n" (include "ovnk.pluginCrdFiles" $root) -}}
-{{- if $path -}}
-{{- $crd := fromYaml ($root.Files.Get $path) }}
-# {{ $path }}
+{{- range $item := include "ovnk.pluginCrds" $root | fromJsonArray -}}
+{{- $crd := fromYaml $item.text }}
+# {{ $item.source }}
 - apiGroups: [{{ $crd.spec.group | quote }}]
   resources: [{{ $crd.spec.names.plural | quote }}, {{ printf "%s/status" $crd.spec.names.plural | quote }}]
   verbs: {{ toJson $verbs }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+RBAC rules a first-party plugin needs beyond its CRDs, from its own folder:
+files/plugins/<name>/rbac.yaml holds {controller: [rules], node: [rules]} (Kubernetes
+PolicyRules), added to that component's ClusterRole while the plugin is enabled.
+include "ovnk.pluginExtraRules" (list $ "node")
+*/}}
+{{- define "ovnk.pluginExtraRules" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- range $name := splitList "," (include "ovnk.enabledPlugins" $root) -}}
+{{- if $name -}}
+{{- $path := printf "files/plugins/%s/rbac.yaml" $name -}}
+{{- $rules := index ($root.Files.Get $path | fromYaml) $component -}}
+{{- if $rules }}
+# {{ $path }} ({{ $component }})
+{{ toYaml $rules }}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

@@ -29,6 +29,8 @@ keys in alphabetical order.
 {{- if $v.gateway.nextHop }}{{ $_ = set $gw "next-hop" $v.gateway.nextHop }}{{ end -}}
 {{- $_ = set $ini "gateway" $gw -}}
 {{- $_ = set $ini "logging" (dict "level" $v.logLevel) -}}
+{{- /* install-crds false: the chart installs the enabled plugins' CRDs (templates/plugins) and grants the
+       controller no write on CustomResourceDefinitions; the controller waits until they are served. */ -}}
 {{- $le := $v.controller.leaderElection -}}
 {{- /* The same rule as [controller] validate(): caught here, not in a crash-looping pod. */ -}}
 {{- if or (ge (float64 $le.renewDeadline) (float64 $le.leaseDuration)) (ge (float64 $le.retryPeriod) (float64 $le.renewDeadline)) -}}
@@ -37,6 +39,7 @@ keys in alphabetical order.
 {{- $_ = set $ini "controller" (dict
     "metrics-bind-address" (printf "%s:%v" ($v.controller.metricsBindHost | default "0.0.0.0") $v.controller.metricsPort)
     "leader-election" true
+    "install-crds" false
     "lease-namespace" .Release.Namespace
     "lease-name" (include "ovnk.leaseName" .)
     "lease-duration" $le.leaseDuration
