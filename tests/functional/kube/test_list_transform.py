@@ -55,14 +55,16 @@ def test_a_transformed_list_never_holds_every_object_in_full(client: KubeClient,
     full_size = OBJECTS * PAYLOAD
     items, version = client.list(CONFIGMAPS, namespace=namespace, limit=10, transform=drop_data)
     assert version
-    assert sorted(i["metadata"]["name"] for i in items) == sorted(f"big-{i}" for i in range(OBJECTS))
+    # The namespace may also hold kube-controller-manager's kube-root-ca.crt, whenever it publishes it.
+    ours = [i for i in items if i["metadata"]["name"].startswith("big-")]
+    assert sorted(i["metadata"]["name"] for i in ours) == sorted(f"big-{i}" for i in range(OBJECTS))
     assert all("data" not in i and i["kind"] == "ConfigMap" for i in items)
     measured = json.loads(subprocess.run([sys.executable, "-c", MEASURE, kubeconfig, namespace],
                                          capture_output=True, text=True, check=True, timeout=120).stdout)
-    assert measured["items"] == OBJECTS
+    assert measured["items"] >= OBJECTS
     # A page of ten is ~400 kB of payload; its response bytes, their decoded text and the parsed page
     # peak at about 1.6 MB. Holding every object in full would be at least the 4.8 MB of payload.
     peak = measured["peak"]
     assert peak < full_size / 2, f"peak {peak} bytes while listing {full_size} bytes of payload"
     untransformed, _ = client.list(CONFIGMAPS, namespace=namespace, limit=10)
-    assert all(len(i["data"]["blob"]) == PAYLOAD for i in untransformed)
+    assert all(len(i["data"]["blob"]) == PAYLOAD for i in untransformed if i["metadata"]["name"].startswith("big-"))
