@@ -354,12 +354,12 @@ def run(sandbox: Sandbox, options: RunOptions, *, progress: Callable[[str], None
                    skip_regex(skips, options.skip), 1)]
     started = time.monotonic()
     timed_out = False
-    with open(report_dir / "e2e.log", "ab") as log, internet_stand_in(sandbox, report_dir / "lab") as netns:
+    with open(report_dir / "e2e.log", "ab") as log, internet_stand_in(sandbox, report_dir / "lab") as runner_prefix:
         for prefix, focus, skip, parallel in passes:
             if timed_out:
                 break
             flags = e2e_flags(kubeconfig=sandbox.kubeconfig, nodes=nodes, report_dir=report_dir, report_prefix=prefix)
-            argv = [*netns, *suite_argv(focus=focus, skip=skip, parallel=parallel, flags=flags,
+            argv = [*runner_prefix, *suite_argv(focus=focus, skip=skip, parallel=parallel, flags=flags,
                                         flake_attempts=options.flake_attempts)]
             say(f"running {'the [Serial] specs' if prefix else 'the suite'} ({parallel} at a time); "
                 f"output in {report_dir / 'e2e.log'}")

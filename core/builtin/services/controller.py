@@ -82,12 +82,9 @@ def slice_keys(endpoint_slice: Mapping[str, Any]) -> Iterable[str]:
 
 
 def service_needs_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Spec and status, and the labels that hand a service to another proxy (:data:`model.NOT_OURS_LABELS`)."""
-    if common.changed(old, new, ("spec", "status")):
-        return True
-    old_labels = (old.get("metadata") or {}).get("labels") or {}
-    new_labels = (new.get("metadata") or {}).get("labels") or {}
-    return any((label in old_labels) != (label in new_labels) for label in model.NOT_OURS_LABELS)
+    """Spec and status, and whether the service is ours at all (a label can hand it to another proxy)."""
+    return (common.changed(old, new, ("spec", "status"))
+            or model.wants_load_balancers(old) != model.wants_load_balancers(new))
 
 
 def node_needs_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
