@@ -293,6 +293,8 @@ class NodeAgent:
         self._set_phase("setting up the shared gateway bridge")
         self.gateway = SharedGateway(config=cfg, node_name=self.node_name, ovs=ovs, net=self.net, flows=flows)
         info = self.gateway.setup()
+        # `ovnk release-uplink` (OVS stopping) deletes the bridge; only a new start sets it up again.
+        self.state.liveness["gateway"] = self.gateway.released
         system_id, encap_ip = self._configure_ovs(info)
         self.runner = ControllerRunner(informers=informers, workers=1, registry=registry, events=events,
                                        metrics_prefix=NODE_PREFIX)

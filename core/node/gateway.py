@@ -289,6 +289,19 @@ class SharedGateway:
         self.sync_flows()
         self.flows.sync_all(force=True)
 
+    def released(self) -> str | None:
+        """Why the gateway is gone (the liveness check of the agent), or ``None`` while it is in place.
+
+        :func:`release_uplink` (the chart runs it before ovs-vswitchd stops) deletes the bridge and
+        gives its addresses back to the uplink; only a new start of the agent sets it up again, so
+        the agent reports itself not alive until the kubelet restarts it.
+        """
+        if self.info is None or not self.ovs.client.connected:
+            return None  # not set up yet, or OVS away: the "ovs" check says so
+        if not self.ovs.bridge_exists(self.info.bridge):
+            return f"gateway bridge {self.info.bridge} was deleted (uplink released); a restart sets it up again"
+        return None
+
     def spec(self) -> ControllerSpec:
         """The ``gateway`` node controller (key: the bridge); queue it on OVS changes
         (``ovs.subscribe``), which is how a new patch port or ofport is noticed."""
@@ -301,3 +314,45 @@ class SharedGateway:
 
         return ControllerSpec(name=CONTROLLER, watches=(), reconcile=reconcile, initial_keys=lambda: [bridge],
                               workers=1)
+
+
+# Written into ovs-vswitchd's run directory once the uplink is back on the host (the chart's
+# ovsdb-server container waits for it before stopping, so the release can still transact).
+RELEASED_MARKER = "ovnk-uplink-released"
+
+
+def release_uplink(*, ovs: OvsFacade, net: NetFacade) -> tuple[str, str, list[IPInterface]] | None:
+    """Give the node's uplink back to the host: the reverse of :meth:`SharedGateway.setup`.
+
+    The gateway bridge (``ovn-bridge-mappings`` of ``physnet``) loses its addresses and its routes
+    to its one system port, the uplink, and is deleted with its ports. For OVS stopping, for good
+    (``helm uninstall``) or for an upgrade: without it the host keeps its address on an interface
+    that nothing forwards for, and is cut off (kubelet included). The node agent sets the gateway
+    up again when it next starts. Returns ``(bridge, uplink, addresses)``, or ``None`` when there
+    is no gateway bridge (nothing to do, so running it twice is harmless).
+    """
+    mappings = ovs.external_ids().get("ovn-bridge-mappings", "")
+    bridge = dict(m.split(":", 1) for m in mappings.split(",") if ":" in m).get(n.PHYSNET, "")
+    if not bridge or not ovs.bridge_exists(bridge):
+        return None
+    ports = [i.name for i in ovs.bridge_ports(bridge) if i.type in ("", "system") and i.name != bridge]
+    if len(ports) != 1:
+        raise StartupError(f"OVS bridge {bridge} has {len(ports)} system ports ({', '.join(ports) or '-'}); "
+                           f"cannot tell which one is the uplink to give the addresses back to")
+    [uplink] = ports
+    addresses = net.addresses(bridge)
+    routes = [r for r in net.routes(dev=bridge) if r.proto != RTPROT_KERNEL]
+    for address in addresses:
+        net.add_address(uplink, address)
+    # Before the bridge loses its addresses: the kernel flushes the routes of a device that
+    # loses its last one, and a default route needs its gateway reachable through the uplink.
+    for route in routes:
+        net.replace_route(route.dst, dev=uplink, gateway=route.gateway, mtu=route.mtu, priority=route.priority)
+    for address in addresses:
+        net.delete_address(bridge, address)
+    ovs.delete_bridge(bridge)
+    if net.link(bridge) is not None:
+        net.delete_link(bridge)  # ovs-vswitchd was not running to remove its internal port
+    logger.info("released uplink %s: moved %s and %d routes back from %s and deleted the bridge", uplink,
+                ", ".join(map(str, addresses)) or "no addresses", len(routes), bridge)
+    return bridge, uplink, addresses

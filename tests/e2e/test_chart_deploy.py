@@ -12,6 +12,9 @@ that networks the pods below comes from the chart's pods, under the chart's RBAC
   config, NB rows (read with ovn-nbctl in the chart's NB container), hello's status, port
   greeting, node bridge, flow and annotation; another switches them off and everything goes,
   while pod traffic keeps working;
+* ``kubectl rollout restart`` of the OVS DaemonSet (an OVS upgrade) keeps the nodes reachable (the
+  uplink goes back to the host before OVS stops), the agents are restarted and set their gateway up
+  again, and pod traffic works afterwards;
 * no component logs a 403 (RBAC) at any point (logs collected before every rollout);
 * ``helm uninstall`` removes the release's API objects, and the sandbox goes down leaving
   no namespace, link, mount or file behind.
@@ -342,6 +345,42 @@ def test_helm_upgrade_switches_plugins_on_and_off(chart: ChartCluster) -> None:
                 and not any(n["br-hello"] or n["annotation"] for n in hello_off["nodes"].values()))
 
     poll_until(f"everything of ovnk-hello gone (state {hello_off})", hello_gone, timeout=120, interval=1)
+    _check_traffic(chart, namespace, pods, service_ip)
+    chart.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+# -- OVS restarted (an OVS upgrade) ----------------------------------------------------------------
+
+
+def _restarts(chart: ChartCluster, container: str) -> dict[str, int]:
+    pods = json.loads(chart.kubectl("-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=node", "-o", "json"))
+    return {p["spec"]["nodeName"]: sum(s["restartCount"] for s in p["status"].get("containerStatuses", [])
+                                       if s["name"] == container) for p in pods["items"]}
+
+
+def test_an_ovs_restart_keeps_the_nodes_and_the_agents_set_the_gateway_up_again(chart: ChartCluster) -> None:
+    """``kubectl rollout restart`` of the OVS DaemonSet, as an OVS upgrade does: ovs-vswitchd's preStop gives
+    each node's uplink back to the host (``ovnk release-uplink``), so the kubelet keeps its API server while
+    the new OVS pod starts (without it the node kept its address on a bridge nothing forwards for, and
+    never saw its new OVS pod); the node agent, not alive without its bridge, is restarted by the kubelet
+    and sets the gateway up again; pods reach each other and the service afterwards."""
+    namespace = chart.namespace()
+    pods, service_ip = _echo_pods(chart, namespace)
+    _check_traffic(chart, namespace, pods, service_ip)
+    before = _restarts(chart, "node")
+    chart.collect_logs()
+    chart.kubectl("-n", NS, "rollout", "restart", f"daemonset/{RELEASE}-ovs")
+    chart.rollout()
+    restarted: dict[str, int] = {}
+
+    def gateways_back() -> bool:
+        restarted.update(_restarts(chart, "node"))
+        return (all(restarted[node] > before[node] for node in before)
+                and all("breth0" in _ovs(chart, node, "ovs-vsctl", "list-br").split() for node in chart.nodes))
+
+    poll_until(f"every agent restarted and its breth0 back (restarts {before} -> {restarted})", gateways_back,
+               timeout=180, interval=2)
+    chartdeploy.wait_release_ready(chart.sandbox.cluster, timeout=120)
     _check_traffic(chart, namespace, pods, service_ip)
     chart.kubectl("delete", "namespace", namespace, "--wait=false")
 

@@ -12,15 +12,19 @@ runs here with a plugin that has a bridge of its own.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from ovnk.core.errors import StartupError
 from ovnk.core.node.flows import RESYNC_INTERVAL
+from ovnk.core.node.gateway import RELEASED_MARKER
 from ovnk_lab import paths
 from ovnk_lab.ovsnode import NodeLab
 from ovnk_lab.ovsnode import OvsNode
@@ -103,3 +107,65 @@ def test_managed_bridges_are_rewritten_as_soon_as_vswitchd_restarts(
     wait_for("node-1's own address answering again", lambda: host_ping(node1.ip), timeout=10)
     # br-int is ovn-controller's to refill; the pod network comes back too.
     wait_for("pod a reaching pod b again", lambda: ping(a, pod_ip(result_b), count=1).returncode == 0, timeout=30)
+
+
+def addresses_of(node: OvsNode, link: str) -> list[str]:
+    out = node.exec(["ip", "-j", "-4", "addr", "show", "dev", link], check=False)
+    if out.returncode != 0:
+        return []
+    return [f"{a['local']}/{a['prefixlen']}" for entry in json.loads(out.stdout) for a in entry["addr_info"]]
+
+
+def release_uplink(node: OvsNode, marker_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``ovnk release-uplink`` in the node's netns, as the chart's preStop of ovs-vswitchd runs it."""
+    return node.exec([str(Path(sys.executable).with_name("ovnk")), "--set", f"ovs.address={node.ovs_address}",
+                      "release-uplink", "--marker-dir", str(marker_dir)])
+
+
+def test_release_uplink_keeps_the_host_reachable_while_ovs_is_down_and_a_restart_sets_the_gateway_up_again(
+    lab: NodeLab, node1: OvsNode, node2: OvsNode, ns: str, tmp_path: Path
+) -> None:
+    a, _ = wired_pod(lab, node1, ns, "a")
+    _, result_b = wired_pod(lab, node2, ns, "b")
+    assert ping(a, pod_ip(result_b)).returncode == 0
+    [address] = addresses_of(node1, "breth0")
+    assert addresses_of(node1, "eth0") == []
+    routes = json.loads(node1.exec(["ip", "-j", "-4", "route", "show", "default"]).stdout)
+    assert agent_health(node1) == 200
+
+    done = release_uplink(node1, tmp_path)
+    assert "released eth0 from breth0" in done.stdout
+    assert (tmp_path / RELEASED_MARKER).read_text() == "released\n"
+    assert addresses_of(node1, "eth0") == [address]
+    assert "breth0" not in node1.vsctl("list-br").split()
+    assert node1.exec(["ip", "link", "show", "breth0"], check=False).returncode != 0
+    assert [r["dev"] for r in json.loads(node1.exec(["ip", "-j", "-4", "route", "show", "default"]).stdout)] == \
+        ["eth0" for _ in routes]
+    # The agent is not alive without its bridge: under the chart the kubelet restarts it.
+    wait_for("node-1's agent reporting itself not alive", lambda: agent_health(node1) == 503, timeout=10)
+    # Nothing left to release: the second run changes nothing.
+    again = release_uplink(node1, tmp_path)
+    assert "nothing to release" in again.stdout
+    assert addresses_of(node1, "eth0") == [address]
+
+    # OVS stopped for good: the host keeps its address and is reachable through the plain uplink.
+    vswitchd = node1.daemons["ovs-vswitchd"]
+    vswitchd.stop()
+    try:
+        assert host_ping(node1.ip)
+    finally:
+        vswitchd.start()
+    restart_agent(lab, node1)
+    assert addresses_of(node1, "breth0") == [address] and addresses_of(node1, "eth0") == []
+    assert agent_health(node1) == 200
+    wait_for("node-1's own address answering again", lambda: host_ping(node1.ip), timeout=10)
+    wait_for("pod a reaching pod b again", lambda: ping(a, pod_ip(result_b), count=1).returncode == 0, timeout=30)
+
+
+def agent_health(node: OvsNode) -> int:
+    script = ("import urllib.request, urllib.error\n"
+              "try:\n"
+              "    print(urllib.request.urlopen('http://127.0.0.1:9410/healthz', timeout=5).status)\n"
+              "except urllib.error.HTTPError as e:\n"
+              "    print(e.code)\n")
+    return int(node.exec(["python3", "-c", script]).stdout.strip())
