@@ -37,9 +37,9 @@ image: setup
 	hack/build-image.sh
 
 # The chart deployed for real on a sandbox: image (ovnk layer rebuilt in seconds after a source
-# change), helm install, plugin toggle with a third-party plugin, RBAC log check, uninstall.
-# Not part of `make test` yet: helm uninstall leaves the nodes cut off (their uplink stays in OVS'
-# gateway bridge), so its last test fails; figures in charts/ovnk/README.md.
+# change), helm install, plugin toggle with a third-party plugin, an OVS restart, RBAC log check,
+# uninstall (~7 min). Not part of `make test` while the rest of it takes ~36 of CI's minutes
+# (charts/ovnk/README.md, "Cost").
 chart-e2e: setup
 	OVNK_CHART_E2E=1 $(PY) -m pytest tests/chart/test_image_build.py tests/e2e/test_chart_deploy.py $(PYTEST_ARGS)
 

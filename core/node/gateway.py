@@ -46,6 +46,11 @@ table  priority  match                                     actions
 1      0         (anything else)                           LOCAL
 =====  ========  ========================================  ===========================================
 
+The reverse is :func:`release_uplink` (``ovnk release-uplink``), for OVS stopping:
+the addresses and routes go back to the uplink and the bridge is deleted; the
+agent then reports itself not alive (:meth:`SharedGateway.released`) until a
+restart sets the gateway up again.
+
 Until P exists only the host rows are written. Simplifications against
 ovn-kubernetes' bridge flows: IPv4 only; new connections from outside always
 reach the host (no NodePort/ExternalIP steering into OVN, no hairpin through
