@@ -17,6 +17,9 @@ The veth driver (ovn-kubernetes.md §3.2, step 5-6):
   default route via the gateway of each family plus the annotation's routes;
   TX checksum offload off when the datapath is netdev (the userspace datapath
   drops TCP/UDP whose checksum was left to an offload);
+* with the netdev datapath, strict ``rp_filter`` and ``arp_ignore=1`` on the
+  host end (:func:`host_side_sysctls`): the node's kernel sees the pod's frames
+  too and must not answer them;
 * on ``br-int``: ports holding the same ``iface-id`` are removed (a previous
   sandbox of the pod, with its host veth end) and the host end is added with Interface
   ``external_ids`` ``iface-id``, ``iface-id-ver`` (pod UID), ``sandbox``
@@ -163,6 +166,20 @@ def _open_netns(netns: str) -> NetFacade:
         raise CniError(ERR_UNKNOWN_CONTAINER, f"cannot enter the pod's network namespace: {exc}") from None
 
 
+def host_side_sysctls(host: str) -> list[tuple[str, str]]:
+    """What keeps the node's kernel out of a pod's traffic on the host end of its veth (netdev).
+
+    ovs-vswitchd's userspace datapath reads the host end with a packet socket, so the kernel receives
+    every frame too. It would take a pod's packets for the node's own addresses a second time, raw:
+    a backend's SYN-ACK to the node's ClusterIP connection arrived there before OVN's un-DNATed
+    copy, and the node answered it with a RST. It would also answer ARP for the node's addresses with
+    the veth's MAC. Strict reverse-path filtering (the pod's subnet routes through the management
+    port, not this veth) and ``arp_ignore=1`` (the veth has no address) make it ignore them, as the
+    gateway's uplink does. The kernel datapath takes the frames away from the stack; nothing needed.
+    """
+    return [(f"net/ipv4/conf/{host}/rp_filter", "1"), (f"net/ipv4/conf/{host}/arp_ignore", "1")]
+
+
 class VethDriver:
     """Core's driver: a veth pair between the pod netns and ``br-int`` (see the module docstring)."""
 
@@ -174,6 +191,8 @@ class VethDriver:
         try:
             created, host_mac = self._ensure_pair(ctx, host=host, request=request, network=network,
                                                   pod_network=pod_network)
+            if ctx.config.ovs.datapath_type == "netdev":
+                ctx.net.set_sysctls(host_side_sysctls(host))
             configure_pod_interface(
                 request.netns, request.ifname, addresses=pod_network.ip_addresses,
                 routes=[(r.dst, r.gw) for r in pod_routes(pod_network)],

@@ -265,6 +265,17 @@ def external_echo(sandbox: Sandbox, port: int) -> subprocess.Popen[bytes]:
                              f"{port}/tcp", f"{port}/udp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def node_send(sandbox: Sandbox, node: str, protocol: str, address: str, port: int, message: str = "hostname", *,
+              timeout: float = 2) -> EchoResult:
+    """An ovnk-echo client on a node's host network (a process of the node, like the kubelet's)."""
+    from ovnk_lab.hostnet import netns_path
+    from ovnk_lab.images import build_echo_binary
+
+    netns = next(n.netns for n in sandbox.cluster.nodes if n.name == node)
+    return _echo_result([paths.system_bin("nsenter"), f"--net={netns_path(netns)}", str(build_echo_binary()), "send",
+                         protocol, address, str(port), message, f"{timeout:g}"], timeout=timeout)
+
+
 def external_send(sandbox: Sandbox, protocol: str, address: str, port: int, message: str = "hostname", *,
                   timeout: float = 2, source_port: int | None = None) -> EchoResult:
     """An ovnk-echo client in the sandbox's external namespace (the outside world) sends ``message``."""

@@ -22,6 +22,7 @@ from ovnk_lab.images import ECHO_IN_IMAGE
 from tests.e2e.conftest import ECHO_UDP
 from tests.e2e.conftest import Cluster
 from tests.e2e.conftest import external_send
+from tests.e2e.conftest import node_send
 from tests.e2e.conftest import poll_until
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -161,6 +162,33 @@ def test_node_port_answers_on_every_node_from_outside_and_from_pods(env: Env) ->
                 replies = send_many(cluster, ns, client, protocol, ip, port, 6)
                 assert None not in replies and set(replies) <= set(env.backends), (
                     f"{protocol} {client} -> {node} {ip}:{port}: {replies}")
+
+
+def test_a_process_on_a_node_reaches_the_cluster_ip_and_every_nodes_node_port(env: Env) -> None:
+    """The host network as a client (Kubernetes' "node-Service" checks): the ClusterIP through the
+    management port, the node's own IP:NodePort (DNATed to the ClusterIP in the host's OUTPUT path:
+    the kernel would deliver it locally, where nothing listens) and the other node's. Every connection
+    answers, from backends on both nodes: the DNATed ones leave SNATed to the management port's IP,
+    so a backend on the other node answers through the cluster router."""
+    cluster = env.cluster
+    tcp_port, udp_port = env.node_port("tcp"), env.node_port("udp")
+    node_ips = {n.name: n.ip for n in cluster.sandbox.cluster.nodes}
+    for node in node_ips:
+        targets = {"ClusterIP": (env.cluster_ip, 80, 80)}
+        targets |= {f"{other}'s NodePort": (ip, tcp_port, udp_port) for other, ip in node_ips.items()}
+        for what, (address, tcp, udp) in targets.items():
+            poll_until(f"{what} answers TCP from {node}'s host network",
+                       lambda n=node, a=address, p=tcp: node_send(cluster.sandbox, n, "tcp", a, p, timeout=1).reply
+                       is not None)
+            for protocol, port, count in (("tcp", tcp, 16), ("udp", udp, 8)):
+                results = [node_send(cluster.sandbox, node, protocol, address, port) for _ in range(count)]
+                replies = [r.reply for r in results]
+                assert None not in replies, (f"{protocol} {what} {address}:{port} from {node}'s host network: "
+                                             f"{[r.reply or r.error for r in results]}")
+                assert set(replies) <= set(env.backends), replies
+                if protocol == "tcp":
+                    assert {env.backends[r] for r in replies if r} == set(node_ips), (
+                        f"{what} from {node} reaches backends on both nodes: {replies}")
 
 
 def test_session_affinity_client_ip_keeps_each_client_on_one_backend(env: Env) -> None:

@@ -17,6 +17,15 @@ an OVN connection for core's flows from its first packet on: the GR's replies
 (committed again by core's patch-port flow) and later packets keep their path
 even while these flows are being rewritten. IPv4 only, as the gateway is.
 
+The node's own processes never reach those flows: a connection to the node's
+own ``IP:nodePort`` is delivered locally by the kernel, and one to an external
+IP leaves through the uplink. The same controller keeps an nftables table
+(owner ``core.services``, :func:`host_nat_table`) that DNATs them, in the
+host's OUTPUT path, to the ClusterIP, which the host reaches through the
+management port, and SNATs them to the management port's IP on their way out,
+as ovn-kubernetes does with its ``OVN-KUBE-NODEPORT`` and
+``OVN-KUBE-SNAT-MGMTPORT`` chains.
+
 It is a node controller (``nodeport``, key = the gateway bridge): a watch of
 the Services in the agent's shared informers, a subscription to OVS changes
 (the patch port appears when ``GR_<node>`` exists; ofports change) and a
@@ -41,6 +50,10 @@ from ovnk.core.kube.resources import SERVICES
 from ovnk.core.node.context import NodeContext
 from ovnk.core.node.gateway import CT_ZONE
 from ovnk.core.node.gateway import OVN_CT_MARK
+from ovnk.core.node.nft import NftChain
+from ovnk.core.node.nft import NftError
+from ovnk.core.node.nft import NftRule
+from ovnk.core.node.nft import NftTable
 from ovnk.core.reconcile.spec import ControllerSpec
 from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk.core.reconcile.spec import Watch
@@ -96,6 +109,70 @@ def steering_flows(targets: Iterable[tuple[str, str, int]], *, uplink_ofport: in
             f"actions={commit},output:{patch_ofport}" for ip, protocol, port in targets]
 
 
+def host_nat_targets(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, str | None, int, str, int]]:
+    """Sorted unique (protocol, external IP or ``None`` for "any local address", port, cluster IPv4,
+    service port): what a process on the node reaches through :func:`host_nat_table`."""
+    targets: set[tuple[str, str | None, int, str, int]] = set()
+    for service in services:
+        if not model.wants_load_balancers(service):
+            continue
+        s = model.spec(service)
+        cluster_v4 = next((ip for ip in (s.get("clusterIPs") or [s.get("clusterIP")]) if ip and _is_v4(ip)), None)
+        if cluster_v4 is None:
+            continue
+        external = [ip for ip in [*(s.get("externalIPs") or ()), *model.ingress_ips(service)] if _is_v4(str(ip))]
+        for port in model.service_ports(service):
+            protocol = model.PROTOCOLS.get(port.protocol)
+            if protocol is None:
+                continue
+            if port.node_port is not None:
+                targets.add((protocol, None, port.node_port, cluster_v4, port.port))
+            targets.update((protocol, str(ip), port.port, cluster_v4, port.port) for ip in external)
+    return sorted(targets, key=lambda t: (t[0], t[1] or "", t[2], t[3], t[4]))
+
+
+def _is_v4(raw: str) -> bool:
+    try:
+        return ipaddress.ip_address(raw).version == 4
+    except ValueError:
+        return False
+
+
+def _match(left: Mapping[str, Any], right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def host_nat_table(targets: Iterable[tuple[str, str | None, int, str, int]], *, mgmt_port: str,
+                   mgmt_ip: str | None) -> NftTable:
+    """The node's own connections to its NodePorts and to external IPs, DNATed to the ClusterIP.
+
+    A process on the node that connects to ``<its own IP>:<nodePort>`` never reaches the gateway
+    bridge (the kernel delivers the packet locally, and nothing listens), and one connecting to a
+    service's external IP would leave through the uplink; ovn-kubernetes DNATs both in the host's
+    OUTPUT path to the ClusterIP, which the host reaches through the management port. Those
+    connections still carry the node's address as source: SNAT them to the management port's IP
+    as they leave through it, so that a backend on another node answers through the cluster
+    router and not through its own gateway router (which would SNAT the reply to its node's IP).
+    """
+    payload_daddr = {"payload": {"protocol": "ip", "field": "daddr"}}
+    rules = []
+    for protocol, ip, port, cluster_ip, service_port in targets:
+        where = ([_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"),
+                  _match(payload_daddr, {"prefix": {"addr": "127.0.0.0", "len": 8}}, "!=")]
+                 if ip is None else [_match(payload_daddr, ip)])
+        rules.append(NftRule(expr=(*where, _match({"meta": {"key": "l4proto"}}, protocol),
+                                   _match({"payload": {"protocol": "th", "field": "dport"}}, port),
+                                   {"dnat": {"addr": cluster_ip, "port": service_port}})))
+    chains = [NftChain(name="host-to-services", rules=tuple(rules), type="nat", hook="output", priority=-100)]
+    if mgmt_ip is not None:
+        chains.append(NftChain(name="host-to-services-snat", type="nat", hook="postrouting", priority=100, rules=(
+            NftRule(expr=(_match({"meta": {"key": "oifname"}}, mgmt_port),
+                          _match({"ct": {"key": "status"}}, "dnat", "in"),
+                          _match({"payload": {"protocol": "ip", "field": "saddr"}}, mgmt_ip, "!="),
+                          {"snat": {"addr": mgmt_ip}})),)))
+    return NftTable(chains=tuple(chains), family="ip")
+
+
 def _steering_fields(service: Mapping[str, Any]) -> Any:
     spec = model.spec(service)
     return (spec.get("type"), spec.get("ports"), spec.get("externalIPs"), spec.get("clusterIP"),
@@ -117,6 +194,7 @@ class NodePortSteering:
         # and IPs it tells a reconcile queued by an unrelated OVS change (a pod port) to do nothing.
         self._services_seen = 0
         self._inputs: tuple[Any, ...] | None = None
+        self._warned_no_nft = False
 
     @property
     def services(self) -> Any:
@@ -169,6 +247,7 @@ class NodePortSteering:
         inputs = (self._services_seen, self.ports())
         if inputs == self._inputs:
             return False
+        self.sync_host_nat()
         flows = self.desired_flows()
         self.ctx.flows.set_flows(self.bridge, FLOW_OWNER, flows)
         # A no-op when the bridge already holds exactly the desired flows of every owner.
@@ -177,6 +256,21 @@ class NodePortSteering:
             logger.info("gateway %s: %d NodePort/external-IP steering flows", self.bridge, len(flows))
         self._inputs = inputs
         return written
+
+    def sync_host_nat(self) -> None:
+        """The nftables table of :func:`host_nat_table` for the cached Services (a no-op when unchanged)."""
+        if not self.ctx.nft.available():
+            if not self._warned_no_nft:
+                logger.warning("no nft binary: processes on this node cannot reach its NodePorts")
+                self._warned_no_nft = True
+            return
+        mgmt_port = self.ctx.config.node.mgmt_port
+        mgmt_ip = next((str(a.ip) for a in self.ctx.net.addresses(mgmt_port) if a.version == 4), None)
+        table = host_nat_table(host_nat_targets(self.services.list()), mgmt_port=mgmt_port, mgmt_ip=mgmt_ip)
+        try:
+            self.ctx.nft.set_table(FLOW_OWNER, table)
+        except NftError as exc:
+            raise RuntimeError(f"host NodePort DNAT table: {exc}") from None
 
     def _service_keys(self, _service: Mapping[str, Any]) -> tuple[str]:
         self._services_seen += 1

@@ -128,6 +128,9 @@ def test_result_and_wiring(lab: NodeLab, node1: OvsNode, ns: str) -> None:
         dest = route["dest"].removesuffix("/32")  # ip prints host routes without the length
         assert f"{dest} via {route['nextHop']} dev eth0" in routes
     assert "tx-checksumming: off" in pod.exec(["ethtool", "-k", "eth0"]).stdout
+    # netdev: the node's kernel sees the pod's frames on the host end too and must ignore them.
+    assert node1.exec(["sysctl", "-n", f"net.ipv4.conf.{host}.rp_filter",
+                       f"net.ipv4.conf.{host}.arp_ignore"]).stdout.split() == ["1", "1"]
     ids = iface_map(node1, host, "external_ids")
     assert ids == {**ids, "iface-id": f"{ns}_w", "iface-id-ver": pod.uid, "sandbox": pod.container_id,
                    "attached_mac": annotation["mac_address"], "pod-if-name": "eth0", "ovn-installed": "true",

@@ -13,6 +13,8 @@ from typing import Any
 from ovnk.core.bootstrap import collect_claims
 from ovnk.core.builtin.services import LB_OWNER
 from ovnk.core.builtin.services import model
+from ovnk.core.builtin.services.nodeport import host_nat_table
+from ovnk.core.builtin.services.nodeport import host_nat_targets
 from ovnk.core.builtin.services.nodeport import patch_port_name
 from ovnk.core.builtin.services.nodeport import steering_flows
 from ovnk.core.builtin.services.nodeport import steering_targets
@@ -193,3 +195,28 @@ def test_nodeport_steering_targets_and_flows() -> None:
     assert flows == ["table=0,priority=95,in_port=1,tcp,nw_dst=172.30.0.11,tp_dst=30080 "
                      "actions=ct(commit,zone=64000,exec(load:0x1->NXM_NX_CT_MARK[])),output:2"]
     assert patch_port_name("breth0", "n1") == "patch-breth0_n1-to-br-int"
+
+
+def test_host_nat_targets_and_table() -> None:
+    svc = service(type="NodePort", externalIPs=["192.0.2.1", "fd00::1"],
+                  ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                         {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}])
+    other_proxy = service("other", type="NodePort", ports=[{"port": 81, "protocol": "TCP", "nodePort": 30081}])
+    other_proxy["metadata"]["labels"] = {"service.kubernetes.io/service-proxy-name": "elsewhere"}
+    targets = host_nat_targets([svc, service("plain"), service("headless", clusterIP="None"), other_proxy])
+    assert targets == [("tcp", None, 30080, "10.96.0.10", 80), ("tcp", "192.0.2.1", 80, "10.96.0.10", 80),
+                       ("udp", None, 30053, "10.96.0.10", 53), ("udp", "192.0.2.1", 53, "10.96.0.10", 53)]
+    table = host_nat_table(targets[:2], mgmt_port="ovn-k8s-mp0", mgmt_ip="10.244.0.2")
+    assert table.family == "ip"
+    dnat, snat = table.chains
+    assert (dnat.type, dnat.hook, dnat.priority, snat.hook, snat.priority) == ("nat", "output", -100, "postrouting", 100)
+    node_port, external = (rule.expr for rule in dnat.rules)
+    assert {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}} \
+        in node_port
+    assert node_port[-1] == {"dnat": {"addr": "10.96.0.10", "port": 80}}
+    assert external[0] == {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                                     "right": "192.0.2.1"}}
+    assert snat.rules[0].expr[-1] == {"snat": {"addr": "10.244.0.2"}}
+    # Before the management port has its address: the DNAT only.
+    assert [c.name for c in host_nat_table(targets, mgmt_port="ovn-k8s-mp0", mgmt_ip=None).chains] == \
+        ["host-to-services"]
