@@ -329,7 +329,8 @@ def test_hook_plugin_switched_off_leaves_nothing_behind_on_the_node(lab: NodeLab
     assert ovs_id(hooked, "testhooks-setup") is None and ovs_id(hooked, "testhooks-pods") is None
     assert ovs_id(hooked, "testhooks-other", "other_config") is None
     assert {k for k in ovs_map(hooked) if k.startswith("ovnk-owned-")} == {
-        "ovnk-owned-ovs-keys:core", "ovnk-owned-bridge-mappings:core"}, "core's own entries only"
+        "ovnk-owned-ovs-keys:core", "ovnk-owned-bridge-mappings:core", "ovnk-owned-nft:core.services",
+    }, "core's own entries only"
     assert ANNOTATION not in node_annotations(lab, "node-2")
     assert ovs_id(hooked, "testhooks-manager") is None  # the manager cleaned up on stop, and is not back
     time.sleep(0.5)
