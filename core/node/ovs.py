@@ -213,6 +213,10 @@ class _EnsureBridge(ovs_command.BaseCommand):  # type: ignore[misc]
             for column, value in self.columns.items():
                 setattr(bridge, column, value)
             ovs = next(iter(idl.tables["Open_vSwitch"].rows.values()))
+            # ovn-controller creates br-int itself when it starts first: verifying the bridge
+            # list turns that race into TRY_AGAIN (and a re-run that finds its bridge) instead
+            # of a name-index constraint violation, as ovs-vsctl add-br does.
+            ovs.verify("bridges")
             ovs.addvalue("bridges", bridge)
             return
         bridge = found[0]

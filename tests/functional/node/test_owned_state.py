@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import secrets
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,3 +303,26 @@ def test_interface_lookups_name_port_and_bridge_without_a_full_scan(bed: Bed) ->
         bed.node.vsctl("--if-exists", "del-br", "br-lk2")
         ovs.delete_ports(["lk-a"])
         net.close()
+
+
+def test_a_bridge_created_concurrently_by_another_client_is_adopted_not_an_error(bed: Bed) -> None:
+    """ovn-controller creates br-int itself when it starts before the agent: ensure_bridge racing
+    another client's add-br must end with the one bridge, set up as asked (what once failed CI)."""
+    ovs = OvsFacade(bed.client, owners=Owners([]))
+    name = "br-race"
+    try:
+        for round_ in range(25):
+            bed.node.vsctl("--if-exists", "del-br", name)
+            other = subprocess.Popen(  # the other client, as ovn-controller would
+                [bed.node.install.bin("ovs-vsctl"), f"--db={bed.node.ovs_address}", "--no-wait", "add-br", name],
+                env=bed.node.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(random.uniform(0, 0.01))
+            ovs.ensure_bridge(name, datapath_type="netdev", fail_mode="secure")
+            _, err = other.communicate(timeout=30)
+            # add-br refuses a bridge it sees already: that is the other side of the same race.
+            assert other.returncode == 0 or b"already exists" in err, err
+            assert bed.node.vsctl("list-br").split().count(name) == 1, f"round {round_}"
+            assert bed.node.vsctl("get", "Bridge", name, "fail_mode").strip() == "secure", f"round {round_}"
+            assert bed.node.vsctl("get", "Bridge", name, "datapath_type").strip() == "netdev", f"round {round_}"
+    finally:
+        bed.node.vsctl("--if-exists", "del-br", name)
