@@ -391,12 +391,13 @@ class LabCluster:
         # Record first, create second: a crash in between leaves nothing unrecorded.
         self._nodes.append(node)
         self._state.netns.append(node.netns)
-        self._state.mount_ns_files.append(str(node.mount_ns_file))
+        self._state.mount_ns_files += [str(node.mount_ns_file), str(node.uts_ns_file)]
         self._state.cgroups += [str(d) for d in node.cgroup_dirs]
         self._save()
         hostnet.create_node_network(ul, node=name, address=node.ip)
         hostres.create_cgroup(f"{cgroup}/system")
         node.create_mount_namespace(ns_dir)
+        node.create_uts_namespace()
         cni.install(node)
         self._daemons[f"{name}/containerd"] = node.start_containerd()
         self._report(f"{name}: netns {node.netns} ({node.ip}), mount namespace, cgroup /{cgroup}, containerd")

@@ -1,10 +1,12 @@
-"""One sandbox node: its network and mount namespaces, cgroup, containerd, kubelet and (optionally) OVS.
+"""One sandbox node: its network, mount and UTS namespaces, cgroup, containerd, kubelet and (optionally) OVS.
 
-A node owns a network namespace ``<prefix>-<node>`` and a persistent mount
+A node owns a network namespace ``<prefix>-<node>``, a persistent mount
 namespace (bound to ``<workdir>/ns/<node>``) in which private bind mounts put
 node-specific directories over the paths the kubelet, containerd and CNI
-plugins hard-code (see :data:`NODE_MOUNTS`). Every node daemon is started
-with ``nsenter --mount=<file> --net=/run/netns/<netns>`` (not ``ip netns
+plugins hard-code (see :data:`NODE_MOUNTS`), and a UTS namespace
+(``<workdir>/ns/<node>.uts``) whose hostname is the node's name, which
+host-network pods see. Every node daemon is started
+with ``nsenter --mount=<file> --net=/run/netns/<netns> --uts=<file>`` (not ``ip netns
 exec``, which remounts ``/sys`` and hides the cgroup mounts) and joins the
 node's cgroup ``/<prefix>-<node>/system`` first, so containerd shims inherit it
 and container processes land under the kubelet's ``cgroupRoot``
@@ -191,8 +193,16 @@ class SandboxNode:
 
     # -- running things inside the node ------------------------------------------
 
+    @property
+    def uts_ns_file(self) -> Path:
+        """The node's own UTS namespace (its hostname), next to its mount namespace file."""
+        return self.mount_ns_file.with_name(f"{self.mount_ns_file.name}.uts")
+
     def nsenter_argv(self) -> list[str]:
-        return [paths.system_bin("nsenter"), f"--mount={self.mount_ns_file}", f"--net={self.netns_path}", "--"]
+        # A sandbox made before nodes had their own hostname has no UTS namespace file.
+        uts = [f"--uts={self.uts_ns_file}"] if self.uts_ns_file.exists() else []
+        return [paths.system_bin("nsenter"), f"--mount={self.mount_ns_file}", f"--net={self.netns_path}", *uts,
+                "--"]
 
     def exec(self, cmd: Sequence[str], *, check: bool = True, timeout: float = 60,
              input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -236,6 +246,16 @@ class SandboxNode:
             # Shared here means within this namespace: it was copied from the host's private "/".
             script += [f"mount --make-shared {shlex.quote(NETNS_DIR)}", "mount --make-shared /"]
         run([paths.system_bin("nsenter"), f"--mount={self.mount_ns_file}", "/bin/sh", "-ec", "; ".join(script)])
+
+    def create_uts_namespace(self) -> None:
+        """Persistent UTS namespace whose hostname is the node's name (``ns_dir`` must be private).
+
+        Host-network pods share it through containerd: they see their node's name as hostname, as on
+        a real node (Kubernetes' hostNetwork specs expect it), not the machine's.
+        """
+        self.uts_ns_file.touch()
+        run([paths.system_bin("unshare"), f"--uts={self.uts_ns_file}", "/bin/sh", "-c",
+             'echo "$1" > /proc/sys/kernel/hostname', "set-hostname", self.name])
 
     # -- containerd ------------------------------------------------------------------
 
