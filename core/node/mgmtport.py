@@ -41,12 +41,20 @@ class MgmtPortInfo:
 
 
 def wanted_routes(config: Config, subnets: Sequence[IPNetwork]) -> list[tuple[IPNetwork, ipaddress.IPv4Address | ipaddress.IPv6Address]]:
-    """(destination, via) of the management port: cluster subnets and service CIDRs via ``.1``."""
-    routes = []
+    """(destination, via) of the management port: cluster subnets, service CIDRs and the hairpin
+    masquerade IP via ``.1``.
+
+    The hairpin IP is where the host's own connections to a service come back from when OVN picks
+    a host-network backend on this very node (:func:`ovnk.core.builtin.services.nodeport.host_nat_table`
+    rewrites their source to it); the host must answer it through the management port.
+    """
+    routes: list[tuple[IPNetwork, ipaddress.IPv4Address | ipaddress.IPv6Address]] = []
     for subnet in subnets:
         via = n.gateway_ip(subnet)
         destinations = [c.network for c in config.default.cluster_subnets if c.network.version == subnet.version]
         destinations += [s for s in config.kubernetes.service_cidrs if s.version == subnet.version]
+        if subnet.version == 4:
+            destinations.append(ipaddress.ip_network(n.hairpin_ip(config.gateway.v4_masquerade_subnet)))
         routes += [(dst, via) for dst in destinations]
     return routes
 

@@ -191,6 +191,52 @@ def test_a_process_on_a_node_reaches_the_cluster_ip_and_every_nodes_node_port(en
                         f"{what} from {node} reaches backends on both nodes: {replies}")
 
 
+HOST_ECHO_PORT = 28081  # host-network backends: a port free on every sandbox node
+
+
+def test_host_network_backends_answer_processes_and_pods_on_both_nodes(env: Env) -> None:
+    """A ClusterIP whose endpoints are host-network pods, one per node (Kubernetes' "service
+    endpoints using hostNetwork"). Through the cluster router, a node's own connection to the backend
+    on that same node came back through the management port from the node's own address (dropped by
+    the kernel as martian), and a wildcard-bound UDP server answered pods from the management port's
+    address (kubernetes#95565); on its own node's switch the backend is the management port's IP, so
+    neither happens. Host-network pods see their node's name as hostname (the answers say which)."""
+    cluster, ns = env.cluster, env.ns
+    node_names = [n.name for n in cluster.sandbox.cluster.nodes]
+    labels = {"app": "hostnet"}
+    cluster.apply(
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "hostnet", "namespace": ns},
+         "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+             "hostNetwork": True, "terminationGracePeriodSeconds": 1,
+             "containers": [{"name": "echo", "image": "ovnk-test/echo", "imagePullPolicy": "Never",
+                             "args": [f"{HOST_ECHO_PORT}/tcp", f"{HOST_ECHO_PORT}/udp"]}]}}}},
+        service(ns, "hostnet", labels, [
+            {"name": "tcp", "port": 80, "targetPort": HOST_ECHO_PORT, "protocol": "TCP"},
+            {"name": "udp", "port": 80, "targetPort": HOST_ECHO_PORT, "protocol": "UDP"}]),
+    )
+    try:
+        cluster.kubectl("-n", ns, "rollout", "status", "daemonset/hostnet", "--timeout=120s", timeout=180)
+        ip = str(get(cluster, ns, "service", "hostnet")["spec"]["clusterIP"])
+        for node in node_names:
+            poll_until(f"the host-network service answers TCP from {node}'s host network",
+                       lambda n=node: node_send(cluster.sandbox, n, "tcp", ip, 80, timeout=1).reply is not None)
+            for protocol in ("tcp", "udp"):
+                results = [node_send(cluster.sandbox, node, protocol, ip, 80) for _ in range(16)]
+                replies = [r.reply for r in results]
+                assert None not in replies, (f"{protocol} from {node}'s host network: "
+                                             f"{[r.reply or r.error for r in results]}")
+                assert set(replies) == set(node_names), (
+                    f"{protocol} from {node}'s host network reaches the backends on both nodes: {replies}")
+        for client in ("client-1", "client-2"):
+            for protocol in ("tcp", "udp"):
+                first_answer(cluster, ns, client, protocol, ip, 80)
+                replies = send_many(cluster, ns, client, protocol, ip, 80, 16)
+                assert None not in replies and set(replies) == set(node_names), f"{protocol} from {client}: {replies}"
+    finally:
+        cluster.kubectl("-n", ns, "delete", "daemonset/hostnet", "service/hostnet", "--wait=true", "--timeout=60s",
+                        check=False, timeout=90)
+
+
 def test_session_affinity_client_ip_keeps_each_client_on_one_backend(env: Env) -> None:
     cluster, ns = env.cluster, env.ns
     cluster.apply(

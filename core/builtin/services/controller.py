@@ -110,7 +110,7 @@ def node_info(facts: NodeFacts, *, nodeport_enabled: bool) -> model.NodeInfo:
               and any(ip.version == 4 for ip in facts.host_ips))
     node_port = nodeport_enabled and facts.gateway is not None and facts.gateway.node_port_enable
     return model.NodeInfo(name=facts.name, host_ips=tuple(facts.host_ips), router=router,
-                          switch=bool(facts.subnets), node_port=node_port)
+                          switch=bool(facts.subnets), node_port=node_port, mgmt_ips=tuple(facts.mgmt_ips))
 
 
 class ServicesController:
@@ -122,6 +122,10 @@ class ServicesController:
         self.controller = cfg.controller.name
         self.families: set[int] = {s.network.version for s in cfg.default.cluster_subnets}
         self.hairpin_ips = (n.hairpin_ip(cfg.gateway.v4_masquerade_subnet),) if 4 in self.families else ()
+        self.cluster_networks = [s.network for s in cfg.default.cluster_subnets]
+        # Services whose endpoints were outside the cluster subnets at their last reconcile (host-network
+        # ones): node changes concern them too, whatever their spec says.
+        self._outside_endpoints: set[str] = set()
         self.nodeport_enabled = cfg.gateway.nodeport
         self._lock = threading.Lock()
         self._expected: dict[str, tuple[str, NodeDigest | None]] = {}
@@ -147,9 +151,12 @@ class ServicesController:
         ), reconcile=self.reconcile, extra={"programming_kind": "service"})
 
     def node_keys(self, node: Mapping[str, Any]) -> list[str]:
-        """A node change affects the services with per-node rules (NodePorts, ``Local`` policies)."""
+        """A node change affects the services with per-node rules (NodePorts, ``Local`` policies,
+        host-network endpoints)."""
         keys: list[str] = self.ctx.cache(SERVICES).index_keys(NODE_DEPENDENT_INDEX, "yes")
-        return keys
+        with self._lock:
+            outside = self._outside_endpoints - set(keys)
+        return keys + sorted(outside)
 
     # -- reconcile ---------------------------------------------------------------
 
@@ -171,6 +178,7 @@ class ServicesController:
         if service is None or not model.wants_load_balancers(service):
             with self._lock:
                 self._reported.pop(key, None)
+                self._outside_endpoints.discard(key)
             if not existing:
                 return "empty"
             why = "deleted" if service is None else "headless, ExternalName or another proxy's"
@@ -182,9 +190,15 @@ class ServicesController:
             raise TemporaryError("the cluster load balancer group is not written yet", delay=0.2)
         nodes: list[model.NodeInfo] = []
         lagging: dict[str, float] = {}
-        if model.depends_on_nodes(service):
-            nodes, lagging = self._nodes()
         slices = self.ctx.cache(ENDPOINTSLICES).by_index(SLICE_SERVICE_INDEX, key)
+        outside = model.outside_networks(slices, self.cluster_networks)
+        with self._lock:
+            if outside:
+                self._outside_endpoints.add(key)
+            else:
+                self._outside_endpoints.discard(key)
+        if outside or model.depends_on_nodes(service):
+            nodes, lagging = self._nodes()
         built = model.build(service, slices, nodes, families=self.families, hairpin_ips=self.hairpin_ips,
                             nodeport_enabled=self.nodeport_enabled)
         self._report(key, service, built.problems)

@@ -6,7 +6,8 @@ ovn-kubernetes.md §4. For one Service, :func:`build` returns one
 =====================================  ===============================================  =======================
 name                                   VIPs                                             attached to
 =====================================  ===============================================  =======================
-``Service_<ns>/<n>_<P>_cluster``       ClusterIPs (unless ITP=Local), ExternalIPs and   LB group ``clusterLBGroup``
+``Service_<ns>/<n>_<P>_cluster``       ClusterIPs (unless ITP=Local or host-network     LB group ``clusterLBGroup``
+                                       endpoints: then per-node), ExternalIPs and
                                        LoadBalancer ingress IPs (unless ETP=Local)
 ``..._node_router+switch_<node>``      per-node rules when the router and switch rules  ``GR_<node>`` + ``<node>``
                                        are identical (plain NodePorts, ITP=Local)
@@ -27,7 +28,17 @@ per-node rules with local endpoints only, on both sides.
 Endpoints: the ready ones; if a port has none, the serving and terminating ones
 (per port and, for ``Local`` policies, per node). Endpoints are matched to a
 service port by the EndpointSlice port name (so named target ports resolve per
-slice) and protocol. Pod-network and host-network endpoints are treated alike.
+slice) and protocol.
+
+Host-network endpoints (a node's own IP) are reached from that node's switch
+through its management port: on that switch their address becomes the
+management port's IP. A pod or the host itself then reaches a backend on its
+own node without the detour through the cluster router (where the host's own
+connections would come back from its own address, which the kernel drops),
+OVN's hairpin SNAT covers the host reaching itself, and a wildcard-bound UDP
+server answers from the very address the client was sent to. A ClusterIP with
+such endpoints therefore moves from the cluster LB to per-node rules (as
+ovn-kubernetes does: per-node LBs when an endpoint is host-network).
 """
 
 from __future__ import annotations
@@ -38,10 +49,12 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from typing import Any
 
 from ovnk.core.topology import naming as n
 from ovnk.core.topology.naming import IPAddress
+from ovnk.core.topology.naming import IPNetwork
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 #: EndpointSlice ``discovery.k8s.io/v1beta1`` names the node in ``topology``; v1 has ``nodeName``.
@@ -79,6 +92,7 @@ class NodeInfo:
     """What the load balancers need of one node whose topology exists.
 
     :param host_ips: the node's IPs (NodePort VIPs), from its gateway config.
+    :param mgmt_ips: its management port's IPs: how its switch reaches its host-network endpoints.
     :param router: ``GR_<node>`` exists.
     :param switch: the node switch ``<node>`` exists.
     :param node_port: NodePorts are served on this node.
@@ -89,6 +103,7 @@ class NodeInfo:
     router: bool
     switch: bool
     node_port: bool = True
+    mgmt_ips: tuple[IPAddress, ...] = ()
 
 
 @dataclass
@@ -264,6 +279,35 @@ def slice_endpoints(endpoint_slice: Mapping[str, Any], port: ServicePort) -> lis
     return found
 
 
+def outside_networks(slices: Iterable[Mapping[str, Any]], networks: Sequence[IPNetwork]) -> bool:
+    """Whether an endpoint address lies outside ``networks`` (the cluster subnets): a host-network
+    endpoint, whose load balancers then depend on the nodes (their IPs and management ports)."""
+    for endpoint_slice in slices:
+        if endpoint_slice.get("addressType") not in ("IPv4", "IPv6"):
+            continue
+        for entry in endpoint_slice.get("endpoints") or ():
+            for address in entry.get("addresses") or ():
+                try:
+                    ip = ipaddress.ip_address(address)
+                except ValueError:
+                    continue
+                if not any(ip.version == net.version and ip in net for net in networks):
+                    return True
+    return False
+
+
+def as_seen_from(node: NodeInfo, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
+    """``endpoints`` as ``node``'s switch reaches them: its own host-network ones at its management port."""
+    seen = []
+    for endpoint in endpoints:
+        if endpoint.ip in node.host_ips:
+            mgmt = next((ip for ip in node.mgmt_ips if ip.version == endpoint.ip.version), None)
+            if mgmt is not None:
+                endpoint = replace(endpoint, ip=mgmt)
+        seen.append(endpoint)
+    return seen
+
+
 def select(endpoints: Sequence[Endpoint]) -> list[Endpoint]:
     """The ready endpoints; if there are none, the serving and terminating ones."""
     ready = [e for e in endpoints if e.ready]
@@ -326,6 +370,8 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
 
     cluster: dict[str, dict[str, str]] = {}
     per_node: dict[str, _NodeRules] = {node.name: _NodeRules() for node in nodes}
+    # Which node's switch has a host-network endpoint of its own to reach through its management port.
+    host_ip_node = {ip: node.name for node in nodes if node.switch and node.mgmt_ips for ip in node.host_ips}
     for port in service_ports(service):
         protocol = PROTOCOLS.get(port.protocol)
         if protocol is None:
@@ -335,7 +381,9 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
         endpoints = [e for sl in slices for e in slice_endpoints(sl, port)]
         for family in sorted(families):
             family_eps = [e for e in endpoints if e.ip.version == family]
-            every = backends(select(family_eps))
+            selected = select(family_eps)
+            every = backends(selected)
+            host_backed = {host_ip_node[e.ip] for e in selected if e.ip in host_ip_node}
             local: dict[str, str] = {}
 
             def local_backends(node: str, eps: list[Endpoint] = family_eps, cache: dict[str, str] = local) -> str:
@@ -343,16 +391,25 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
                     cache[node] = backends(select([e for e in eps if e.node == node]))
                 return cache[node]
 
+            def switch_every(node: NodeInfo, selected: list[Endpoint] = selected, every: str = every,
+                             host_backed: set[str] = host_backed) -> str:
+                return backends(as_seen_from(node, selected)) if node.name in host_backed else every
+
+            def switch_local(node: NodeInfo, eps: list[Endpoint] = family_eps) -> str:
+                return backends(as_seen_from(node, select([e for e in eps if e.node == node.name])))
+
             for ip in (i for i in cluster_ips if i.version == family):
-                if not itp_local:
+                if not itp_local and not host_backed:
                     cluster.setdefault(protocol, {})[vip(ip, port.port)] = every
                     continue
                 for node in nodes:
                     rules = per_node[node.name]
                     if node.switch:
-                        rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = local_backends(node.name)
+                        rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = (
+                            switch_local(node) if itp_local else switch_every(node))
                     if node.router:
-                        rules.router.setdefault(protocol, {})[vip(ip, port.port)] = local_backends(node.name)
+                        rules.router.setdefault(protocol, {})[vip(ip, port.port)] = (
+                            local_backends(node.name) if itp_local else every)
             for ip in (i for i in external_ips if i.version == family):
                 if not etp_local:
                     cluster.setdefault(protocol, {})[vip(ip, port.port)] = every
@@ -362,7 +419,7 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
                     if node.router:
                         rules.local_router.setdefault(protocol, {})[vip(ip, port.port)] = local_backends(node.name)
                     if node.switch:
-                        rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = every
+                        rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = switch_every(node)
             if port.node_port is None or not nodeport_enabled:
                 continue
             for node in nodes:
@@ -377,7 +434,7 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
                         else:
                             rules.router.setdefault(protocol, {})[node_vip] = every
                     if node.switch:
-                        rules.switch.setdefault(protocol, {})[node_vip] = every
+                        rules.switch.setdefault(protocol, {})[node_vip] = switch_every(node)
 
     options, selection_fields = affinity(service)
     options.update(common_options(hairpin_ips))

@@ -8,6 +8,7 @@ cover what the 1.20 test API server cannot produce (it rejects unsupported proto
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import Any
 
 from ovnk.core.bootstrap import collect_claims
@@ -220,3 +221,34 @@ def test_host_nat_targets_and_table() -> None:
     # Before the management port has its address: the DNAT only.
     assert [c.name for c in host_nat_table(targets, mgmt_port="ovn-k8s-mp0", mgmt_ip=None).chains] == \
         ["host-to-services"]
+
+
+def test_host_network_endpoints_are_reached_through_their_own_nodes_management_port() -> None:
+    """A node's own host-network endpoint is its management port's IP on its switch; such a ClusterIP
+    leaves the cluster LB for per-node rules (the other node's switch and both routers keep the node IP)."""
+    nodes = tuple(replace(node, mgmt_ips=(ipaddress.ip_address(mgmt),))
+                  for node, mgmt in zip(NODES, ("10.244.0.2", "10.244.1.2"), strict=True))
+    host_backed = endpoint_slice(ep("172.30.0.11", "n1"), ep("10.244.1.7", "n2.example"))
+    lbs = build(service(), host_backed, nodes=nodes)
+    assert set(lbs) == {"Service_ns/s_TCP_node_router_n1", "Service_ns/s_TCP_node_switch_n1",
+                        "Service_ns/s_TCP_node_router+switch_n2.example"}
+    assert lbs["Service_ns/s_TCP_node_switch_n1"].vips == {"10.96.0.10:80": "10.244.0.2:8080,10.244.1.7:8080"}
+    assert lbs["Service_ns/s_TCP_node_router_n1"].vips == {"10.96.0.10:80": "10.244.1.7:8080,172.30.0.11:8080"}
+    assert lbs["Service_ns/s_TCP_node_router+switch_n2.example"].vips == {
+        "10.96.0.10:80": "10.244.1.7:8080,172.30.0.11:8080"}
+    # NodePorts reached from pods: the same on the switch side.
+    lbs = build(service(type="NodePort", ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]),
+                host_backed, nodes=nodes)
+    assert lbs["Service_ns/s_TCP_node_switch_n1"].vips["172.30.0.11:30080"] == "10.244.0.2:8080,10.244.1.7:8080"
+    # Pod endpoints only: the cluster LB as before; and nodes without known management ports change nothing.
+    assert set(build(service(), endpoint_slice(ep("10.244.1.7", "n2.example")), nodes=nodes)) == {
+        "Service_ns/s_TCP_cluster"}
+    assert set(build(service(), host_backed)) == {"Service_ns/s_TCP_cluster"}
+
+
+def test_outside_networks_finds_host_network_endpoints() -> None:
+    cluster = [ipaddress.ip_network("10.244.0.0/16")]
+    assert model.outside_networks([endpoint_slice(ep("10.244.1.7"))], cluster) is False
+    assert model.outside_networks([endpoint_slice(ep("10.244.1.7")), endpoint_slice(ep("172.30.0.11"))], cluster)
+    assert model.outside_networks([endpoint_slice({"addresses": ["db.example.com"]}, address_type="FQDN")],
+                                  cluster) is False
