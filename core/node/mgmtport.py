@@ -41,12 +41,13 @@ class MgmtPortInfo:
 
 
 def wanted_routes(config: Config, subnets: Sequence[IPNetwork]) -> list[tuple[IPNetwork, ipaddress.IPv4Address | ipaddress.IPv6Address]]:
-    """(destination, via) of the management port: cluster subnets, service CIDRs and the hairpin
-    masquerade IP via ``.1``.
+    """(destination, via) of the management port: cluster subnets, service CIDRs, the join subnet and
+    the hairpin masquerade IP via ``.1``.
 
-    The hairpin IP is where the host's own connections to a service come back from when OVN picks
-    a host-network backend on this very node (:func:`ovnk.core.builtin.services.nodeport.host_nat_table`
-    rewrites their source to it); the host must answer it through the management port.
+    A host-network backend on this node is reached at the management port's IP
+    (:mod:`ovnk.core.builtin.services.model`): connections come from the hairpin IP when the host
+    itself is the client (OVN's hairpin SNAT) and from the gateway router's join IP when they
+    entered through it (its ``lb_force_snat_ip``); the host answers both through the management port.
     """
     routes: list[tuple[IPNetwork, ipaddress.IPv4Address | ipaddress.IPv6Address]] = []
     for subnet in subnets:
@@ -54,6 +55,7 @@ def wanted_routes(config: Config, subnets: Sequence[IPNetwork]) -> list[tuple[IP
         destinations = [c.network for c in config.default.cluster_subnets if c.network.version == subnet.version]
         destinations += [s for s in config.kubernetes.service_cidrs if s.version == subnet.version]
         if subnet.version == 4:
+            destinations.append(config.gateway.v4_join_subnet)
             destinations.append(ipaddress.ip_network(n.hairpin_ip(config.gateway.v4_masquerade_subnet)))
         routes += [(dst, via) for dst in destinations]
     return routes

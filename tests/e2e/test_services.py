@@ -212,7 +212,7 @@ def test_host_network_backends_answer_processes_and_pods_on_both_nodes(env: Env)
                              "args": [f"{HOST_ECHO_PORT}/tcp", f"{HOST_ECHO_PORT}/udp"]}]}}}},
         service(ns, "hostnet", labels, [
             {"name": "tcp", "port": 80, "targetPort": HOST_ECHO_PORT, "protocol": "TCP"},
-            {"name": "udp", "port": 80, "targetPort": HOST_ECHO_PORT, "protocol": "UDP"}]),
+            {"name": "udp", "port": 80, "targetPort": HOST_ECHO_PORT, "protocol": "UDP"}], type="NodePort"),
     )
     try:
         cluster.kubectl("-n", ns, "rollout", "status", "daemonset/hostnet", "--timeout=120s", timeout=180)
@@ -232,6 +232,23 @@ def test_host_network_backends_answer_processes_and_pods_on_both_nodes(env: Env)
                 first_answer(cluster, ns, client, protocol, ip, 80)
                 replies = send_many(cluster, ns, client, protocol, ip, 80, 16)
                 assert None not in replies and set(replies) == set(node_names), f"{protocol} from {client}: {replies}"
+        # NodePorts from outside and from a pod on the other node: through each node's gateway router,
+        # which reaches its own node's backend at the management port (SNATed to its join IP).
+        hostnet = get(cluster, ns, "service", "hostnet")
+        ports = {p["protocol"].lower(): int(p["nodePort"]) for p in hostnet["spec"]["ports"]}
+        for node in cluster.sandbox.cluster.nodes:
+            other_client = "client-2" if node.name == node_names[0] else "client-1"
+            for protocol, port in ports.items():
+                poll_until(f"{protocol} {node.name}'s NodePort answers from outside",
+                           lambda p=protocol, a=node.ip, n=port: external_send(cluster.sandbox, p, a, n,
+                                                                               timeout=1).reply is not None)
+                results = [external_send(cluster.sandbox, protocol, node.ip, port) for _ in range(16)]
+                replies = [r.reply for r in results]
+                assert None not in replies and set(replies) == set(node_names), (
+                    f"{protocol} {node.name}:{port} from outside: {[r.reply or r.error for r in results]}")
+                replies = send_many(cluster, ns, other_client, protocol, node.ip, port, 16)
+                assert None not in replies and set(replies) == set(node_names), (
+                    f"{protocol} {node.name}:{port} from {other_client}: {replies}")
     finally:
         cluster.kubectl("-n", ns, "delete", "daemonset/hostnet", "service/hostnet", "--wait=true", "--timeout=60s",
                         check=False, timeout=90)

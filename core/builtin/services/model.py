@@ -31,14 +31,20 @@ service port by the EndpointSlice port name (so named target ports resolve per
 slice) and protocol.
 
 Host-network endpoints (a node's own IP) are reached from that node's switch
-through its management port: on that switch their address becomes the
-management port's IP. A pod or the host itself then reaches a backend on its
-own node without the detour through the cluster router (where the host's own
-connections would come back from its own address, which the kernel drops),
-OVN's hairpin SNAT covers the host reaching itself, and a wildcard-bound UDP
-server answers from the very address the client was sent to. A ClusterIP with
-such endpoints therefore moves from the cluster LB to per-node rules (as
-ovn-kubernetes does: per-node LBs when an endpoint is host-network).
+and gateway router through its management port: in their rules the address
+becomes the management port's IP. A pod or the host itself then reaches a
+backend on its own node without the detour through the cluster router (where
+the host's own connections would come back from its own address, which the
+kernel drops), OVN's hairpin SNAT covers the host reaching itself, and a
+wildcard-bound UDP server answers from the very address the client was sent
+to. The gateway router SNATs to its join IP, which the host routes back
+through the management port; without that, a NodePort connection from outside
+reached the node's host from the node's own IP (the GR's SNAT), again martian.
+A ClusterIP with such endpoints therefore moves from the cluster LB to
+per-node rules (as ovn-kubernetes does: per-node LBs when an endpoint is
+host-network, where it uses its host masquerade IP on the router side).
+``externalTrafficPolicy: Local`` rules keep the node IP: they skip the SNAT,
+so the host would answer the client directly.
 """
 
 from __future__ import annotations
@@ -391,8 +397,8 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
                     cache[node] = backends(select([e for e in eps if e.node == node]))
                 return cache[node]
 
-            def switch_every(node: NodeInfo, selected: list[Endpoint] = selected, every: str = every,
-                             host_backed: set[str] = host_backed) -> str:
+            def seen_every(node: NodeInfo, selected: list[Endpoint] = selected, every: str = every,
+                           host_backed: set[str] = host_backed) -> str:
                 return backends(as_seen_from(node, selected)) if node.name in host_backed else every
 
             def switch_local(node: NodeInfo, eps: list[Endpoint] = family_eps) -> str:
@@ -406,10 +412,10 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
                     rules = per_node[node.name]
                     if node.switch:
                         rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = (
-                            switch_local(node) if itp_local else switch_every(node))
+                            switch_local(node) if itp_local else seen_every(node))
                     if node.router:
                         rules.router.setdefault(protocol, {})[vip(ip, port.port)] = (
-                            local_backends(node.name) if itp_local else every)
+                            local_backends(node.name) if itp_local else seen_every(node))
             for ip in (i for i in external_ips if i.version == family):
                 if not etp_local:
                     cluster.setdefault(protocol, {})[vip(ip, port.port)] = every
@@ -419,7 +425,7 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
                     if node.router:
                         rules.local_router.setdefault(protocol, {})[vip(ip, port.port)] = local_backends(node.name)
                     if node.switch:
-                        rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = switch_every(node)
+                        rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = seen_every(node)
             if port.node_port is None or not nodeport_enabled:
                 continue
             for node in nodes:
@@ -432,9 +438,9 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
                         if etp_local:
                             rules.local_router.setdefault(protocol, {})[node_vip] = local_backends(node.name)
                         else:
-                            rules.router.setdefault(protocol, {})[node_vip] = every
+                            rules.router.setdefault(protocol, {})[node_vip] = seen_every(node)
                     if node.switch:
-                        rules.switch.setdefault(protocol, {})[node_vip] = switch_every(node)
+                        rules.switch.setdefault(protocol, {})[node_vip] = seen_every(node)
 
     options, selection_fields = affinity(service)
     options.update(common_options(hairpin_ips))

@@ -176,10 +176,9 @@ def test_hook_ovnk_controllers_load_balancer_rows_for_every_kind_of_service(env:
                                    key=lambda b: ipaddress.ip_address(b.split(":")[0])))
     expected = {
         # The host-network endpoint (node-b's IP): the ClusterIP leaves the cluster LB; node-b's own
-        # switch reaches that endpoint at its management port's IP.
+        # switch and gateway router reach that endpoint at its management port's IP.
         lb_name(ns, "multi", "TCP", "node_router+switch_node-a"): {f"{cluster_ip(multi)}:80": multi_every},
-        lb_name(ns, "multi", "TCP", "node_router_node-b"): {f"{cluster_ip(multi)}:80": multi_every},
-        lb_name(ns, "multi", "TCP", "node_switch_node-b"): {f"{cluster_ip(multi)}:80": multi_from_b},
+        lb_name(ns, "multi", "TCP", "node_router+switch_node-b"): {f"{cluster_ip(multi)}:80": multi_from_b},
         lb_name(ns, "multi", "UDP", "cluster"): {f"{cluster_ip(multi)}:53": "10.244.50.10:5353,10.244.50.11:5353"},
         lb_name(ns, "multi", "SCTP", "cluster"): {f"{cluster_ip(multi)}:7777": "10.244.50.10:7777,10.244.50.11:7777"},
         lb_name(ns, "np", "TCP", "cluster"): {f"{cluster_ip(np)}:8000": "10.244.60.1:80"},
@@ -236,15 +235,13 @@ def test_hook_ovnk_controllers_load_balancer_rows_for_every_kind_of_service(env:
     # Attachments: cluster LBs through the group core attaches everywhere; per-node ones directly.
     assert attached(env, "Load_Balancer_Group", "clusterLBGroup", ns) == {
         n for n in expected if n.endswith("_cluster")}
-    multi_router = {"node-a": "node_router+switch_node-a", "node-b": "node_router_node-b"}
-    multi_switch = {"node-a": "node_router+switch_node-a", "node-b": "node_switch_node-b"}
     for node in ("node-a", "node-b"):
         assert attached(env, "Logical_Router", f"GR_{node}", ns) == {
             lb_name(ns, "np", "TCP", f"node_router+switch_{node}"), lb_name(ns, "lb", "TCP", f"node_local_router_{node}"),
-            lb_name(ns, "multi", "TCP", multi_router[node])}
+            lb_name(ns, "multi", "TCP", f"node_router+switch_{node}")}
         assert attached(env, "Logical_Switch", node, ns) == {
             lb_name(ns, "np", "TCP", f"node_router+switch_{node}"), lb_name(ns, "lb", "TCP", f"node_switch_{node}"),
-            lb_name(ns, "multi", "TCP", multi_switch[node])}
+            lb_name(ns, "multi", "TCP", f"node_router+switch_{node}")}
     assert env.metric("ovnk_services_sync_total", {"result": "committed"}) >= 10
     assert env.metric("ovnk_services_sync_duration_seconds_count") >= 10
 

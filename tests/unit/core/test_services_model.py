@@ -224,21 +224,23 @@ def test_host_nat_targets_and_table() -> None:
 
 
 def test_host_network_endpoints_are_reached_through_their_own_nodes_management_port() -> None:
-    """A node's own host-network endpoint is its management port's IP on its switch; such a ClusterIP
-    leaves the cluster LB for per-node rules (the other node's switch and both routers keep the node IP)."""
+    """A node's own host-network endpoint is its management port's IP on its switch and gateway router;
+    such a ClusterIP leaves the cluster LB for per-node rules (the other node keeps the node IP)."""
     nodes = tuple(replace(node, mgmt_ips=(ipaddress.ip_address(mgmt),))
                   for node, mgmt in zip(NODES, ("10.244.0.2", "10.244.1.2"), strict=True))
     host_backed = endpoint_slice(ep("172.30.0.11", "n1"), ep("10.244.1.7", "n2.example"))
     lbs = build(service(), host_backed, nodes=nodes)
-    assert set(lbs) == {"Service_ns/s_TCP_node_router_n1", "Service_ns/s_TCP_node_switch_n1",
-                        "Service_ns/s_TCP_node_router+switch_n2.example"}
-    assert lbs["Service_ns/s_TCP_node_switch_n1"].vips == {"10.96.0.10:80": "10.244.0.2:8080,10.244.1.7:8080"}
-    assert lbs["Service_ns/s_TCP_node_router_n1"].vips == {"10.96.0.10:80": "10.244.1.7:8080,172.30.0.11:8080"}
+    assert set(lbs) == {"Service_ns/s_TCP_node_router+switch_n1", "Service_ns/s_TCP_node_router+switch_n2.example"}
+    assert lbs["Service_ns/s_TCP_node_router+switch_n1"].vips == {"10.96.0.10:80": "10.244.0.2:8080,10.244.1.7:8080"}
     assert lbs["Service_ns/s_TCP_node_router+switch_n2.example"].vips == {
         "10.96.0.10:80": "10.244.1.7:8080,172.30.0.11:8080"}
-    # NodePorts reached from pods: the same on the switch side.
-    lbs = build(service(type="NodePort", ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]),
-                host_backed, nodes=nodes)
+    # NodePorts: the same on both sides; with externalTrafficPolicy=Local the router side (no SNAT)
+    # keeps the node IP, or the host would answer the client directly.
+    node_port = [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]
+    lbs = build(service(type="NodePort", ports=node_port), host_backed, nodes=nodes)
+    assert lbs["Service_ns/s_TCP_node_router+switch_n1"].vips["172.30.0.11:30080"] == "10.244.0.2:8080,10.244.1.7:8080"
+    lbs = build(service(type="NodePort", ports=node_port, externalTrafficPolicy="Local"), host_backed, nodes=nodes)
+    assert lbs["Service_ns/s_TCP_node_local_router_n1"].vips == {"172.30.0.11:30080": "172.30.0.11:8080"}
     assert lbs["Service_ns/s_TCP_node_switch_n1"].vips["172.30.0.11:30080"] == "10.244.0.2:8080,10.244.1.7:8080"
     # Pod endpoints only: the cluster LB as before; and nodes without known management ports change nothing.
     assert set(build(service(), endpoint_slice(ep("10.244.1.7", "n2.example")), nodes=nodes)) == {

@@ -140,6 +140,7 @@ def test_management_port_routes() -> None:
                            [ipaddress.ip_network("10.244.3.0/24")])
     assert routes == [(ipaddress.ip_network("10.244.0.0/16"), ipaddress.ip_address("10.244.3.1")),
                       (ipaddress.ip_network("10.96.0.0/16"), ipaddress.ip_address("10.244.3.1")),
+                      (ipaddress.ip_network("100.64.0.0/16"), ipaddress.ip_address("10.244.3.1")),
                       (ipaddress.ip_network("169.254.0.5/32"), ipaddress.ip_address("10.244.3.1"))]
 
 
