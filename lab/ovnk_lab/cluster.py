@@ -80,6 +80,11 @@ TIER_CONTROL_PLANE = 10
 STATE_VERSION = 1
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
+#: The API server audits the requests of the chart's components (their ServiceAccounts live in the
+#: namespace of ``ovnk_lab.chartdeploy.NAMESPACE``): the chart e2e compares them with the RBAC rules.
+#: Processes of the sandbox itself are not in it, so other sandboxes write nothing.
+AUDITED_GROUPS = ("system:serviceaccounts:ovn-kubernetes",)
+
 
 def default_workdir(prefix: str = DEFAULT_PREFIX) -> Path:
     return Path(os.environ.get("OVNK_SANDBOX_DIR", "/var/lib/ovnk/sandbox")) / prefix
@@ -289,7 +294,8 @@ class LabCluster:
         hostnet.create_underlay(ul)
 
         # The control plane starts in a thread while the nodes are prepared (both take seconds).
-        cp = KubeControlPlane(self.workdir / "control-plane", bind_address=ul.host_ip, controllers=self.controllers)
+        cp = KubeControlPlane(self.workdir / "control-plane", bind_address=ul.host_ip, controllers=self.controllers,
+                              audit_groups=AUDITED_GROUPS)
         # The kubelets' serving certificates come from the same CA: let the API server verify them.
         cp.extra_apiserver_args += (f"--kubelet-certificate-authority={cp.ca_cert}",)
         # Its connections into the cluster (kubelets, pods, services) go through the first node.

@@ -117,6 +117,8 @@ class KubeControlPlane:
     :param controllers: the ``--controllers`` of kube-controller-manager.
     :param scheduler: start kube-scheduler.
     :param extra_apiserver_args: appended to kube-apiserver's command line.
+    :param audit_groups: user groups whose requests the API server writes to :attr:`audit_log`
+        (metadata only: who, verb, resource, response code); nobody else's.
     """
 
     def __init__(
@@ -128,8 +130,10 @@ class KubeControlPlane:
         controllers: str = "*,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-service,-route",
         scheduler: bool = True,
         extra_apiserver_args: Sequence[str] = (),
+        audit_groups: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
+        self.audit_groups = tuple(audit_groups)
         self.bind_address = bind_address
         self.extra_sans = tuple(extra_sans)
         self.controllers = controllers
@@ -202,6 +206,22 @@ class KubeControlPlane:
         self._start_controllers()
         return self
 
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one per request of the ``audit_groups`` (empty file or none without them)."""
+        return self.workdir / "log" / "audit.log"
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit_groups:
+            return []
+        policy = self.workdir / "audit-policy.json"
+        policy.write_text(json.dumps({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata", "userGroups": list(self.audit_groups)}, {"level": "None"}],
+        }, indent=1))
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=200", "--audit-log-maxbackup=1"]
+
     def start_apiserver(self) -> None:
         """Start (or restart) kube-apiserver on the same port and wait until /readyz answers."""
         pki = self.pki
@@ -233,6 +253,7 @@ class KubeControlPlane:
             "--allow-privileged=true", "--enable-priority-and-fairness=false",
             f"--endpoint-reconciler-type={'none' if ipaddress.ip_address(self.bind_address).is_loopback else 'lease'}",
             "--profiling=false", "--v=1",
+            *self._audit_args(),
             *self.extra_apiserver_args,
         ], log_path=logs / "kube-apiserver.log").start()
         wait_for("kube-apiserver /readyz", self._apiserver_ready, timeout=60, interval=0.1,
