@@ -42,18 +42,22 @@ def test_switching_a_plugin_off_removes_its_crds_rbac_and_config(chart_tree: Pat
         assert TEMP_PLUGIN not in rendered.enabled_plugins()
         assert TEMP_PLUGIN not in rendered.ini()
 
-    # RBAC for the plugin's custom resources: read-write for the controller, read-only for nodes.
-    def rule(rendered: object, role: str) -> dict[str, object] | None:
+    # RBAC for the plugin's custom resources: read-write (and the status subresource's patch) for the
+    # controller, read-only for nodes.
+    def rule(rendered: object, role: str, resource: str = "widgets") -> dict[str, object] | None:
         rules = rendered.one("ClusterRole", role)["rules"]  # type: ignore[attr-defined]
         return next((r for r in rules if r["apiGroups"] == ["charttest.ovnk.example"]
-                     and "widgets" in r["resources"]), None)
+                     and resource in r["resources"]), None)
 
     controller_rule = rule(on, "-controller")
     node_rule = rule(on, "-node")
     assert controller_rule is not None and node_rule is not None
-    assert controller_rule["resources"] == ["widgets", "widgets/status"]
+    assert controller_rule["resources"] == ["widgets"]
     assert set(controller_rule["verbs"]) == {"get", "list", "watch", "patch"}  # type: ignore[arg-type]
+    assert rule(on, "-controller", "widgets/status") == {
+        "apiGroups": ["charttest.ovnk.example"], "resources": ["widgets/status"], "verbs": ["patch"]}
     assert set(node_rule["verbs"]) == {"get", "list", "watch"}  # type: ignore[arg-type]
+    assert rule(on, "-node", "widgets/status") is None
     assert rule(off, "-controller") is None and rule(off, "-node") is None
 
     # Nothing else depends on the plugin: the other documents are the same.

@@ -125,19 +125,28 @@ def test_rbac_is_least_privilege() -> None:
                 for v in r["verbs"]}  # type: ignore[attr-defined]
 
     # Annotations are written through the status subresources (as upstream): nobody writes a spec.
+    # Reads are what the chart e2e's audit log shows used (tests/e2e/test_chart_deploy.py).
     assert verbs(controller, "", "nodes") == {"get", "list", "watch"}
-    assert verbs(controller, "", "pods") == {"get", "list", "watch"}
+    assert verbs(controller, "", "pods") == {"list", "watch"}
     assert verbs(controller, "", "nodes/status") == {"patch"}
     assert verbs(controller, "", "pods/status") == {"patch"}
     assert verbs(controller, "", "events") == {"create", "patch"}
-    assert verbs(controller, "networking.k8s.io", "networkpolicies") == {"get", "list", "watch"}
-    assert verbs(controller, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
+    assert verbs(controller, "networking.k8s.io", "networkpolicies") == {"list", "watch"}
+    assert verbs(controller, "discovery.k8s.io", "endpointslices") == {"list", "watch"}
     assert verbs(node, "", "nodes") == {"get", "list", "watch"}
     assert verbs(node, "", "nodes/status") == {"patch"}
     assert verbs(node, "", "pods") == {"get", "list", "watch"}  # the agent never writes pods
     assert verbs(node, "", "pods/status") == set()  # ... unless a plugin says so (below)
-    assert verbs(node, "", "services") == {"get", "list", "watch"}
-    assert verbs(node, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
+    assert verbs(node, "", "services") == {"list", "watch"}
+    assert verbs(node, "discovery.k8s.io", "endpointslices") == set()  # ... only with egressservice
+    assert verbs(render(plugin_values(["egressservice"])).one("ClusterRole", "-node")["rules"],
+                 "discovery.k8s.io", "endpointslices") == {"list", "watch"}
+    # A standalone database reads nothing from the API (only RAFT members look their peers up).
+    assert not [r for r in rendered.of_kind("Role") if r["metadata"]["name"].endswith("-ovn-db")]
+    raft = render({"ovnDb": {"mode": "raft"}})
+    [db_role] = [r for r in raft.of_kind("Role") if r["metadata"]["name"].endswith("-ovn-db")]
+    assert db_role["rules"] == [{"apiGroups": [""], "resources": ["endpoints"], "resourceNames": ["ovnk-ovn-db"],
+                                 "verbs": ["get"]}]
     for rules in (controller, node):
         assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
         assert verbs(rules, "", "secrets") == set()
@@ -284,7 +293,9 @@ def test_a_third_party_plugins_crds_come_from_values() -> None:
         for role, verbs in (("-controller", ["get", "list", "watch", "patch"]),
                             ("-node", ["get", "list", "watch"])):
             rules = rendered.one("ClusterRole", role)["rules"]
-            assert {"apiGroups": ["example.com"], "resources": ["hellos", "hellos/status"], "verbs": verbs} in rules
+            assert {"apiGroups": ["example.com"], "resources": ["hellos"], "verbs": verbs} in rules
+            status = {"apiGroups": ["example.com"], "resources": ["hellos/status"], "verbs": ["patch"]}
+            assert (status in rules) == (role == "-controller")
         assert rendered.enabled_plugins() == ["hello"]
     off = render({"plugins": {"hello": {"enabled": False, "crds": {"hellos": text}}}})
     assert off.of_kind("CustomResourceDefinition") == []

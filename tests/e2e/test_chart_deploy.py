@@ -67,12 +67,82 @@ HELLO = Path(__file__).resolve().parents[1] / "thirdparty" / "ovnk-hello"
 HELLO_CRD = HELLO / "ovnk_hello" / "crds" / "hellos.yaml"
 
 
+#: A grant: (service account, API group, resource[/subresource], verb).
+Grant = tuple[str, str, str, str]
+
+#: Rules granted but not exercised by this test, with why they are kept (charts/ovnk/README.md, RBAC).
+KEPT_UNUSED: dict[tuple[str, str, str, str], str] = {
+    ("controller", "", "events", "create"): "a Warning event for bad input (none in this test)",
+    ("controller", "", "events", "patch"): "the event recorder bumps a repeated event's count with a patch",
+    ("node", "", "events", "create"): "a Warning event for bad input (none in this test)",
+    ("node", "", "events", "patch"): "the event recorder bumps a repeated event's count with a patch",
+    ("controller", "", "nodes", "get"): "node labels: a Node the informer has not delivered yet",
+    ("node", "", "nodes", "get"): "the agent's own Node before its informer delivered it",
+    ("node", "", "pods", "get"): "CNI ADD of a pod the watch has not delivered yet",
+    ("controller", "k8s.ovn.org", "egressfirewalls", "get"): "every plugin's CRDs get the same verbs: a plugin "
+                                                             "may read one object fresh",
+    ("controller", "example.com", "hellos", "get"): "as above",
+    ("controller", "k8s.ovn.org", "egressfirewalls", "patch"): "as above: EgressIP needs it, whose status is "
+                                                               "in the object (no status subresource, as upstream)",
+    ("controller", "example.com", "hellos", "patch"): "as above",
+    ("controller", "k8s.ovn.org", "egressfirewalls/status", "patch"): "egressfirewall writes its status once it "
+                                                                      "has a policy (none in this test)",
+    ("node", "k8s.ovn.org", "egressfirewalls", "get"): "the node part of any enabled plugin may read its "
+                                                        "resources; the chart cannot tell which do",
+    ("node", "k8s.ovn.org", "egressfirewalls", "list"): "as above",
+    ("node", "k8s.ovn.org", "egressfirewalls", "watch"): "as above",
+    ("node", "example.com", "hellos", "get"): "as above (hello's node part reads through its informer)",
+}
+
+
+def component(service_account: str) -> str:
+    """``controller``, ``node`` or ``ovn-db`` for the release's ServiceAccounts."""
+    return service_account.removeprefix(f"{RELEASE}-")
+
+
 class ChartCluster(Cluster):
-    """The e2e helpers plus what the chart deployment needs: logs of every component, the NB."""
+    """The e2e helpers plus what the chart deployment needs: logs of every component, the NB, the
+    RBAC grants of the release over time."""
 
     def __init__(self, sandbox: Sandbox) -> None:
         super().__init__(sandbox)
         self.logs: dict[str, str] = {}
+        self.grants: set[Grant] = set()
+
+    def record_grants(self) -> None:
+        """Add what the release's roles grant now (plugins' rules come and go with helm upgrade)."""
+        def items(*args: str) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = json.loads(self.kubectl("get", *args, "-o", "json"))["items"]
+            return found
+        label = f"app.kubernetes.io/instance={RELEASE}"
+        roles = {("ClusterRole", r["metadata"]["name"]): r.get("rules") or [] for r in items("clusterroles", "-l", label)}
+        roles |= {("Role", r["metadata"]["name"]): r.get("rules") or [] for r in items("roles", "-n", NS, "-l", label)}
+        bindings = items("clusterrolebindings", "-l", label) + items("rolebindings", "-n", NS, "-l", label)
+        for binding in bindings:
+            rules = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+            for subject in binding.get("subjects") or ():
+                if subject["kind"] != "ServiceAccount" or subject.get("namespace") != NS:
+                    continue
+                self.grants.update((subject["name"], group, resource, verb) for rule in rules
+                                   for group in rule.get("apiGroups") or () for resource in rule.get("resources") or ()
+                                   for verb in rule.get("verbs") or ())
+
+    def audited_requests(self) -> set[Grant]:
+        """What the release's ServiceAccounts asked the API server for and were allowed (its audit log)."""
+        control_plane = self.sandbox.cluster.control_plane
+        assert control_plane is not None
+        prefix = f"system:serviceaccount:{NS}:"
+        requests: set[Grant] = set()
+        for line in control_plane.audit_log.read_text().splitlines():
+            event = json.loads(line)
+            user, ref = event["user"]["username"], event.get("objectRef") or {}
+            if not user.startswith(prefix) or not ref.get("resource"):
+                continue
+            if (event.get("responseStatus") or {}).get("code") == 403:
+                continue
+            resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            requests.add((user.removeprefix(prefix), ref.get("apiGroup") or "", resource, event["verb"]))
+        return requests
 
     def collect_logs(self) -> None:
         """Keep every container's log (and its previous instance's) before pods are replaced."""
@@ -108,6 +178,7 @@ def chart() -> Iterator[ChartCluster]:
     box = Sandbox(workdir, prefix=prefix, subnet=subnet)
     box.up(SandboxOptions(nodes=2, deploy="helm"))
     cluster = ChartCluster(box)
+    cluster.record_grants()
     try:
         yield cluster
     finally:
@@ -288,6 +359,7 @@ def test_helm_upgrade_switches_plugins_on_and_off(chart: ChartCluster) -> None:
                                                 f"plugins.{WITH_CRDS}.enabled=true", "plugins.hello.enabled=true"],
                         set_files=hello_files)
     chart.rollout()
+    chart.record_grants()
     on: dict[str, Any] = {}
 
     def switched_on() -> bool:
@@ -398,6 +470,24 @@ def test_no_component_was_refused_by_rbac(chart: ChartCluster) -> None:
     # The logs are real: the controller and every agent said something.
     assert any("controller" in name and text.strip() for name, text in chart.logs.items())
     assert sum(1 for name, text in chart.logs.items() if name.endswith("/node") and text.strip()) >= 2
+
+
+def test_every_rbac_rule_was_used_or_is_listed_as_kept(chart: ChartCluster) -> None:
+    """Least privilege, shown: every (account, group, resource, verb) the release granted at any point
+    of this module was used by its account (the API server's audit log), or is in KEPT_UNUSED with
+    the reason it stays. Rules limited by resourceNames count as used when the verb was."""
+    requests = chart.audited_requests()
+    assert requests, "the audit log holds the components' requests"
+
+    def used(grant: Grant) -> bool:
+        account, group, resource, verb = grant
+        return any(account == a and group in ("*", g) and resource in ("*", r) and verb in ("*", v)
+                   for a, g, r, v in requests)
+
+    unused = {grant for grant in chart.grants if not used(grant)}
+    unexplained = sorted(g for g in unused if (component(g[0]), *g[1:]) not in KEPT_UNUSED)
+    assert not unexplained, f"granted, never used, not listed as kept: {unexplained}"
+    print("kept, unused here:", sorted((component(g[0]), *g[1:]) for g in unused))
 
 
 # -- uninstall and down ----------------------------------------------------------------------------

@@ -104,8 +104,13 @@ include "ovnk.pluginCrdRules" (list $ (list "get" "list" "watch"))
 {{- $crd := fromYaml $item.text }}
 # {{ $item.source }}
 - apiGroups: [{{ $crd.spec.group | quote }}]
-  resources: [{{ $crd.spec.names.plural | quote }}, {{ printf "%s/status" $crd.spec.names.plural | quote }}]
+  resources: [{{ $crd.spec.names.plural | quote }}]
   verbs: {{ toJson $verbs }}
+{{- if has "patch" $verbs }}
+- apiGroups: [{{ $crd.spec.group | quote }}]
+  resources: [{{ printf "%s/status" $crd.spec.names.plural | quote }}]
+  verbs: ["patch"]
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
