@@ -303,7 +303,8 @@ def outside_networks(slices: Iterable[Mapping[str, Any]], networks: Sequence[IPN
 
 
 def as_seen_from(node: NodeInfo, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
-    """``endpoints`` as ``node``'s switch reaches them: its own host-network ones at its management port."""
+    """``endpoints`` as ``node``'s switch and gateway router reach them: its own host-network ones at its
+    management port."""
     seen = []
     for endpoint in endpoints:
         if endpoint.ip in node.host_ips:
@@ -376,7 +377,7 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
 
     cluster: dict[str, dict[str, str]] = {}
     per_node: dict[str, _NodeRules] = {node.name: _NodeRules() for node in nodes}
-    # Which node's switch has a host-network endpoint of its own to reach through its management port.
+    # Which node has a host-network endpoint of its own to reach through its management port.
     host_ip_node = {ip: node.name for node in nodes if node.switch and node.mgmt_ips for ip in node.host_ips}
     for port in service_ports(service):
         protocol = PROTOCOLS.get(port.protocol)
@@ -390,19 +391,28 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
             selected = select(family_eps)
             every = backends(selected)
             host_backed = {host_ip_node[e.ip] for e in selected if e.ip in host_ip_node}
-            local: dict[str, str] = {}
+            local: dict[str, list[Endpoint]] = {}
+            seen: dict[str, str] = {}
 
-            def local_backends(node: str, eps: list[Endpoint] = family_eps, cache: dict[str, str] = local) -> str:
+            def local_selected(node: str, eps: list[Endpoint] = family_eps,
+                               cache: dict[str, list[Endpoint]] = local) -> list[Endpoint]:
                 if node not in cache:
-                    cache[node] = backends(select([e for e in eps if e.node == node]))
+                    cache[node] = select([e for e in eps if e.node == node])
                 return cache[node]
 
-            def seen_every(node: NodeInfo, selected: list[Endpoint] = selected, every: str = every,
-                           host_backed: set[str] = host_backed) -> str:
-                return backends(as_seen_from(node, selected)) if node.name in host_backed else every
+            def local_backends(node: str) -> str:
+                return backends(local_selected(node))
 
-            def switch_local(node: NodeInfo, eps: list[Endpoint] = family_eps) -> str:
-                return backends(as_seen_from(node, select([e for e in eps if e.node == node.name])))
+            def switch_local(node: NodeInfo) -> str:
+                return backends(as_seen_from(node, local_selected(node.name)))
+
+            def seen_every(node: NodeInfo, selected: list[Endpoint] = selected, every: str = every,
+                           host_backed: set[str] = host_backed, cache: dict[str, str] = seen) -> str:
+                if node.name not in host_backed:
+                    return every
+                if node.name not in cache:
+                    cache[node.name] = backends(as_seen_from(node, selected))
+                return cache[node.name]
 
             for ip in (i for i in cluster_ips if i.version == family):
                 if not itp_local and not host_backed:
