@@ -8,10 +8,12 @@ the chosen one unless ``install`` names another (e.g. Debian 12's OVN 23.03).
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import Any
 
 from ovnk_lab import paths
 from ovnk_lab.procs import Daemon
@@ -58,6 +60,18 @@ class DbMember:
     daemon: Daemon
 
 
+#: NB_Global columns that ovn-northd (not a CMS) writes: the --wait=sb/hv acknowledgements.
+_NORTHD_NB_GLOBAL_COLUMNS = frozenset({"sb_cfg", "sb_cfg_timestamp", "hv_cfg", "hv_cfg_timestamp",
+                                       "nb_cfg_timestamp"})
+
+
+def _northd_bookkeeping(record: dict[str, Any]) -> bool:
+    tables = {k: v for k, v in record.items() if not k.startswith("_")}
+    if set(tables) != {"NB_Global"}:
+        return False
+    return all(isinstance(row, dict) and set(row) <= _NORTHD_NB_GLOBAL_COLUMNS for row in tables["NB_Global"].values())
+
+
 @dataclass
 class OvnDb:
     """One OVN database (NB or SB) made of one or three members."""
@@ -70,6 +84,35 @@ class OvnDb:
     @property
     def db_name(self) -> str:
         return "OVN_Northbound" if self.kind == "nb" else "OVN_Southbound"
+
+    def mark(self) -> int:
+        """Where the first member's file ends now: :meth:`writes_since` reads what comes after."""
+        return self.members[0].db_file.stat().st_size
+
+    def writes_since(self, mark: int) -> list[dict[str, Any]]:
+        """The transactions appended to a standalone database's file after ``mark``, except
+        ovn-northd's own bookkeeping in NB_Global (``sb_cfg``, ``hv_cfg`` and their timestamps),
+        which it writes on its own schedule after any ``--wait`` sync: "nothing was written" means
+        this list is empty, and when it is not, it says what was written.
+        """
+        if len(self.members) != 1:
+            raise ValueError("writes_since reads a standalone database's file (RAFT logs are framed differently)")
+        data = self.members[0].db_file.read_bytes()
+        if len(data) < mark:
+            raise ValueError(f"{self.members[0].db_file} shrank below {mark} bytes: ovsdb-server compacted it")
+        data = data[mark:]
+        records = []
+        # Each record: a header line "OVSDB JSON <length> <sha1>" and that many bytes of JSON.
+        while data:
+            header, _, rest = data.partition(b"\n")
+            parts = header.split()
+            if len(parts) != 4 or parts[:2] != [b"OVSDB", b"JSON"]:
+                raise ValueError(f"not a record header at offset {mark}: {header[:80]!r}")
+            length = int(parts[2])
+            records.append(json.loads(rest[:length]))
+            data = rest[length:].lstrip(b"\n")
+            mark += len(header) + 1 + length
+        return [r for r in records if not _northd_bookkeeping(r)]
 
     @property
     def unix_address(self) -> str:
