@@ -57,14 +57,17 @@ def test_pod_to_nodes_and_to_the_outside_world_with_snat_to_the_node_ip(cluster:
 
 def test_deleted_pod_ip_is_reused_and_same_name_recreated_works(cluster: Cluster, ns: str) -> None:
     node1 = cluster.nodes[0]
-    # Earlier modules delete their namespaces without waiting; their pods free addresses below ours
-    # while they go. Start once they are gone, so the freed address is the lowest free one.
+    # Earlier modules delete their namespaces without waiting; their pods on node1 free addresses
+    # of node1's subnet, below ours, while they go. Start once node1 has none of those pods left, so
+    # the freed address is the lowest free one (the rest of a namespace's deletion does not matter).
     def quiet() -> bool:
         namespaces = json.loads(cluster.kubectl("get", "namespaces", "-o", "json"))["items"]
-        pods = json.loads(cluster.kubectl("get", "pods", "-A", "-o", "json"))["items"]
-        return not any(n["status"].get("phase") == "Terminating" for n in namespaces) and not any(
-            p["metadata"].get("deletionTimestamp") for p in pods)
-    poll_until("earlier tests' namespaces and pods gone", quiet, timeout=180, interval=1)
+        terminating = {n["metadata"]["name"] for n in namespaces if n["status"].get("phase") == "Terminating"}
+        pods = json.loads(cluster.kubectl("get", "pods", "-A", "-o", "json",
+                                          f"--field-selector=spec.nodeName={node1}"))["items"]
+        return not any(p["metadata"].get("deletionTimestamp") or p["metadata"]["namespace"] in terminating
+                       for p in pods if not p["spec"].get("hostNetwork"))
+    poll_until("earlier tests' pods on node1 gone", quiet, timeout=180, interval=1)
     pods = cluster.run_pods(ns, [{"name": "client", "node": node1}, {"name": "server", "node": node1, "kind": "echo"}])
     freed = pods["server"]["status"]["podIP"]
     cluster.kubectl("-n", ns, "delete", "pod", "server", "--wait=true")
