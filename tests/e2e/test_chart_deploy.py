@@ -72,7 +72,7 @@ HELLO_CRD = HELLO / "ovnk_hello" / "crds" / "hellos.yaml"
 Grant = tuple[str, str, str, str]
 
 #: Rules granted but not exercised by this test, with why they are kept (charts/ovnk/README.md, RBAC).
-KEPT_UNUSED: dict[tuple[str, str, str, str], str] = {
+KEPT_UNUSED: dict[Grant, str] = {
     ("controller", "", "events", "create"): "a Warning event for bad input (none in this test)",
     ("controller", "", "events", "patch"): "the event recorder bumps a repeated event's count with a patch",
     ("node", "", "events", "create"): "a Warning event for bad input (none in this test)",

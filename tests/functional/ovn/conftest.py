@@ -30,8 +30,3 @@ def nb_client(ovn_central: Any) -> Iterator[OvsdbClient]:
 @pytest.fixture
 def txns(nb_client: OvsdbClient) -> TxnManager:
     return TxnManager(nb_client, pm=None, controller=CONTROLLER, timeout=20)
-
-
-def db_size(central: Any) -> int:
-    """Bytes in the standalone NB file: every committed transaction appends a record."""
-    return int(central.nb.members[0].db_file.stat().st_size)

@@ -21,7 +21,6 @@ from tests.functional.ovn.conftest import NODE_SWITCH
 from tests.functional.ovn.conftest import POD_PORT
 from tests.functional.ovn.conftest import TEST_ACL
 from tests.functional.ovn.conftest import TEST_PG
-from tests.functional.ovn.conftest import db_size
 
 
 def program(txns: TxnManager, *, pods: int, mac_suffix: str = "") -> str:
@@ -96,7 +95,7 @@ def test_txn_error_midway_leaves_nb_unchanged(ovn_central, txns) -> None:
     program(txns, pods=3)
     ovn_central.wait_northd()
     before = ovn_central.nbctl("show")
-    size = db_size(ovn_central)
+    size = ovn_central.nb.mark()
     with pytest.raises(RuntimeError, match="boom"), txns.transaction(reason="test", owner="test") as txn:
         txn.ensure("Logical_Switch_Port", name="ns_new", ids=POD_PORT.ids(CONTROLLER, name="ns_new"),
                    parent=Parent(Match.of("Logical_Switch", name="node1"), "ports"))
@@ -107,7 +106,7 @@ def test_txn_error_midway_leaves_nb_unchanged(ovn_central, txns) -> None:
         txn.ensure("Logical_Switch_Port", name="ns_orphan", ids=POD_PORT.ids(CONTROLLER, name="ns_orphan"),
                    parent=Parent(Match.of("Logical_Switch", name="nope"), "ports"))
     assert ovn_central.nbctl("show") == before
-    assert db_size(ovn_central) == size
+    assert ovn_central.nb.mark() == size
 
 
 def test_txn_never_modifies_foreign_rows(ovn_central, txns, nb_client) -> None:
@@ -140,12 +139,12 @@ def test_txn_large_sets_change_by_mutation(ovn_central, txns) -> None:
     addresses = [f"10.1.{i // 250}.{i % 250}" for i in range(2000)]
     with txns.transaction(reason="test", owner="test") as txn:
         txn.ensure("Address_Set", name=aset.hashed_name, ids=aset, columns={"addresses": addresses})
-    size = db_size(ovn_central)
+    size = ovn_central.nb.mark()
     with txns.transaction(reason="test", owner="test") as txn:
         txn.ensure("Address_Set", name=aset.hashed_name, ids=aset, columns={"addresses": [*addresses[1:], "10.9.9.9"]})
     assert txn.outcome == "committed"
     # A mutation of two values is a small record, not the 2000-address set again.
-    assert db_size(ovn_central) - size < 2000
+    assert ovn_central.nb.mark() - size < 2000
     rows = nb_json(ovn_central, "Address_Set")
     assert len(rows[0]["addresses"][1]) == 2000
     assert "10.9.9.9" in rows[0]["addresses"][1] and "10.1.0.0" not in rows[0]["addresses"][1]
