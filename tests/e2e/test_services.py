@@ -407,9 +407,9 @@ def test_the_api_server_reaches_pods_and_services_through_its_proxy(env: Env) ->
     assert via_service.strip() in env.backends
 
 
-@pytest.mark.xfail(strict=True, reason="issue 25, open: fragmented UDP through a service load balancer gets no "
-                   "answer on the userspace datapath (Kubernetes' 'large requests: udp'); enabling the datapath's "
-                   "fragment reassembly (dpctl/ipf-set-enabled) did not change it")
+@pytest.mark.xfail(strict=True, reason="OVS userspace datapath, not ovnk: fragments to an OVN load balancer's VIP "
+                   "leave conntrack as fragments, so none matches the load balancer's flow (Kubernetes' 'large "
+                   "requests: udp'); tests/functional/datapath/test_userspace_fragments.py shows it without ovnk")
 def test_udp_datagrams_larger_than_the_pod_mtu_cross_a_service(env: Env) -> None:
     """A 3,000-byte request is fragmented; conntrack (the service's DNAT) must reassemble it, both ways."""
     cluster = env.cluster
