@@ -87,6 +87,13 @@ SKIPS: tuple[Skip, ...] = (
          "its https: paths (the API server speaking TLS to a pod) answer 500 through kube-apiserver 1.20's "
          "egress selector, which the sandbox needs to reach pods at all (see 'The API server's way into the "
          "cluster'); its http: paths pass, and ovnk's e2e checks pods/proxy and services/proxy itself"),
+    Skip(r"Services should be able to handle large requests: udp|"
+         r"Services should function for service endpoints using hostNetwork",
+         "fragmented UDP to a service: OVS' userspace datapath hands OVN the fragments, not the packet its "
+         "conntrack reassembled, and OVN's load balancer flows match only whole packets (shown without ovnk by "
+         "tests/functional/datapath/test_userspace_fragments.py; see 'Large UDP through a service' below). The "
+         "hostNetwork spec fails only at its last step, large UDP; its other steps passed on 2026-12-04, and "
+         "ovnk's e2e checks host-network backends itself"),
     Skip(r"\[Feature:(?:Example|Networking-Performance|NoSNAT|PerformanceDNS)\]",
          "opt-in specs outside a network plugin's conformance: example applications (redis, DNS), an iperf "
          "benchmark, NoSNAT's own test images, DNS performance"),

@@ -48,6 +48,9 @@ def test_skip_patterns_select_what_they_say_and_leave_the_core_specs() -> None:
         "[sig-network] Proxy version v1 should proxy through a service and a pod  [Conformance]",
         "[sig-network] Networking should provide Internet connection for containers [Feature:Networking-IPv4]",
         "[sig-network] Services something my own",
+        "[sig-network] Networking Granular Checks: Services should be able to handle large requests: udp",
+        "[sig-network] Networking Granular Checks: Services should function for service endpoints using "
+        "hostNetwork",
     ]
     kept = [
         "[sig-network] Services should serve a basic endpoint from pods  [Conformance]",
@@ -59,6 +62,7 @@ def test_skip_patterns_select_what_they_say_and_leave_the_core_specs() -> None:
         "[sig-network] Conntrack should be able to preserve UDP traffic when server pod cycles for a NodePort "
         "service",
         "[sig-network] Networking Granular Checks: Services should function for pod-Service: udp",
+        "[sig-network] Networking Granular Checks: Services should be able to handle large requests: http",
         "[sig-network] Networking should provide unchanging, static URL paths for kubernetes api services",
     ]
     assert [name for name in skipped if not regex.search(name)] == []
