@@ -44,8 +44,9 @@ line is one JSON object. ``--sizes 1`` measures one size only (no pod-add ratio)
 ``--cold-first`` makes each size's objects with no controller running and measures
 its cold start and failover first, then the restart resync and pod adds (the grow
 under a running controller costs as much as the cold start: at the full shape on 2
-cores, ``--sizes 1 --cold-first`` is the run that fits in ~25 minutes). No plot: matplotlib is not in the dev extras, so each
-figure is printed as a table per size.
+cores, ``--sizes 1 --cold-first`` is the run that fits in ~25 minutes). ``--out DIR`` also writes the
+JSON to ``DIR/scale.json`` and a plot of each figure against the pods in the cluster, with the goals
+drawn in, to ``DIR/scale.svg`` (``bench/svgplot.py``: the venv has no plotting library).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ from scale_support import Shape
 from scale_support import northd_stats
 from scale_support import percentile
 from scale_support import reset_northd_stats
+from svgplot import Panel
+from svgplot import write as write_svg
 
 from ovnk.core.kube.client import KubeClient
 from ovnk.core.kube.resources import ENDPOINTSLICES
@@ -411,6 +414,8 @@ def main() -> int:
                              f"default {','.join(f'{v:g}' for v in FAILOVER_LEASE)}: the goal is a first reconcile "
                              "<= 5 s after the leader dies, and a standby may take over only a lease duration "
                              "after the last renewal it saw; ovnk's own default is 15,10,2)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="a directory to write scale.json (the last line) and scale.svg (the plot) into")
     args = parser.parse_args()
     fraction = args.fraction if args.fraction is not None else (0.1 if args.quick else 1.0)
     full = FULL.scaled(fraction) if fraction != 1.0 else FULL
@@ -434,7 +439,14 @@ def main() -> int:
                 run.close()
         finally:
             plane.stop()
-    report(results, full=full, quick=args.quick, lease=lease, elapsed=time.monotonic() - begun)
+    summary = report(results, full=full, quick=args.quick, lease=lease, elapsed=time.monotonic() - begun)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "scale.json").write_text(json.dumps(summary, indent=1) + "\n")
+        plot(summary, args.out / "scale.svg")
+        progress(f"wrote {args.out / 'scale.json'} and {args.out / 'scale.svg'}")
+    # The JSON stays the very last line of the output, after the progress lines on stderr.
+    print(json.dumps(summary), flush=True)
     return 0
 
 
@@ -486,7 +498,8 @@ def measure_cold_first(run: Run, *, full: Shape, idle: float, timeout: float,
 
 
 def report(results: dict[str, Any], *, full: Shape, quick: bool, lease: tuple[float, float, float],
-           elapsed: float) -> None:
+           elapsed: float) -> dict[str, Any]:
+    """Print the table and return the run's JSON summary (printed last by the caller)."""
     sizes: dict[str, dict[str, Any]] = results["sizes"]
     labels = list(sizes)
     def cell(*keys: str, sep: str = " / ") -> Any:
@@ -528,7 +541,7 @@ def report(results: dict[str, Any], *, full: Shape, quick: bool, lease: tuple[fl
     ratio_text = f"{ratio:.2f}x" if ratio is not None else "n/a (one size)"
     print(f"pod-add p50 at full vs 1/4 shape: {ratio_text} (goal <= 1.5x); controller RSS at full {top['rss_mb']} MB "
           f"= {per_kpod:.1f} MB per 1,000 pods; ovn-kubernetes' ovnkube ~{OVNKUBE_RSS_MB} MB")
-    print(json.dumps({
+    return {
         "benchmark": "scale", "quick": quick,
         "shape": {"nodes": full.nodes, "pods": full.pods, "services": full.services, "policies": full.policies},
         "lease": list(lease), "sizes": sizes, "idle": idle,
@@ -537,7 +550,38 @@ def report(results: dict[str, Any], *, full: Shape, quick: bool, lease: tuple[fl
         "baseline": {"pod_add_p50_ms_quarter": base["pod_add_p50_ms"], "ovnkube_rss_mb": OVNKUBE_RSS_MB},
         "ratio": round(ratio, 2) if ratio is not None else None,
         "ratio_rss_vs_ovnkube": round(top["rss_mb"] / OVNKUBE_RSS_MB, 2),
-    }))
+    }
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Each figure of the summary against the pods in the cluster, the issue's goals drawn in."""
+    sizes = list(summary["sizes"].values())
+    xs = [float(size["pods"]) for size in sizes]
+
+    def series(key: str) -> list[float | None]:
+        return [float(size[key]) if isinstance(size.get(key), int | float) else None for size in sizes]
+
+    base_p50 = sizes[0].get("pod_add_p50_ms")
+    idle = summary["idle"]
+    panels = [
+        Panel("restart resync", "s", {"exec -> idle": series("resync_s")}, goal=30.0,
+              notes=[f"NB writes: {', '.join(str(s.get('resync_write_txns', '-')) for s in sizes)}"]),
+        Panel("controller RSS", "MB", {"after resync": series("rss_mb"), "after cold start": series("cold_rss_mb")},
+              goal=300.0, notes=[f"idle {idle['idle_s']:g} s: {idle['idle_rss_change_pct']:+}%"]),
+        Panel("cold start: all rows committed", "s", {"leader": series("cold_start_rows_s")}),
+        Panel("failover after SIGKILL", "s", {"first reconcile": series("failover_first_reconcile_s"),
+                                              "lease taken": series("failover_lease_s")}, goal=5.0),
+        Panel("pod add -> LSP", "ms", {"p50": series("pod_add_p50_ms"), "p99": series("pod_add_p99_ms")},
+              goal=1.5 * base_p50 if isinstance(base_p50, int | float) else None, goal_label="1.5x first p50"),
+        Panel("controller CPU for resync", "s", {"cpu": series("cpu_s")}),
+        Panel("ovn-northd CPU per pod add", "ms", {"northd": series("northd_cpu_ms_per_change")}),
+        Panel("LSP -> SB Port_Binding p50", "ms", {"northd": series("nb_to_sb_p50_ms")}),
+        Panel("database size (compacted)", "MB", {"NB": series("nb_mb"), "SB": series("sb_mb")}),
+    ]
+    shape = summary["shape"]
+    title = (f"ovnk scale ({'quick, ' if summary['quick'] else ''}full shape {shape['nodes']} nodes, "
+             f"{shape['pods']:,} pods, {shape['services']:,} services, {shape['policies']} policies)")
+    write_svg(path, title, "pods in the cluster", xs, panels)
 
 
 if __name__ == "__main__":
