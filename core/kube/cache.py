@@ -146,6 +146,12 @@ class Store:
         self._items: dict[str, JsonObject] = {}
         self._indexers: dict[str, Indexer] = {}
         self._indexes: dict[str, dict[str, set[str]]] = {}
+        # Write stamps for changed_at(): every write takes the next stamp; an index value remembers
+        # the stamp of the last write under it, and a replace() of the whole content counts for all.
+        self._stamp = 0
+        self._replaced_at = 0
+        self._emptied_at = 0
+        self._changed: dict[str, dict[str, int]] = {}
         for name, indexer in (indexers or {}).items():
             self.add_indexer(name, indexer)
 
@@ -205,6 +211,15 @@ class Store:
         with self._lock:
             return sorted(self._index(index))
 
+    def changed_at(self, index: str, value: str) -> int:
+        """A stamp that grows whenever an object under ``value`` of ``index`` is added, replaced or
+        removed (and at every :meth:`replace`). Read it *before* reading those objects: a result
+        computed from them and kept with the stamp is current as long as the stamp is unchanged."""
+        with self._lock:
+            self._index(index)
+            stamp = self._changed[index].get(value)
+            return max(stamp if stamp is not None else self._emptied_at, self._replaced_at)
+
     def resource_versions(self) -> dict[str, str]:
         """key -> resourceVersion of every cached object (a cheap snapshot for comparisons)."""
         with self._lock:
@@ -237,12 +252,14 @@ class Store:
                                  "define indexers once at module level and reuse them")
             self._indexers[name] = indexer
             self._indexes[name] = {}
+            self._changed[name] = {}
             for key, obj in self._items.items():
                 self._index_add(name, key, obj)
 
     def put(self, key: str, obj: JsonObject) -> JsonObject | None:
         """Insert or replace; returns the previous object."""
         with self._lock:
+            self._stamp += 1
             old = self._items.get(key)
             if old is not None:
                 self._unindex(key, old)
@@ -254,6 +271,7 @@ class Store:
     def remove(self, key: str) -> JsonObject | None:
         """Remove; returns the removed object or ``None``."""
         with self._lock:
+            self._stamp += 1
             old = self._items.pop(key, None)
             if old is not None:
                 self._unindex(key, old)
@@ -262,6 +280,9 @@ class Store:
     def replace(self, items: Mapping[str, JsonObject]) -> dict[str, JsonObject]:
         """Swap the whole content for ``items``; returns the previous content."""
         with self._lock:
+            self._stamp += 1
+            self._replaced_at = self._stamp
+            self._changed = {name: {} for name in self._indexers}
             old = self._items
             self._items = dict(items)
             self._indexes = {name: {} for name in self._indexers}
@@ -278,15 +299,23 @@ class Store:
             return ()
 
     def _index_add(self, name: str, key: str, obj: JsonObject) -> None:
-        index = self._indexes[name]
+        index, changed = self._indexes[name], self._changed[name]
         for value in self._values(name, key, obj):
             index.setdefault(value, set()).add(key)
+            changed[value] = self._stamp
 
     def _unindex(self, key: str, obj: JsonObject) -> None:
         for name, index in self._indexes.items():
+            changed = self._changed[name]
             for value in self._values(name, key, obj):
+                changed[value] = self._stamp
                 keys = index.get(value)
                 if keys is not None:
                     keys.discard(key)
                     if not keys:
                         del index[value]
+                        # No stamp kept for a value without objects (label values come and go);
+                        # such values answer the last emptying's stamp, which is newer than any
+                        # stamp handed out while they still held objects.
+                        del changed[value]
+                        self._emptied_at = self._stamp

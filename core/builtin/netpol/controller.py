@@ -308,6 +308,7 @@ class AddressSetController(_Base):
         if selector is None:
             with self.lock:
                 if self.sel.peer_selector(key) is None:
+                    self.sel.forget_peer(key)
                     with self.ctx.nb.transaction(reason=f"address set {key} unreferenced", owner="PodSelector") as txn:
                         for family in self.families:
                             txn.remove("Address_Set", name=nb.peer_address_set(self.controller, key, family)[0])
@@ -315,11 +316,7 @@ class AddressSetController(_Base):
             selector = self.sel.peer_selector(key)
             if selector is None:
                 return
-        addresses: dict[int, set[str]] = {family: set() for family in self.families}
-        for _pod, ips in self.sel.peer_pods(selector):
-            for ip in ips:
-                if ip.version in addresses:
-                    addresses[ip.version].add(str(ip))
+        addresses = self.sel.peer_addresses(selector, self.families)
         sets = {family: nb.peer_address_set(self.controller, key, family) for family in self.families}
         current = self._current_addresses([name for name, _ in sets.values()])
         with self.ctx.nb.transaction(reason=f"address set {key}", owner="PodSelector") as txn:

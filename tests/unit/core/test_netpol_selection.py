@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,6 +11,7 @@ from ovnk.core.builtin.netpol.models import peer_selectors_lenient
 from ovnk.core.builtin.netpol.selection import Selection
 from ovnk.core.kube.cache import Store
 from ovnk.core.kube.cache import index_by_namespace
+from ovnk.core.topology.annotations import pod_ips
 
 NAMESPACES = {"a": {"team": "x"}, "b": {"team": "y"}, "c": {}}
 
@@ -110,3 +112,94 @@ def test_only_the_pods_namespace_policies_and_distinct_namespace_selectors_are_e
     for index in range(20):
         policies.remove(f"b/q{index}")
     assert sel.peer_keys_for_pod(pod) == []
+
+
+# -- peer addresses: each namespace's share is reused while its pods are unchanged ----------------
+
+
+def netpod(namespace: str, name: str, ip: str, labels: dict[str, str], *, node: str = "n1") -> dict[str, Any]:
+    network = {"default": {"ip_addresses": [f"{ip}/24"], "mac_address": "0a:58:0a:00:00:01"}}
+    return {"metadata": {"namespace": namespace, "name": name, "labels": labels,
+                         "annotations": {"k8s.ovn.org/pod-networks": json.dumps(network)}},
+            "spec": {"nodeName": node}}
+
+
+def scanned_addresses(sel: Selection, selector: Any) -> set[str]:
+    """What the address set must hold: the IPs of every cached pod the selector takes, found by
+    testing each pod of the cluster (the oracle; it does not go through pods_with_ips)."""
+    namespaces = set(sel.namespaces_of(selector))
+    return {str(ip) for pod in sel.pods.list() if pod["metadata"]["namespace"] in namespaces
+            and selector.selects_pod(pod["metadata"].get("labels") or {}) for ip in pod_ips(pod)}
+
+
+def test_peer_addresses_equal_a_scan_and_only_changed_namespaces_are_evaluated_again() -> None:
+    sel, _policies, namespaces = selection()
+    pods = sel.pods
+    selector = next(s for s in peer_selectors_lenient(policy("a", "p", [PEERS[3]])) if s.namespace_selector)
+    for index, ns in enumerate(NAMESPACES):
+        for number in range(5):
+            app = "db" if number % 2 == 0 else "web"
+            pod = netpod(ns, f"{ns}{number}", f"10.{index}.0.{number + 10}", {"app": app})
+            pods.put(f"{ns}/{ns}{number}", pod)
+    evaluated: list[str] = []
+    real = sel.pods_with_ips
+
+    def spy(namespace: str) -> Any:
+        evaluated.append(namespace)
+        return real(namespace)
+
+    sel.pods_with_ips = spy  # type: ignore[method-assign]
+    assert sel.peer_addresses(selector, (4,))[4] == scanned_addresses(sel, selector) != set()
+    assert sorted(evaluated) == ["a", "b", "c"]
+    evaluated.clear()
+    assert sel.peer_addresses(selector, (4,))[4] == scanned_addresses(sel, selector)
+    assert evaluated == [], "nothing changed: every namespace's share is reused"
+    # A pod joins b, one leaves the selection in c (relabelled), one is deleted in a.
+    pods.put("b/new", netpod("b", "new", "10.1.0.99", {"app": "db"}))
+    pods.put("c/c0", netpod("c", "c0", "10.2.0.10", {"app": "web"}))
+    pods.remove("a/a2")
+    evaluated.clear()
+    found = sel.peer_addresses(selector, (4,))[4]
+    assert sorted(evaluated) == ["a", "b", "c"]
+    assert "10.1.0.99" in found and "10.2.0.10" not in found and "10.0.0.12" not in found
+    assert found == scanned_addresses(sel, selector)
+    evaluated.clear()
+    pods.put("b/new2", netpod("b", "new2", "10.1.0.98", {"app": "web"}))  # not selected, but b changed
+    assert sel.peer_addresses(selector, (4,))[4] == found
+    assert evaluated == ["b"]
+    # A namespace that stops matching the namespace selector drops out at once (its pods unchanged).
+    narrow = next(s for s in peer_selectors_lenient(policy("a", "p", [{"namespaceSelector": {
+        "matchLabels": {"team": "x"}}, "podSelector": {"matchLabels": {"app": "db"}}}]))
+                  if s.namespace_selector)
+    before = sel.peer_addresses(narrow, (4,))[4]
+    assert before == scanned_addresses(sel, narrow) and before and all(ip.startswith("10.0.") for ip in before)
+    namespaces.put("a", {"metadata": {"name": "a", "labels": {"team": "z"}}})
+    assert sel.peer_addresses(narrow, (4,))[4] == set() == scanned_addresses(sel, narrow)
+    sel.forget_peer(selector.key)
+    evaluated.clear()
+    sel.peer_addresses(selector, (4,))
+    assert sorted(evaluated) == ["a", "b", "c"], "a forgotten peer starts over"
+
+
+def test_a_stores_changed_at_stamp_moves_with_every_write_under_the_value() -> None:
+    store = Store({"namespace": index_by_namespace})
+    first = store.changed_at("namespace", "a")
+    store.put("a/x", {"metadata": {"namespace": "a", "name": "x"}})
+    after_put = store.changed_at("namespace", "a")
+    assert after_put != first
+    other = store.changed_at("namespace", "b")
+    store.put("a/y", {"metadata": {"namespace": "a", "name": "y"}})
+    assert store.changed_at("namespace", "b") == other, "a write in a leaves b's stamp alone"
+    stamp = store.changed_at("namespace", "a")
+    store.put("a/y", {"metadata": {"namespace": "a", "name": "y", "labels": {"v": "2"}}})
+    assert store.changed_at("namespace", "a") != stamp, "a replaced object counts"
+    # Emptied: no stamp is kept for the value, and the one it answers is new (no ABA with an old one).
+    seen = {store.changed_at("namespace", "a")}
+    store.remove("a/x")
+    seen.add(store.changed_at("namespace", "a"))
+    store.remove("a/y")
+    assert store.changed_at("namespace", "a") not in seen
+    seen.add(store.changed_at("namespace", "a"))
+    store.replace({"a/z": {"metadata": {"namespace": "a", "name": "z"}}})
+    assert store.changed_at("namespace", "a") not in seen
+    assert store.changed_at("namespace", "b") != other, "a replace counts for every value"
