@@ -54,8 +54,8 @@ from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NETWORKPOLICIES
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
-from ovnk.core.ovn.commands import EnsureRow
 from ovnk.core.ovn.commands import Match
+from ovnk.core.ovn.commands import SetMembership
 from ovnk.core.ovn.commands import find_one
 from ovnk.core.ovn.txn import NbTxn
 from ovnk_lab.kube import KubeControlPlane
@@ -110,10 +110,11 @@ class CommitLog:
             if txn.owner == "NetworkPolicy" and txn.reason.startswith("NetworkPolicy "):
                 self.policies.setdefault(txn.reason.split(" ", 1)[1], now)
             elif txn.owner == "PodSelector":
+                # A peer address set's transaction adds only the addresses it lacked (SetMembership).
                 for command in txn.commands:
-                    if isinstance(command, EnsureRow) and "addresses" in command.columns:
+                    if isinstance(command, SetMembership) and command.column == "addresses" and command.add_values:
                         key = txn.reason.removeprefix("address set ")
-                        self.sets.append((now, key, frozenset(command.columns["addresses"])))
+                        self.sets.append((now, key, frozenset(command.add_values)))
             self.cond.notify_all()
         return outcome
 
