@@ -146,11 +146,12 @@ class Store:
         self._items: dict[str, JsonObject] = {}
         self._indexers: dict[str, Indexer] = {}
         self._indexes: dict[str, dict[str, set[str]]] = {}
-        # Write stamps for changed_at(): every write takes the next stamp; an index value remembers
-        # the stamp of the last write under it, and a replace() of the whole content counts for all.
+        # Write stamps for changed_at(): every write takes the next stamp, and an index value holding
+        # objects remembers the stamp of the last write under it. A value without objects keeps no
+        # stamp (label values come and go) and answers the last emptying or replace(), which is newer
+        # than any stamp handed out while it still held objects.
         self._stamp = 0
-        self._replaced_at = 0
-        self._emptied_at = 0
+        self._absent_stamp = 0
         self._changed: dict[str, dict[str, int]] = {}
         for name, indexer in (indexers or {}).items():
             self.add_indexer(name, indexer)
@@ -217,8 +218,7 @@ class Store:
         computed from them and kept with the stamp is current as long as the stamp is unchanged."""
         with self._lock:
             self._index(index)
-            stamp = self._changed[index].get(value)
-            return max(stamp if stamp is not None else self._emptied_at, self._replaced_at)
+            return self._changed[index].get(value, self._absent_stamp)
 
     def resource_versions(self) -> dict[str, str]:
         """key -> resourceVersion of every cached object (a cheap snapshot for comparisons)."""
@@ -281,7 +281,7 @@ class Store:
         """Swap the whole content for ``items``; returns the previous content."""
         with self._lock:
             self._stamp += 1
-            self._replaced_at = self._stamp
+            self._absent_stamp = self._stamp
             self._changed = {name: {} for name in self._indexers}
             old = self._items
             self._items = dict(items)
@@ -308,14 +308,13 @@ class Store:
         for name, index in self._indexes.items():
             changed = self._changed[name]
             for value in self._values(name, key, obj):
-                changed[value] = self._stamp
                 keys = index.get(value)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del index[value]
-                        # No stamp kept for a value without objects (label values come and go);
-                        # such values answer the last emptying's stamp, which is newer than any
-                        # stamp handed out while they still held objects.
-                        del changed[value]
-                        self._emptied_at = self._stamp
+                if keys is None:
+                    continue
+                keys.discard(key)
+                if keys:
+                    changed[value] = self._stamp
+                else:
+                    del index[value]
+                    changed.pop(value, None)
+                    self._absent_stamp = self._stamp
