@@ -105,6 +105,7 @@ class FragmentLab:
                       "dpctl/ipf-get-status"], env=self.node.env()).stdout
         return int(next(line for line in status.splitlines() if "v4 frags completed" in line).split(":")[1])
 
+
 def pod_port(lab: FragmentLab, netns: str, host_end: str, ip: str, mac: str) -> None:
     """A pod's veth: eth0 in the pod netns (MTU 1400, TX checksum offload off: lab.md), the other
     end on br-int in the node netns, bound to the logical port of the same name."""
@@ -188,9 +189,9 @@ def test_fragmented_udp_to_the_vip_reaches_the_server_reassembled(fragment_lab: 
     if reply == "timeout":
         assert completed_after > completed_before, "the datapath's reassembly never saw the fragments"
         assert after["ReasmReqds"] == before["ReasmReqds"], "some fragments reached the server: a different failure"
-        pytest.xfail(f"OVS userspace datapath: its reassembly completed {completed_after - completed_before} fragments "
-                     f"(every ct() pass counts) sent to the VIP, none reached the backend (server netns reassembly requests stayed at "
-                     f"{after['ReasmReqds']}); see the module docstring")
+        pytest.xfail(f"OVS userspace datapath: its reassembly completed {completed_after - completed_before} "
+                     f"fragments (every ct() pass counts) sent to the VIP, none reached the backend (server netns "
+                     f"reassembly requests stayed at {after['ReasmReqds']}); see the module docstring")
     assert reply == "3000", reply
     pytest.fail("fragmented UDP now crosses an OVN load balancer on the userspace datapath: drop the xfail of "
                 "tests/e2e/test_services.py::test_udp_datagrams_larger_than_the_pod_mtu_cross_a_service and of "
