@@ -32,6 +32,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ovnk.core.builtin.netpol import nb
@@ -41,9 +42,11 @@ from ovnk.core.builtin.netpol.models import INGRESS
 from ovnk.core.builtin.netpol.models import NetworkPolicyModel
 from ovnk.core.builtin.netpol.models import PolicyError
 from ovnk.core.builtin.netpol.models import parse_acl_logging
+from ovnk.core.builtin.netpol.selection import PeerShare
 from ovnk.core.builtin.netpol.selection import Selection
 from ovnk.core.builtin.netpol.selection import labels_of
 from ovnk.core.builtin.netpol.selection import lsp_name
+from ovnk.core.builtin.netpol.selection import share_changes
 from ovnk.core.context import ControllerContext
 from ovnk.core.errors import PermanentError
 from ovnk.core.errors import TemporaryError
@@ -295,15 +298,27 @@ class NetpolNamespaceController(_Base):
         self._reported.pop(name, None)
 
 
+@dataclass(frozen=True)
+class _WrittenPeer:
+    """What a peer's address sets held after this controller's last commit for them."""
+
+    shares: Mapping[str, PeerShare]  # the namespace shares they were made of
+    counts: Mapping[str, int]  # address-set name -> how many addresses it held
+    reconnects: int  # the NB client's reconnect count then (a new session may bring another database)
+
+
 class AddressSetController(_Base):
     """Shared peer address sets (key: the selector's canonical string)."""
 
     def __init__(self, ctx: ControllerContext, selection: Selection, lock: threading.Lock) -> None:
         super().__init__(ctx, selection)
         self.lock = lock
+        self._written: dict[str, _WrittenPeer] = {}
 
     def reconcile(self, req: ReconcileRequest) -> None:
         key = req.key
+        # Taken out while reconciling: if anything below fails, the next pass compares whole sets.
+        written = self._written.pop(key, None)
         selector = self.sel.peer_selector(key)
         if selector is None:
             with self.lock:
@@ -316,23 +331,55 @@ class AddressSetController(_Base):
             selector = self.sel.peer_selector(key)
             if selector is None:
                 return
-        addresses = self.sel.peer_addresses(selector, self.families)
+        shares = self.sel.peer_shares(selector, self.families)
         sets = {family: nb.peer_address_set(self.controller, key, family) for family in self.families}
-        current = self._current_addresses([name for name, _ in sets.values()])
+        names = [name for name, _ in sets.values()]
+        reconnects = self.ctx.nb.client.reconnects
+        counts = self._address_counts(names)
+        changes: dict[int, tuple[set[str], set[str]]]
+        if written is not None and written.reconnects == reconnects and written.counts == counts:
+            # The sets hold what the last commit left: only namespaces whose pods changed are looked
+            # at. A namespace-selecting peer holds a share of every pod of the cluster, and comparing
+            # the whole set on each pod event there made a cold start quadratic.
+            changes = {family: share_changes(written.shares, shares, family) for family in self.families}
+        else:
+            # First pass, a failed one before, a new NB session or a set changed by someone else:
+            # compare with what the sets hold.
+            current = self._current_addresses(names)
+            changes = {}
+            for family, (as_name, _) in sets.items():
+                wanted: set[str] = set().union(*(share[1][family] for share in shares.values()))
+                have = current.get(as_name, set())
+                changes[family] = (wanted - have, have - wanted)
+                counts = {**counts, as_name: len(have)}
         with self.ctx.nb.transaction(reason=f"address set {key}", owner="PodSelector") as txn:
             for family, (as_name, as_ids) in sets.items():
                 txn.ensure("Address_Set", name=as_name, ids=as_ids)
-                # Only the difference is planned and written: a namespace-selecting peer holds a share of
-                # every pod of the cluster, and converging the whole column (building and comparing
-                # every address under the NB lock) made each pod event there cost O(cluster).
+                # Only the difference is planned and written (SetMembership).
                 match = Match.of("Address_Set", name=as_name, primary_id=as_ids.primary_id)
-                have = current.get(as_name, set())
-                add = sorted(addresses[family] - have)
-                remove = sorted(have - addresses[family])
+                add, remove = changes[family]
                 if add:
-                    txn.add_to(match, "addresses", add)
+                    txn.add_to(match, "addresses", sorted(add))
                 if remove:
-                    txn.remove_from(match, "addresses", remove)
+                    txn.remove_from(match, "addresses", sorted(remove))
+        after = {as_name: counts.get(as_name, 0) + len(changes[family][0]) - len(changes[family][1])
+                 for family, (as_name, _) in sets.items()}
+        self._written[key] = _WrittenPeer(shares=shares, counts=after, reconnects=reconnects)
+
+    def _address_counts(self, names: list[str]) -> dict[str, int]:
+        """How many addresses each named set holds now (absent sets are left out)."""
+
+        def read(idl: Any) -> dict[str, int]:
+            result = {}
+            for name in names:
+                row = find_one(idl, Match.of("Address_Set", name=name))
+                if row is not None:
+                    datum = row._data.get("addresses") if row._data is not None else None
+                    result[name] = len(datum.values) if datum is not None else 0
+            return result
+
+        found: dict[str, int] = self.ctx.nb.reader.read(read)
+        return found
 
     def _current_addresses(self, names: list[str]) -> dict[str, set[str]]:
         """The addresses each named set holds now (read straight from the IDL's datum: cheap)."""

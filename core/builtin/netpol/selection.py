@@ -39,6 +39,34 @@ PEER_INDEX = "netpol-peer"
 EGRESS_NAMED_PORT_INDEX = "netpol-egress-named-port"
 NAMESPACE_SELECTOR_PEER_INDEX = "netpol-namespace-selector-peer"
 
+#: A namespace's share of a peer's addresses: (the pod cache's stamp for the namespace when it was
+#: evaluated, its addresses per IP version).
+PeerShare = tuple[int, Mapping[int, frozenset[str]]]
+
+
+def share_changes(old: Mapping[str, PeerShare], new: Mapping[str, PeerShare],
+                  family: int) -> tuple[set[str], set[str]]:
+    """(addresses to add, addresses to remove) that turn the union of ``old``'s shares into ``new``'s.
+
+    Only namespaces whose share is a different object are compared (:meth:`Selection.peer_shares`
+    returns an unchanged share as the same object), so the cost is the changed namespaces' pods and
+    the changed addresses, not the whole set. An address gained in one namespace and lost in another
+    (an IP handed to a pod elsewhere) is neither added nor removed.
+    """
+    gained: set[str] = set()
+    lost: set[str] = set()
+    for namespace in old.keys() | new.keys():
+        before, after = old.get(namespace), new.get(namespace)
+        if before is after:
+            continue
+        had = before[1][family] if before is not None else frozenset()
+        has = after[1][family] if after is not None else frozenset()
+        gained |= has - had
+        lost |= had - has
+    add = {address for address in gained if not any(address in share[1][family] for share in old.values())}
+    remove = {address for address in lost if not any(address in share[1][family] for share in new.values())}
+    return add, remove
+
 
 def index_peers(obj: Mapping[str, Any]) -> Iterable[str]:
     """Policy store index: the peer address-set keys a policy references."""
@@ -109,7 +137,7 @@ class Selection:
         self._peers: dict[str, tuple[str, tuple[PeerSelector, ...]]] = {}
         # peer key -> namespace -> (the namespace's pod stamp, that namespace's share of the peer's
         # addresses per IP version): see peer_addresses.
-        self._peer_shares: dict[str, dict[str, tuple[int, dict[int, frozenset[str]]]]] = {}
+        self._peer_shares: dict[str, dict[str, PeerShare]] = {}
 
     # -- policies ---------------------------------------------------------------
 
@@ -243,11 +271,12 @@ class Selection:
                           if selector.selects_pod(labels_of(pod)))
         return result
 
-    def peer_addresses(self, selector: PeerSelector, families: Iterable[int]) -> dict[int, set[str]]:
-        """The addresses of the pods ``selector`` takes, per IP version in ``families``.
+    def peer_shares(self, selector: PeerSelector, families: Iterable[int]) -> dict[str, PeerShare]:
+        """Each selected namespace's share of the addresses ``selector`` takes, per IP version in ``families``.
 
-        Each namespace's share is kept with the pod cache's stamp for that namespace and reused while
-        no pod of the namespace changed. A pod event therefore costs its own namespace's pods, not
+        A share is kept with the pod cache's stamp for its namespace and returned as the very same
+        object while no pod of the namespace changed, so a caller can tell unchanged namespaces by
+        identity (:func:`share_changes`). A pod event therefore costs its own namespace's pods, not
         every pod of every namespace a namespace-selecting peer takes (a quarter of the cluster for a
         peer such as ``team: x``), which made a cold start quadratic in the pods.
         """
@@ -255,7 +284,7 @@ class Selection:
         namespaces = self.namespaces_of(selector)
         with self._lock:
             known = self._peer_shares.get(selector.key, {})
-        shares: dict[str, tuple[int, dict[int, frozenset[str]]]] = {}
+        shares: dict[str, PeerShare] = {}
         for namespace in namespaces:
             stamp = self.pods.changed_at("namespace", namespace)  # before the pods are read
             share = known.get(namespace)
@@ -271,10 +300,16 @@ class Selection:
         with self._lock:
             # Only the namespaces selected now are kept: a deleted or relabelled one drops out.
             self._peer_shares[selector.key] = shares
-        return {family: set().union(*(share[1][family] for share in shares.values())) for family in families}
+        return shares
+
+    def peer_addresses(self, selector: PeerSelector, families: Iterable[int]) -> dict[int, set[str]]:
+        """The addresses of the pods ``selector`` takes, per IP version in ``families`` (every share joined)."""
+        families = tuple(families)
+        shares = self.peer_shares(selector, families).values()
+        return {family: set().union(*(share[1][family] for share in shares)) for family in families}
 
     def forget_peer(self, key: str) -> None:
-        """Drop what :meth:`peer_addresses` keeps for a peer no policy references any more."""
+        """Drop what :meth:`peer_shares` keeps for a peer no policy references any more."""
         with self._lock:
             self._peer_shares.pop(key, None)
 

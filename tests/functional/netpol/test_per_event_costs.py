@@ -37,6 +37,12 @@ class CommitSpy:
         if txn.owner == "PodSelector":
             self.commands.extend(txn.commands)
 
+    def added(self) -> set[str]:
+        return {v for c in self.commands if isinstance(c, SetMembership) for v in c.add_values}
+
+    def removed(self) -> set[str]:
+        return {v for c in self.commands if isinstance(c, SetMembership) for v in c.remove_values}
+
 
 def addresses(cluster: NetpolCluster, name: str) -> set[str]:
     for row in cluster.env.nb_rows("Address_Set"):
@@ -45,7 +51,8 @@ def addresses(cluster: NetpolCluster, name: str) -> set[str]:
     return set()
 
 
-def test_a_pod_joining_a_namespace_selected_set_writes_its_address_only(cluster: NetpolCluster) -> None:
+def test_a_pod_joining_a_namespace_selected_set_writes_its_address_only(
+        cluster: NetpolCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     team = f"t{id(cluster) % 100000}"
     source = cluster.namespace("as-src", labels={"scale-team": team})
     target = cluster.namespace("as-dst")
@@ -61,6 +68,7 @@ def test_a_pod_joining_a_namespace_selected_set_writes_its_address_only(cluster:
     process = cluster.env.process
     assert process is not None and process.ctx is not None
     spy = CommitSpy()
+    whole_reads = WholeSetReads(monkeypatch)
     process.ctx.pm.register(spy, name="test-commit-spy")
     try:
         cluster.pod(source, "late", node="np-a", labels={"role": "client"})
@@ -71,12 +79,49 @@ def test_a_pod_joining_a_namespace_selected_set_writes_its_address_only(cluster:
         process.ctx.pm.unregister(spy)
     assert addresses(cluster, set_name) == {p.ip for p in pods.values()} | {late.ip}
     assert spy.commands, "the pod event reconciled the set"
-    # The set's row is ensured without its addresses column; only the new address is planned.
+    # The set's row is ensured without its addresses column; only the new address is planned, and the
+    # set's members were not read: the controller knows what its last commit left there.
     ensured = [c for c in spy.commands if isinstance(c, EnsureRow)]
     assert ensured and all("addresses" not in c.columns for c in ensured)
-    added = [v for c in spy.commands if isinstance(c, SetMembership) for v in c.add_values]
-    removed = [v for c in spy.commands if isinstance(c, SetMembership) for v in c.remove_values]
-    assert set(added) == {late.ip} and not removed
+    assert spy.added() == {late.ip} and not spy.removed()
+    assert whole_reads.names == []
+    # A deleted pod: its address only is removed.
+    spy.commands.clear()
+    process.ctx.pm.register(spy, name="test-commit-spy")
+    try:
+        cluster.env.delete_pod(source, "p0")
+        wait_for("the deleted pod's address gone", lambda: pods["p0"].ip not in addresses(cluster, set_name))
+        cluster.settle()
+    finally:
+        process.ctx.pm.unregister(spy)
+    assert spy.removed() == {pods["p0"].ip} and not spy.added()
+    assert whole_reads.names == []
+    wanted = {p.ip for name, p in pods.items() if name != "p0"} | {late.ip}
+    assert addresses(cluster, set_name) == wanted
+    # Someone else removes an address: the next pass sees the set's size differ from what it left,
+    # compares the whole set and puts the address back.
+    set_uuid = next(row["_uuid"][1] for row in cluster.env.nb_rows("Address_Set") if nb_value(row["name"]) == set_name)
+    cluster.central.nbctl("remove", "Address_Set", set_uuid, "addresses", f'"{late.ip}"')
+    peers = cluster.runtime.address_sets
+    wait_for("the controller's NB replica sees the edit",
+             lambda: peers._address_counts([set_name]) == {set_name: len(wanted) - 1})
+    peers.reconcile(ReconcileRequest(key=key))
+    assert whole_reads.names == [set_name]
+    assert addresses(cluster, set_name) == wanted
+
+
+class WholeSetReads:
+    """Counts the peer controller's reads of every address of a set (the fallback that costs O(set))."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.names: list[str] = []
+        real = netpol_controller.AddressSetController._current_addresses
+
+        def counting(controller: Any, names: list[str]) -> dict[str, set[str]]:
+            self.names.extend(names)
+            return real(controller, names)
+
+        monkeypatch.setattr(netpol_controller.AddressSetController, "_current_addresses", counting)
 
 
 def test_replanning_a_namespace_default_deny_looks_up_no_port_already_in_its_groups(

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from ovnk.core.builtin.netpol.models import peer_selectors_lenient
+from ovnk.core.builtin.netpol.selection import PeerShare
 from ovnk.core.builtin.netpol.selection import Selection
+from ovnk.core.builtin.netpol.selection import share_changes
 from ovnk.core.kube.cache import Store
 from ovnk.core.kube.cache import index_by_namespace
 from ovnk.core.topology.annotations import pod_ips
@@ -179,6 +181,43 @@ def test_peer_addresses_equal_a_scan_and_only_changed_namespaces_are_evaluated_a
     evaluated.clear()
     sel.peer_addresses(selector, (4,))
     assert sorted(evaluated) == ["a", "b", "c"], "a forgotten peer starts over"
+
+
+def test_share_changes_turn_the_old_union_into_the_new_one_looking_only_at_changed_shares() -> None:
+    def share(stamp: int, *addresses: str) -> PeerShare:
+        return (stamp, {4: frozenset(addresses)})
+
+    unchanged = share(1, "10.0.0.1", "10.0.0.2")
+    old = {"a": unchanged, "b": share(1, "10.1.0.1", "10.1.0.2"), "c": share(1, "10.2.0.1")}
+    new = {"a": unchanged, "b": share(2, "10.1.0.2", "10.1.0.3"), "d": share(1, "10.3.0.1")}
+    assert share_changes(old, new, 4) == ({"10.1.0.3", "10.3.0.1"}, {"10.1.0.1", "10.2.0.1"})
+    union = set().union(*(s[1][4] for s in old.values()))
+    add, remove = share_changes(old, new, 4)
+    assert (union | add) - remove == set().union(*(s[1][4] for s in new.values()))
+    # The same shares: nothing. An equal share that is a new object is compared, and yields nothing.
+    assert share_changes(old, dict(old), 4) == (set(), set())
+    assert share_changes(old, {**old, "a": share(2, "10.0.0.1", "10.0.0.2")}, 4) == (set(), set())
+    # An unchanged share is trusted as it is: only a different object is looked into.
+    assert share_changes({"a": unchanged}, {"a": unchanged}, 4) == (set(), set())
+    # An IP handed from a pod in b to a pod in c in one step is neither added nor removed.
+    moved_old = {"b": share(1, "10.9.0.9"), "c": share(1)}
+    moved_new = {"b": share(2), "c": share(2, "10.9.0.9")}
+    assert share_changes(moved_old, moved_new, 4) == (set(), set())
+    # Everything from nothing, and back.
+    assert share_changes({}, new, 4) == (set().union(*(s[1][4] for s in new.values())), set())
+    assert share_changes(new, {}, 4) == (set(), set().union(*(s[1][4] for s in new.values())))
+
+
+def test_peer_shares_returns_an_unchanged_namespaces_share_as_the_same_object() -> None:
+    sel, _policies, _namespaces = selection()
+    selector = next(s for s in peer_selectors_lenient(policy("a", "p", [PEERS[3]])) if s.namespace_selector)
+    for index, ns in enumerate(NAMESPACES):
+        sel.pods.put(f"{ns}/{ns}0", netpod(ns, f"{ns}0", f"10.{index}.0.10", {"app": "db"}))
+    first = sel.peer_shares(selector, (4,))
+    sel.pods.put("b/b1", netpod("b", "b1", "10.1.0.11", {"app": "db"}))
+    second = sel.peer_shares(selector, (4,))
+    assert second["a"] is first["a"] and second["c"] is first["c"] and second["b"] is not first["b"]
+    assert share_changes(first, second, 4) == ({"10.1.0.11"}, set())
 
 
 def test_a_stores_changed_at_stamp_moves_with_every_write_under_the_value() -> None:
