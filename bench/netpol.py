@@ -11,7 +11,9 @@ one at a time:
   port group and ACLs (``NetworkPolicy <ns>/<name>`` transaction), timed by
   a wrapper of the ``ovnk_nb_commit`` hook;
 - **pod**: from the API create call of a pod whose labels match existing peer
-  selectors to the commit that puts its IP into the last of its address sets.
+  selectors to the commit that puts its IP into the last of its address sets
+  (the pod's own transaction, which carries the memberships, or the peer
+  address-set controller's, whichever commits them first).
 
 Baseline, measured in the same run against the same NB: the same rows written
 with bare ovsdbapp in one transaction each (a new port group holding the same
@@ -92,12 +94,14 @@ QUICK = Scale(namespaces=4, pods_per_namespace=50, policies_per_namespace=10, sa
 
 
 class CommitLog:
-    """Wraps ``ovnk_nb_commit``: when each NetworkPolicy / PodSelector transaction committed, and what."""
+    """Wraps ``ovnk_nb_commit``: when each NetworkPolicy / PodSelector transaction committed, and what
+    (and the peer-set memberships a Pod transaction carries: a new pod's IPs join its peer sets there)."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.policies: dict[str, float] = {}  # "ns/name" -> commit time
         self.sets: list[tuple[float, str, frozenset[str]]] = []  # (time, key, addresses)
+        self.set_keys: dict[str, str] = {}  # peer address set row name -> its key
         self.recording = False
 
     @hookimpl(wrapper=True)
@@ -115,6 +119,12 @@ class CommitLog:
                     if isinstance(command, SetMembership) and command.column == "addresses" and command.add_values:
                         key = txn.reason.removeprefix("address set ")
                         self.sets.append((now, key, frozenset(command.add_values)))
+            elif txn.owner == "Pod":
+                # The transaction committed, so every address it names is in its set now (whichever
+                # transaction wrote it first: the earliest record counts).
+                for command in txn.commands:
+                    if isinstance(command, SetMembership) and command.match.name in self.set_keys and command.add_values:
+                        self.sets.append((now, self.set_keys[command.match.name], frozenset(command.add_values)))
             self.cond.notify_all()
         return outcome
 
@@ -323,6 +333,7 @@ def measure_pods(client: KubeClient, process: ControllerProcess, log: CommitLog,
     """(create -> membership, IP annotation seen -> membership, baseline) per sample."""
     assert process.ctx is not None
     sets = address_set_names(process)
+    log.set_keys = {row_name: key for key, (row_name, _) in sets.items()}
     base.copy_sets({row_name: addresses for row_name, addresses in sets.values()})
     pods = process.ctx.cache(PODS)
     nodes = sorted(process.ctx.cache(NODES).keys())

@@ -512,17 +512,20 @@ def _build_referrer_index(idl: ovs_idl.Idl, table_name: str) -> dict[uuid_mod.UU
 class SetMembership(Command):
     """Add or remove values (or row references) in a set column of an existing row.
 
-    A missing row is an error when adding (the caller must create it in the
-    same transaction) and a no-op when removing.
+    A missing row is a no-op when removing. When adding it is an error (the
+    caller must create it in the same transaction) unless ``missing_ok``: then
+    the values go only into a row that exists, for a writer that is not the
+    row's owner and adds early what the owner would add anyway.
     """
 
     def __init__(self, api: Any, scope: TxnScope, *, match: Match, column: str, add: Iterable[Any] = (),
-                 remove: Iterable[Any] = ()) -> None:
+                 remove: Iterable[Any] = (), missing_ok: bool = False) -> None:
         super().__init__(api, scope)
         self.match = match
         self.column = column
         self.add_values = list(add)
         self.remove_values = list(remove)
+        self.missing_ok = missing_ok
         # Atoms of the plain (non-reference) values, by position in add_values/remove_values (see prepare).
         self._add_atoms: list[ovs_data.Atom | None] | None = None
         self._remove_atoms: list[ovs_data.Atom | None] | None = None
@@ -549,7 +552,7 @@ class SetMembership(Command):
     def _diff(self, idl: ovs_idl.Idl) -> tuple[Any, list[Any], list[Any]]:
         row = find_one(idl, self.match, self.scope)
         if row is None:
-            if self.add_values:
+            if self.add_values and not self.missing_ok:
                 raise RowNotFoundError(f"{self.match.describe()} does not exist")
             return None, [], []
         self.prepare(idl)

@@ -182,9 +182,13 @@ class NbTxn:
         match = Match.of(table, name=name, primary_id=primary_id, uuid=uuid, where=dict(where or {}))
         return self.add(RemoveRow(self.api, self.scope, match=match, parent=parent))  # type: ignore[no-any-return]
 
-    def add_to(self, match: Match, column: str, values: Iterable[Any]) -> SetMembership:
-        """Ensure ``values`` (plain values, ``Ref``s or commands) are in ``match``'s set ``column``."""
-        return self.add(SetMembership(self.api, self.scope, match=match, column=column, add=values))  # type: ignore[no-any-return]
+    def add_to(self, match: Match, column: str, values: Iterable[Any], *, if_exists: bool = False) -> SetMembership:
+        """Ensure ``values`` (plain values, ``Ref``s or commands) are in ``match``'s set ``column``.
+
+        ``if_exists``: a missing row is left missing instead of failing the transaction.
+        """
+        return self.add(SetMembership(self.api, self.scope, match=match, column=column, add=values,  # type: ignore[no-any-return]
+                                      missing_ok=if_exists))
 
     def remove_from(self, match: Match, column: str, values: Iterable[Any]) -> SetMembership:
         """Ensure ``values`` are not in ``match``'s set ``column``."""

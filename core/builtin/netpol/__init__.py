@@ -33,6 +33,7 @@ from ovnk.core.ovn.txn import NbTxn
 from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
 from ovnk.core.reconcile.spec import Watch
+from ovnk.core.topology.intents import PodPort
 
 
 @hookimpl
@@ -96,6 +97,17 @@ class NetpolPlugin:
     def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:
         assert self.controllers is not None
         ctl.plan_stale(ctx, self.controllers.selection, plan)
+
+    @hookimpl
+    def ovnk_pod_txn(self, ctx: ControllerContext, txn: NbTxn, pod: Mapping[str, Any], lsp: PodPort | None,
+                     deleted: bool) -> None:
+        # A new pod's IPs join the peer sets that select it in the pod's own transaction, with its
+        # port: policies that admit it do so from its first packet, without waiting for the
+        # address-set controller's transaction (which then finds nothing to write). That controller
+        # still owns the sets: it creates them, removes addresses and corrects anything missed here.
+        if deleted or lsp is None or not lsp.ips or self.controllers is None:
+            return
+        self.controllers.address_sets.add_pod_early(txn, pod, lsp.ips)
 
 
 @hookimpl

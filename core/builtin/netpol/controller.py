@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ovs.db import data as ovs_data
+
 from ovnk.core.builtin.netpol import nb
 from ovnk.core.builtin.netpol.models import DIRECTIONS
 from ovnk.core.builtin.netpol.models import EGRESS
@@ -63,6 +65,7 @@ from ovnk.core.reconcile.spec import ReconcileRequest
 from ovnk.core.topology import annotations as ann
 from ovnk.core.topology import builder
 from ovnk.core.topology import naming as n
+from ovnk.core.topology.naming import IPAddress
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +310,23 @@ class _WrittenPeer:
     reconnects: int  # the NB client's reconnect count then (a new session may bring another database)
 
 
+@dataclass(frozen=True)
+class _SetObservation:
+    """A peer address set as read before an incremental pass."""
+
+    exists: bool
+    count: int  # addresses it holds
+    added: int  # of the addresses to add, how many it holds already (a pod transaction added them)
+    still_there: int  # of the addresses to remove, how many it still holds
+
+    def explained_by(self, written: int | None, add: set[str], remove: set[str]) -> bool:
+        """Whether the set is what our last commit left (``written`` addresses), give or take the
+        pending changes someone else applied early: else something else changed it."""
+        if written is None or not self.exists:
+            return False
+        return self.count == written + self.added - (len(remove) - self.still_there)
+
+
 class AddressSetController(_Base):
     """Shared peer address sets (key: the selector's canonical string)."""
 
@@ -333,25 +353,28 @@ class AddressSetController(_Base):
                 return
         shares = self.sel.peer_shares(selector, self.families)
         sets = {family: nb.peer_address_set(self.controller, key, family) for family in self.families}
-        names = [name for name, _ in sets.values()]
+        names: dict[int, str] = {family: name for family, (name, _) in sets.items()}
         reconnects = self.ctx.nb.client.reconnects
-        counts = self._address_counts(names)
-        changes: dict[int, tuple[set[str], set[str]]]
-        if written is not None and written.reconnects == reconnects and written.counts == counts:
-            # The sets hold what the last commit left: only namespaces whose pods changed are looked
-            # at. A namespace-selecting peer holds a share of every pod of the cluster, and comparing
-            # the whole set on each pod event there made a cold start quadratic.
-            changes = {family: share_changes(written.shares, shares, family) for family in self.families}
-        else:
+        changes: dict[int, tuple[set[str], set[str]]] | None = None
+        if written is not None and written.reconnects == reconnects:
+            # Only namespaces whose pods changed are looked at: a namespace-selecting peer holds a
+            # share of every pod of the cluster, and comparing the whole set on each pod event there
+            # made a cold start quadratic. That holds while the sets are what the last commit left,
+            # plus what pod transactions added early (add_pod_early): checked by the sets' sizes.
+            delta: dict[int, tuple[set[str], set[str]]] = {
+                family: share_changes(written.shares, shares, family) for family in self.families}
+            observed = self._observe({names[family]: change for family, change in delta.items()})
+            if all(observed[names[f]].explained_by(written.counts.get(names[f]), *delta[f]) for f in self.families):
+                changes = delta
+        if changes is None:
             # First pass, a failed one before, a new NB session or a set changed by someone else:
             # compare with what the sets hold.
-            current = self._current_addresses(names)
+            current = self._current_addresses(list(names.values()))
             changes = {}
-            for family, (as_name, _) in sets.items():
-                wanted: set[str] = set().union(*(share[1][family] for share in shares.values()))
+            for version, as_name in names.items():
+                wanted: set[str] = set().union(*(share[1][version] for share in shares.values()))
                 have = current.get(as_name, set())
-                changes[family] = (wanted - have, have - wanted)
-                counts = {**counts, as_name: len(have)}
+                changes[version] = (wanted - have, have - wanted)
         with self.ctx.nb.transaction(reason=f"address set {key}", owner="PodSelector") as txn:
             for family, (as_name, as_ids) in sets.items():
                 txn.ensure("Address_Set", name=as_name, ids=as_ids)
@@ -362,23 +385,42 @@ class AddressSetController(_Base):
                     txn.add_to(match, "addresses", sorted(add))
                 if remove:
                     txn.remove_from(match, "addresses", sorted(remove))
-        after = {as_name: counts.get(as_name, 0) + len(changes[family][0]) - len(changes[family][1])
-                 for family, (as_name, _) in sets.items()}
+        # The sets now hold the union of the shares. Its size is taken as the sum of theirs: were an IP
+        # briefly in two namespaces' shares, the next pass finds another size and compares whole sets.
+        after = {as_name: sum(len(share[1][version]) for share in shares.values()) for version, as_name in names.items()}
         self._written[key] = _WrittenPeer(shares=shares, counts=after, reconnects=reconnects)
 
-    def _address_counts(self, names: list[str]) -> dict[str, int]:
-        """How many addresses each named set holds now (absent sets are left out)."""
+    def add_pod_early(self, txn: NbTxn, pod: Mapping[str, Any], ips: Iterable[IPAddress]) -> None:
+        """Add a new pod's ``ips`` to the existing peer sets that select it, in the pod's transaction."""
+        for key in self.sel.peer_keys_for_pod(pod):
+            for family in self.families:
+                addresses = sorted(str(ip) for ip in ips if ip.version == family)
+                if addresses:
+                    as_name, as_ids = nb.peer_address_set(self.controller, key, family)
+                    txn.add_to(Match.of("Address_Set", name=as_name, primary_id=as_ids.primary_id), "addresses",
+                               addresses, if_exists=True)
 
-        def read(idl: Any) -> dict[str, int]:
+    def _observe(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> dict[str, _SetObservation]:
+        """Each named set's size and how many of the addresses to add and to remove it holds, in one
+        read under the NB lock: O(changes), not O(set)."""
+
+        def read(idl: Any) -> dict[str, _SetObservation]:
             result = {}
-            for name in names:
+            for name, (add, remove) in changes.items():
                 row = find_one(idl, Match.of("Address_Set", name=name))
-                if row is not None:
-                    datum = row._data.get("addresses") if row._data is not None else None
-                    result[name] = len(datum.values) if datum is not None else 0
+                datum = row._data.get("addresses") if row is not None and row._data is not None else None
+                if datum is None:
+                    result[name] = _SetObservation(exists=row is not None, count=0, added=0, still_there=0)
+                    continue
+                key_type = idl.tables["Address_Set"].columns["addresses"].type.key
+                held = datum.values
+                result[name] = _SetObservation(
+                    exists=True, count=len(held),
+                    added=sum(1 for a in add if ovs_data.Atom.from_python(key_type, a) in held),
+                    still_there=sum(1 for a in remove if ovs_data.Atom.from_python(key_type, a) in held))
             return result
 
-        found: dict[str, int] = self.ctx.nb.reader.read(read)
+        found: dict[str, _SetObservation] = self.ctx.nb.reader.read(read)
         return found
 
     def _current_addresses(self, names: list[str]) -> dict[str, set[str]]:

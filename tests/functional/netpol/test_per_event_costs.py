@@ -1,8 +1,9 @@
 """What one pod event costs NetworkPolicy's shared rows, against a real NB (issue 22).
 
 A namespace-selecting peer's address set holds a share of every pod of the cluster: a pod joining
-it must plan and write that pod's address only, not converge the whole column (which made every
-pod event O(cluster)). A namespace's default-deny groups are re-planned on every pod event there:
+it must plan and write that pod's address only, not read or converge the whole column (which made
+every pod event O(cluster)); the pod's own transaction carries the address early; an edit by
+someone else is still noticed and undone. A namespace's default-deny groups are re-planned on every pod event there:
 the ports already in them must not be looked up one by one under the NB lock.
 """
 
@@ -27,15 +28,20 @@ pytestmark = [pytest.mark.kube, pytest.mark.ovn, pytest.mark.slow]
 
 
 class CommitSpy:
-    """Records the commands of every PodSelector (peer address set) transaction."""
+    """Records the commands of every PodSelector (peer address set) transaction, and the peer-set
+    memberships that Pod transactions carry."""
 
     def __init__(self) -> None:
         self.commands: list[Any] = []
+        self.pod_memberships: list[SetMembership] = []
 
     @hookimpl(tryfirst=True)
     def ovnk_nb_commit(self, txn: Any) -> None:
         if txn.owner == "PodSelector":
             self.commands.extend(txn.commands)
+        elif txn.owner == "Pod":
+            self.pod_memberships.extend(c for c in txn.commands if isinstance(c, SetMembership)
+                                        and c.match.table == "Address_Set")
 
     def added(self) -> set[str]:
         return {v for c in self.commands if isinstance(c, SetMembership) for v in c.add_values}
@@ -85,6 +91,10 @@ def test_a_pod_joining_a_namespace_selected_set_writes_its_address_only(
     assert ensured and all("addresses" not in c.columns for c in ensured)
     assert spy.added() == {late.ip} and not spy.removed()
     assert whole_reads.names == []
+    # The pod's own transaction carried its address into the peer set (whichever commit came first
+    # wrote it): a policy admitting it does so from the moment its port exists.
+    early = [c for c in spy.pod_memberships if c.match.name == set_name]
+    assert early and all(c.add_values == [late.ip] and c.missing_ok for c in early)
     # A deleted pod: its address only is removed.
     spy.commands.clear()
     process.ctx.pm.register(spy, name="test-commit-spy")
@@ -104,7 +114,7 @@ def test_a_pod_joining_a_namespace_selected_set_writes_its_address_only(
     cluster.central.nbctl("remove", "Address_Set", set_uuid, "addresses", f'"{late.ip}"')
     peers = cluster.runtime.address_sets
     wait_for("the controller's NB replica sees the edit",
-             lambda: peers._address_counts([set_name]) == {set_name: len(wanted) - 1})
+             lambda: peers._observe({set_name: (set(), set())})[set_name].count == len(wanted) - 1)
     peers.reconcile(ReconcileRequest(key=key))
     assert whole_reads.names == [set_name]
     assert addresses(cluster, set_name) == wanted

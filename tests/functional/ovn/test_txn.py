@@ -170,3 +170,21 @@ def test_reader_snapshots_owned_rows(txns, nb_client) -> None:
     switch = reader.get("Logical_Switch", name="node1", columns=("ports",))
     assert switch is not None and len(switch["ports"]) == 3
     assert reader.get("Logical_Switch", name="absent") is None
+
+
+def test_txn_add_to_if_exists_skips_a_missing_row_and_fills_an_existing_one(ovn_central, txns) -> None:
+    aset = TEST_PG.ids(CONTROLLER, name="early")
+    match = Match.of("Address_Set", name=aset.hashed_name)
+    with pytest.raises(RowNotFoundError, match="does not exist"), txns.transaction(reason="test", owner="test") as txn:
+        txn.add_to(match, "addresses", ["10.2.0.1"])
+    # An early writer that does not own the set: nothing to add to yet, and nothing fails.
+    with txns.transaction(reason="test", owner="test") as txn:
+        txn.add_to(match, "addresses", ["10.2.0.1"], if_exists=True)
+    assert txn.outcome == "unchanged"
+    assert nb_json(ovn_central, "Address_Set") == []
+    with txns.transaction(reason="test", owner="test") as txn:
+        txn.ensure("Address_Set", name=aset.hashed_name, ids=aset)
+    with txns.transaction(reason="test", owner="test") as txn:
+        txn.add_to(match, "addresses", ["10.2.0.1"], if_exists=True)
+    assert txn.outcome == "committed"
+    assert nb_json(ovn_central, "Address_Set")[0]["addresses"] == "10.2.0.1"
