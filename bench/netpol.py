@@ -361,6 +361,10 @@ def measure_pods(client: KubeClient, process: ControllerProcess, log: CommitLog,
         finished = log.wait(done)
         ours.append(finished - started)
         after_ip.append(max(0.0, finished - ip_seen))
+        # The rest of the pod's event (its groups, the address-set controller's now empty pass) must
+        # not share the NB server with the baseline's transaction.
+        assert process.runner is not None
+        process.runner.wait_idle(30, settle=0.05)
         baseline.append(base.add_address([sets[key][0] for key in expected], ip))
         time.sleep(0.05)
     return ours, after_ip, baseline

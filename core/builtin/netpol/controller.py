@@ -28,6 +28,7 @@ version that names it is being written.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections.abc import Iterable
@@ -37,11 +38,13 @@ from typing import Any
 
 from ovs.db import data as ovs_data
 
+from ovnk.core.builtin import common
 from ovnk.core.builtin.netpol import nb
 from ovnk.core.builtin.netpol.models import DIRECTIONS
 from ovnk.core.builtin.netpol.models import EGRESS
 from ovnk.core.builtin.netpol.models import INGRESS
 from ovnk.core.builtin.netpol.models import NetworkPolicyModel
+from ovnk.core.builtin.netpol.models import PeerSelector
 from ovnk.core.builtin.netpol.models import PolicyError
 from ovnk.core.builtin.netpol.models import parse_acl_logging
 from ovnk.core.builtin.netpol.selection import PeerShare
@@ -375,6 +378,10 @@ class AddressSetController(_Base):
                 wanted: set[str] = set().union(*(share[1][version] for share in shares.values()))
                 have = current.get(as_name, set())
                 changes[version] = (wanted - have, have - wanted)
+        kept: dict[int, set[str]] = {}
+        for version, (add, remove) in changes.items():
+            kept[version] = {address for address in remove if self._being_annotated(address, selector)}
+            changes[version] = (add, remove - kept[version])
         with self.ctx.nb.transaction(reason=f"address set {key}", owner="PodSelector") as txn:
             for family, (as_name, as_ids) in sets.items():
                 txn.ensure("Address_Set", name=as_name, ids=as_ids)
@@ -385,10 +392,32 @@ class AddressSetController(_Base):
                     txn.add_to(match, "addresses", sorted(add))
                 if remove:
                     txn.remove_from(match, "addresses", sorted(remove))
+        if any(kept.values()):
+            # Not remembered: the next pass (the pod's annotation or deletion queues one) compares whole
+            # sets and decides about what was kept.
+            return
         # The sets now hold the union of the shares. Its size is taken as the sum of theirs: were an IP
         # briefly in two namespaces' shares, the next pass finds another size and compares whole sets.
         after = {as_name: sum(len(share[1][version]) for share in shares.values()) for version, as_name in names.items()}
         self._written[key] = _WrittenPeer(shares=shares, counts=after, reconnects=reconnects)
+
+    def _being_annotated(self, address: str, selector: PeerSelector) -> bool:
+        """Whether ``address`` was just given to a pod ``selector`` takes whose annotation the pod cache
+        does not show yet. Its pod transaction added it early (add_pod_early): removing it until the
+        watch catches up would only flap the pod's admission."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False  # not an address we would have written
+        holder = next((pool.holder(ip) for _node, pool in self.ctx.topology.all_pools() if ip in pool.subnet), None)
+        if holder is None:
+            return False
+        pod = self.sel.pods.get(holder.rsplit(" ", 1)[0])
+        if pod is None or common.ip_holder(pod) != holder or ip in ann.pod_ips(pod):
+            return False
+        namespace = str(pod["metadata"]["namespace"])
+        return selector.selects_namespace(namespace, self.sel.namespace_labels(namespace) or {}) \
+            and selector.selects_pod(labels_of(pod))
 
     def add_pod_early(self, txn: NbTxn, pod: Mapping[str, Any], ips: Iterable[IPAddress]) -> None:
         """Add a new pod's ``ips`` to the existing peer sets that select it, in the pod's transaction."""
