@@ -399,7 +399,8 @@ def ovnk_pod_txn(
     The pod's LSP command was added already, so port-group memberships or ACLs
     may refer to it (``txn.ref(lsp.name)``). EgressFirewall and multicast add the
     port to namespace port groups here, EgressIP its reroute policy, NetworkPolicy
-    the pod's IPs to the existing peer address sets that select it.
+    the port to the existing policy and default-deny groups that select it and
+    the IPs to the existing peer address sets that select it.
 
     :param ctx: the controller context.
     :param txn: the pod's transaction.

@@ -28,6 +28,8 @@ from ovnk.core.hookspecs import hookimpl
 from ovnk.core.kube.resources import NAMESPACES
 from ovnk.core.kube.resources import NETWORKPOLICIES
 from ovnk.core.kube.resources import PODS
+from ovnk.core.ovn.commands import Match
+from ovnk.core.ovn.commands import Ref
 from ovnk.core.ovn.sync import RepairPlan
 from ovnk.core.ovn.txn import NbTxn
 from ovnk.core.plugins import OvnkPluginManager
@@ -101,13 +103,18 @@ class NetpolPlugin:
     @hookimpl
     def ovnk_pod_txn(self, ctx: ControllerContext, txn: NbTxn, pod: Mapping[str, Any], lsp: PodPort | None,
                      deleted: bool) -> None:
-        # A new pod's IPs join the peer sets that select it in the pod's own transaction, with its
-        # port: policies that admit it do so from its first packet, without waiting for the
-        # address-set controller's transaction (which then finds nothing to write). That controller
-        # still owns the sets: it creates them, removes addresses and corrects anything missed here.
-        if deleted or lsp is None or not lsp.ips or self.controllers is None:
+        # A new pod's port joins the policy and default-deny groups that select it, and its IPs the
+        # peer sets that select it, in the pod's own transaction: it is isolated, and admitted by the
+        # policies that admit it, from its first packet, without waiting for those controllers' next
+        # pass (which then finds nothing to write). The controllers still own the groups and sets:
+        # they create them, remove members and correct anything missed here.
+        if deleted or lsp is None or self.controllers is None:
             return
-        self.controllers.address_sets.add_pod_early(txn, pod, lsp.ips)
+        port = [Ref(Match.of("Logical_Switch_Port", name=lsp.name))]
+        for group in ctl.port_groups_selecting(self.controllers.selection, ctx.config.controller.name, pod):
+            txn.add_to(Match.of("Port_Group", name=group), "ports", port, if_exists=True)
+        if lsp.ips:
+            self.controllers.address_sets.add_pod_early(txn, pod, lsp.ips)
 
 
 @hookimpl

@@ -74,6 +74,10 @@ logger = logging.getLogger(__name__)
 
 CLUSTER_KEY = "cluster"
 MISSING_PORT_RETRY = 0.1
+#: The longest wait between those retries. A new pod's transaction adds its port to the groups that
+#: select it (port_groups_selecting), so the retry is a safety net: it doubles per key while ports
+#: stay missing, instead of re-planning every namespace ten times a second through a bulk start.
+MISSING_PORT_RETRY_MAX = 1.6
 #: Attempts of the controllers that wait for pods' LSPs. While pods keep being created, some
 #: pod of a namespace may always be between its annotation and its LSP, and every such retry
 #: counts as a failure: a low limit would give up (and leave pods out of their groups) during
@@ -89,6 +93,7 @@ class _Base:
         self.families = sorted({s.network.version for s in ctx.config.default.cluster_subnets})
         self.hairpin_ip = n.hairpin_ip(ctx.config.gateway.v4_masquerade_subnet) if 4 in self.families else None
         self.tier = ctx.nb.has_column("ACL", "tier")
+        self._missing_streak: dict[str, int] = {}  # key -> passes in a row that found selected ports missing
 
     def _ensure_acls(self, txn: NbTxn, acls: Iterable[nb.AclIntent], parent: Parent) -> None:
         for acl in acls:
@@ -125,12 +130,37 @@ class _Base:
         if remove:
             txn.remove_from(match, "ports", [Ref(Match.of("Logical_Switch_Port", name=name)) for name in remove])
 
-    @staticmethod
-    def _retry_missing(what: str, missing: set[str]) -> None:
-        if missing:
-            sample = ", ".join(sorted(missing)[:3])
-            raise TemporaryError(f"{what}: {len(missing)} selected pod(s) have no logical switch port yet "
-                                 f"({sample}{', ...' if len(missing) > 3 else ''})", delay=MISSING_PORT_RETRY)
+    def _retry_missing(self, key: str, what: str, missing: set[str]) -> None:
+        if not missing:
+            self._missing_streak.pop(key, None)
+            return
+        streak = self._missing_streak.get(key, 0)
+        self._missing_streak[key] = streak + 1
+        sample = ", ".join(sorted(missing)[:3])
+        raise TemporaryError(f"{what}: {len(missing)} selected pod(s) have no logical switch port yet "
+                             f"({sample}{', ...' if len(missing) > 3 else ''})",
+                             delay=min(MISSING_PORT_RETRY * 2 ** min(streak, 8), MISSING_PORT_RETRY_MAX))
+
+
+def port_groups_selecting(sel: Selection, controller: str, pod: Mapping[str, Any]) -> list[str]:
+    """The policy port groups and default-deny port groups whose selectors take ``pod`` now (the
+    groups PolicyController and NetpolNamespaceController would put its port in)."""
+    namespace = str((pod.get("metadata") or {}).get("namespace") or "")
+    labels = labels_of(pod)
+    groups: list[str] = []
+    isolated: set[str] = set()
+    for obj in sel.policies.by_index("namespace", namespace):
+        scope = sel.scope(obj)
+        if scope is None or not scope.pod_selector.matches(labels):
+            continue
+        isolated.update(direction for direction in DIRECTIONS if scope.isolates(direction))
+        try:
+            model = sel.model(obj)
+        except PolicyError:
+            continue  # an invalid policy's group is left as its last valid version made it
+        groups.append(nb.policy_port_group(controller, model.namespace, model.name)[0])
+    groups.extend(nb.default_deny_port_group(controller, namespace, d)[0] for d in DIRECTIONS if d in isolated)
+    return groups
 
 
 def _port_names(idl: Any, group: Any) -> set[str]:
@@ -209,7 +239,7 @@ class PolicyController(_Base):
                     # Dropped from its port group, the (non-root) ACL row is deleted by the server.
                     txn.remove("ACL", uuid=row.uuid, parent=parent)
                 self._set_members(txn, pg_name, current=current[pg_name], wanted=wanted, existing=existing)
-        self._retry_missing(f"NetworkPolicy {model.key}", wanted - existing)
+        self._retry_missing(model.key, f"NetworkPolicy {model.key}", wanted - existing)
         return str(txn.outcome)
 
     def delete(self, namespace: str, name: str) -> None:
@@ -285,8 +315,8 @@ class NetpolNamespaceController(_Base):
                                   Parent(Match.of("Port_Group", name=pg_name), "acls"))
                 self._set_members(txn, pg_name, current=current[pg_name], wanted=wanted[direction],
                                   existing=existing)
-        self._retry_missing(f"namespace {namespace} default deny", set().union(*wanted.values()) - existing
-                            if wanted else set())
+        self._retry_missing(namespace, f"namespace {namespace} default deny",
+                            set().union(*wanted.values()) - existing if wanted else set())
 
     def _check_logging(self, ns_obj: Mapping[str, Any]) -> None:
         """Report an invalid logging annotation once per value (this runs on every pod change)."""

@@ -43,7 +43,7 @@ class CommitSpy:
             self.commands.extend(txn.commands)
         elif txn.owner == "Pod":
             self.pod_memberships.extend(c for c in txn.commands if isinstance(c, SetMembership)
-                                        and c.match.table == "Address_Set")
+                                        and c.match.table in ("Address_Set", "Port_Group"))
 
     def added(self) -> set[str]:
         return {v for c in self.commands if isinstance(c, SetMembership) for v in c.add_values}
@@ -191,3 +191,30 @@ def _group_ports(cluster: NetpolCluster, name: str) -> list[Any]:
         if nb_value(row["name"]) == name:
             return as_list(nb_value(row["ports"]))
     return []
+
+
+def test_a_new_pods_own_transaction_puts_its_port_in_the_groups_that_select_it(cluster: NetpolCluster) -> None:
+    ns = cluster.namespace("pg-early")
+    for index in range(3):
+        cluster.pod(ns, f"p{index}", node=("np-a", "np-b")[index % 2], labels={"app": "x"})
+    cluster.pods(ns, 3)
+    cluster.policy(ns, "deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    cluster.policy(ns, "allow-x", {"podSelector": {"matchLabels": {"app": "x"}}, "ingress": [{}]})
+    groups = {hashed_name(f"default-network-controller:NetpolNamespace:{ns}:{d}") for d in ("Ingress", "Egress")}
+    groups.add(hashed_name(f"default-network-controller:NetworkPolicy:{ns}:allow-x"))
+    wait_for("every pod in every group", lambda: all(len(_group_ports(cluster, g)) == 3 for g in groups))
+    cluster.settle()
+    process = cluster.env.process
+    assert process is not None and process.ctx is not None
+    spy = CommitSpy()
+    process.ctx.pm.register(spy, name="test-commit-spy")
+    try:
+        cluster.pod(ns, "late", node="np-a", labels={"app": "x"})
+        cluster.pods(ns, 4)
+        wait_for("the new pod in every group", lambda: all(len(_group_ports(cluster, g)) == 4 for g in groups))
+        cluster.settle()
+    finally:
+        process.ctx.pm.unregister(spy)
+    early = {c.match.name for c in spy.pod_memberships if c.match.table == "Port_Group" and c.missing_ok
+             and [getattr(v, "match", None) and v.match.name for v in c.add_values] == [f"{ns}_late"]}
+    assert groups <= early, "the pod's transaction carries its port into each group that selects it"
