@@ -36,8 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ovs.db import data as ovs_data
-
 from ovnk.core.builtin import common
 from ovnk.core.builtin.netpol import nb
 from ovnk.core.builtin.netpol.models import DIRECTIONS
@@ -52,11 +50,13 @@ from ovnk.core.builtin.netpol.selection import Selection
 from ovnk.core.builtin.netpol.selection import labels_of
 from ovnk.core.builtin.netpol.selection import lsp_name
 from ovnk.core.builtin.netpol.selection import share_changes
+from ovnk.core.builtin.netpol.selection import shares_union
 from ovnk.core.context import ControllerContext
 from ovnk.core.errors import PermanentError
 from ovnk.core.errors import TemporaryError
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import split_key
+from ovnk.core.ovn import datums
 from ovnk.core.ovn import indexes
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
@@ -405,7 +405,7 @@ class AddressSetController(_Base):
             current = self._current_addresses(list(names.values()))
             changes = {}
             for version, as_name in names.items():
-                wanted: set[str] = set().union(*(share[1][version] for share in shares.values()))
+                wanted = shares_union(shares, version)
                 have = current.get(as_name, set())
                 changes[version] = (wanted - have, have - wanted)
         kept: dict[int, set[str]] = {}
@@ -451,9 +451,9 @@ class AddressSetController(_Base):
 
     def add_pod_early(self, txn: NbTxn, pod: Mapping[str, Any], ips: Iterable[IPAddress]) -> None:
         """Add a new pod's ``ips`` to the existing peer sets that select it, in the pod's transaction."""
+        by_family = {family: sorted(str(ip) for ip in ips if ip.version == family) for family in self.families}
         for key in self.sel.peer_keys_for_pod(pod):
-            for family in self.families:
-                addresses = sorted(str(ip) for ip in ips if ip.version == family)
+            for family, addresses in by_family.items():
                 if addresses:
                     as_name, as_ids = nb.peer_address_set(self.controller, key, family)
                     txn.add_to(Match.of("Address_Set", name=as_name, primary_id=as_ids.primary_id), "addresses",
@@ -467,16 +467,14 @@ class AddressSetController(_Base):
             result = {}
             for name, (add, remove) in changes.items():
                 row = find_one(idl, Match.of("Address_Set", name=name))
-                datum = row._data.get("addresses") if row is not None and row._data is not None else None
+                datum = datums.current_datum(row, "addresses") if row is not None else None
                 if datum is None:
-                    result[name] = _SetObservation(exists=row is not None, count=0, added=0, still_there=0)
+                    result[name] = _SetObservation(exists=False, count=0, added=0, still_there=0)
                     continue
-                key_type = idl.tables["Address_Set"].columns["addresses"].type.key
-                held = datum.values
                 result[name] = _SetObservation(
-                    exists=True, count=len(held),
-                    added=sum(1 for a in add if ovs_data.Atom.from_python(key_type, a) in held),
-                    still_there=sum(1 for a in remove if ovs_data.Atom.from_python(key_type, a) in held))
+                    exists=True, count=len(datum.values),
+                    added=sum(1 for address in add if datums.contains(row, "addresses", address)),
+                    still_there=sum(1 for address in remove if datums.contains(row, "addresses", address)))
             return result
 
         found: dict[str, _SetObservation] = self.ctx.nb.reader.read(read)

@@ -44,6 +44,11 @@ NAMESPACE_SELECTOR_PEER_INDEX = "netpol-namespace-selector-peer"
 PeerShare = tuple[int, Mapping[int, frozenset[str]]]
 
 
+def shares_union(shares: Mapping[str, PeerShare], family: int) -> set[str]:
+    """Every address of ``family`` the shares hold: what the peer's address set must hold."""
+    return set().union(*(share[1][family] for share in shares.values()))
+
+
 def share_changes(old: Mapping[str, PeerShare], new: Mapping[str, PeerShare],
                   family: int) -> tuple[set[str], set[str]]:
     """(addresses to add, addresses to remove) that turn the union of ``old``'s shares into ``new``'s.
@@ -305,8 +310,8 @@ class Selection:
     def peer_addresses(self, selector: PeerSelector, families: Iterable[int]) -> dict[int, set[str]]:
         """The addresses of the pods ``selector`` takes, per IP version in ``families`` (every share joined)."""
         families = tuple(families)
-        shares = self.peer_shares(selector, families).values()
-        return {family: set().union(*(share[1][family] for share in shares)) for family in families}
+        shares = self.peer_shares(selector, families)
+        return {family: shares_union(shares, family) for family in families}
 
     def forget_peer(self, key: str) -> None:
         """Drop what :meth:`peer_shares` keeps for a peer no policy references any more."""
