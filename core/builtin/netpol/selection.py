@@ -141,7 +141,7 @@ class Selection:
         self._selectors: dict[str, PeerSelector] = {}
         self._peers: dict[str, tuple[str, tuple[PeerSelector, ...]]] = {}
         # peer key -> namespace -> (the namespace's pod stamp, that namespace's share of the peer's
-        # addresses per IP version): see peer_addresses.
+        # addresses per IP version): see peer_shares.
         self._peer_shares: dict[str, dict[str, PeerShare]] = {}
 
     # -- policies ---------------------------------------------------------------
