@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ovnk.core.kube.resources import Resource
     from ovnk.core.kube.selectors import LabelSelector
     from ovnk.core.ovn.connection import OvsdbClient
+    from ovnk.core.ovn.connection import RowListener
     from ovnk.core.ovn.ids import OwnerRegistry
     from ovnk.core.ovn.ids import OwnerType
     from ovnk.core.ovn.reader import NbReader
@@ -84,6 +85,17 @@ class NbFacade:
     def get(self, table: str, *, name: str | None = None, primary_id: str | None = None,
             columns: tuple[str, ...] = ()) -> RowSnapshot | None:
         return self.reader.get(table, name=name, primary_id=primary_id, columns=columns)
+
+    def add_row_listener(self, listener: RowListener) -> None:
+        """Call ``listener(event, row, updates)`` for every NB row change the IDL applies (``event``:
+        ``"create"``, ``"update"`` or ``"delete"``), for a change no Kubernetes event announces.
+
+        It runs on the NB connection thread with the connection lock held: it must be quick, must
+        not block, read through :attr:`reader` or commit; typically it queues keys
+        (:meth:`ControllerContext.enqueue`). A read done with :meth:`NbReader.read` and a listener
+        see the rows in one order, so a key registered during a read misses no later change.
+        """
+        self.client.add_row_listener(listener)
 
     def has_column(self, table: str, column: str) -> bool:
         """Optional columns (e.g. ACL ``tier``) exist only on newer OVN schemas."""

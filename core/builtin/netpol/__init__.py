@@ -53,9 +53,12 @@ class NetpolControllers:
         self.selection = sel.Selection(ctx)
         # Orders policy commits (which create the peer sets they name) against set deletions.
         lock = threading.Lock()
-        self.policies = ctl.PolicyController(ctx, self.selection, lock)
+        # Keys waiting for pods' LSPs are woken by the LSP's NB row: no Kubernetes event follows it.
+        self.arrivals = ctl.PortArrivals(ctx.enqueue)
+        ctx.nb.add_row_listener(self.arrivals.on_row)
+        self.policies = ctl.PolicyController(ctx, self.selection, lock, self.arrivals)
         self.address_sets = ctl.AddressSetController(ctx, self.selection, lock)
-        self.namespaces = ctl.NetpolNamespaceController(ctx, self.selection)
+        self.namespaces = ctl.NetpolNamespaceController(ctx, self.selection, self.arrivals)
         self.cluster = ctl.ClusterController(ctx, self.selection)
 
     def specs(self) -> list[ControllerSpec]:
@@ -63,8 +66,8 @@ class NetpolControllers:
         return [
             ControllerSpec(name="netpol-cluster", watches=(), reconcile=self.cluster.reconcile,
                            initial_keys=lambda: [ctl.CLUSTER_KEY], workers=1),
-            ControllerSpec(name="netpol-policies", reconcile=self.policies.reconcile,
-                           max_attempts=ctl.MEMBERSHIP_MAX_ATTEMPTS, extra={"programming_kind": "networkpolicy"},
+            ControllerSpec(name=ctl.POLICIES, reconcile=self.policies.reconcile,
+                           extra={"programming_kind": "networkpolicy"},
                            watches=(
                 Watch(NETWORKPOLICIES, needs_update=sel.spec_changed),
                 Watch(PODS, keys=s.policy_keys_for_pod, needs_update=sel.pod_changed),
@@ -75,8 +78,7 @@ class NetpolControllers:
                 Watch(PODS, keys=s.peer_keys_for_pod, needs_update=sel.pod_changed),
                 Watch(NAMESPACES, keys=s.peer_keys_for_namespace, needs_update=sel.labels_changed),
             )),
-            ControllerSpec(name="netpol-namespaces", reconcile=self.namespaces.reconcile,
-                           max_attempts=ctl.MEMBERSHIP_MAX_ATTEMPTS, watches=(
+            ControllerSpec(name=ctl.NAMESPACES, reconcile=self.namespaces.reconcile, watches=(
                 Watch(NAMESPACES, needs_update=sel.logging_changed),
                 Watch(NETWORKPOLICIES, keys=s.namespace_key_for_policy, needs_update=sel.spec_changed),
                 Watch(PODS, keys=s.namespace_keys_for_pod, needs_update=sel.pod_changed),

@@ -16,9 +16,11 @@
 
 Each port-group membership has a single writer (the key that owns the
 group), which reads the pods from the cache and the group's current ports from
-NB. A pod whose IPs are annotated but whose LSP is not committed yet (the pod
-reconcile writes the annotation first) is retried shortly: no Kubernetes event
-follows the LSP commit (ovn-kubernetes also adds ports to policy groups after the LSP commit).
+NB. A new pod's transaction also adds its port to the groups that select it
+then (``port_groups_selecting``); a pass that meets a pod whose IPs are annotated
+but whose LSP is not committed yet (the pod reconcile writes the annotation
+first) waits for that LSP's NB row (:class:`PortArrivals`): no Kubernetes event
+follows the LSP commit.
 
 A policy reconcile also creates missing peer address sets so its ACLs never
 name a set that does not exist; ``lock`` orders those commits against the
@@ -31,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,22 +76,79 @@ from ovnk.core.topology.naming import IPAddress
 logger = logging.getLogger(__name__)
 
 CLUSTER_KEY = "cluster"
-MISSING_PORT_RETRY = 0.1
-#: The longest wait between those retries. A new pod's transaction adds its port to the groups that
-#: select it (port_groups_selecting), so the retry is a safety net: it doubles per key while ports
-#: stay missing, instead of re-planning every namespace ten times a second through a bulk start.
-MISSING_PORT_RETRY_MAX = 1.6
-#: Attempts of the controllers that wait for pods' LSPs. While pods keep being created, some
-#: pod of a namespace may always be between its annotation and its LSP, and every such retry
-#: counts as a failure: a low limit would give up (and leave pods out of their groups) during
-#: bulk creation. Real errors still back off exponentially up to ``[controller] max-backoff``.
-MEMBERSHIP_MAX_ATTEMPTS = 3000
+POLICIES = "netpol-policies"
+NAMESPACES = "netpol-namespaces"
+#: A key that waits for pods' LSPs is woken by their NB rows (PortArrivals); it also re-checks
+#: after this long, doubling while the ports stay missing, in case a wake-up was lost (an NB
+#: reconnect) or a pod never gets its port. Planned work: it does not hold the runner busy.
+MISSING_PORT_RECHECK = 2.0
+MISSING_PORT_RECHECK_MAX = 60.0
+
+
+class PortArrivals:
+    """The netpol keys waiting for pods' logical switch ports, woken when the port's NB row appears.
+
+    Kubernetes sends no event when a pod's LSP is committed, so a pass that finds selected pods
+    without a port registers them here (under the NB connection lock, in the same read that found
+    them missing, so no creation can slip between the two) and the NB row listener queues the key
+    again when one of them is created. Waking on the row, not on a timer, keeps a bulk start's cost
+    proportional to the ports created rather than to keys x duration.
+    """
+
+    def __init__(self, enqueue: Callable[[str, str], None]) -> None:
+        self._enqueue = enqueue
+        self._lock = threading.Lock()
+        self._waiting: dict[str, set[tuple[str, str]]] = {}  # LSP name -> (controller, key)
+        self._awaited: dict[tuple[str, str], set[str]] = {}  # (controller, key) -> LSP names
+
+    def await_ports(self, controller: str, key: str, names: set[str]) -> None:
+        """Make ``names`` the ports ``key`` waits for (none: it waits for nothing)."""
+        waiter = (controller, key)
+        with self._lock:
+            for name in self._awaited.pop(waiter, set()) - names:
+                keys = self._waiting.get(name)
+                if keys is not None:
+                    keys.discard(waiter)
+                    if not keys:
+                        del self._waiting[name]
+            if names:
+                self._awaited[waiter] = set(names)
+                for name in names:
+                    self._waiting.setdefault(name, set()).add(waiter)
+
+    def waiting(self) -> dict[tuple[str, str], set[str]]:
+        """A copy of what each key waits for (for tests and introspection)."""
+        with self._lock:
+            return {waiter: set(names) for waiter, names in self._awaited.items()}
+
+    def on_row(self, event: str, row: Any, updates: Any = None) -> None:
+        """NB row listener: runs on the connection thread, so it only moves keys to the queue."""
+        if event != "create" or row._table.name != "Logical_Switch_Port":
+            return
+        name = getattr(row, "name", None)
+        with self._lock:
+            waiters = self._waiting.pop(name, None) if isinstance(name, str) else None
+            for waiter in waiters or ():
+                names = self._awaited.get(waiter)
+                if names is not None:
+                    names.discard(name)
+                    if not names:
+                        del self._awaited[waiter]
+        for controller, key in waiters or ():
+            try:
+                self._enqueue(controller, key)
+            except KeyError:
+                pass  # that controller stopped (this process lost the lease)
 
 
 class _Base:
-    def __init__(self, ctx: ControllerContext, selection: Selection) -> None:
+    #: The runner name of the controller (the key space PortArrivals wakes).
+    name = ""
+
+    def __init__(self, ctx: ControllerContext, selection: Selection, arrivals: PortArrivals | None = None) -> None:
         self.ctx = ctx
         self.sel = selection
+        self.arrivals = arrivals
         self.controller = ctx.config.controller.name
         self.families = sorted({s.network.version for s in ctx.config.default.cluster_subnets})
         self.hairpin_ip = n.hairpin_ip(ctx.config.gateway.v4_masquerade_subnet) if 4 in self.families else None
@@ -99,8 +159,10 @@ class _Base:
         for acl in acls:
             txn.ensure("ACL", ids=acl.ids, columns=acl.columns(tier=self.tier), parent=parent)
 
-    def _port_group_members(self, groups: Iterable[str], wanted: Iterable[str]) -> tuple[dict[str, set[str]], set[str]]:
-        """(current LSP names of each port group, the ``wanted`` LSPs that exist), in one NB read."""
+    def _port_group_members(self, key: str, groups: Iterable[str], wanted: Iterable[str],
+                            ) -> tuple[dict[str, set[str]], set[str]]:
+        """(current LSP names of each port group, the ``wanted`` LSPs that exist), in one NB read;
+        ``key`` then waits for the wanted LSPs that do not exist (:class:`PortArrivals`)."""
         group_names = list(groups)
         wanted_names = list(wanted)
 
@@ -114,6 +176,8 @@ class _Base:
             members = set().union(*current.values()) if current else set()
             existing = {name for name in wanted_names
                         if name in members or find_one(idl, Match.of("Logical_Switch_Port", name=name)) is not None}
+            if self.arrivals is not None:
+                self.arrivals.await_ports(self.name, key, set(wanted_names) - existing)
             return current, existing
 
         result: tuple[dict[str, set[str]], set[str]] = self.ctx.nb.reader.read(read)
@@ -130,16 +194,22 @@ class _Base:
         if remove:
             txn.remove_from(match, "ports", [Ref(Match.of("Logical_Switch_Port", name=name)) for name in remove])
 
-    def _retry_missing(self, key: str, what: str, missing: set[str]) -> None:
+    def _forget_waits(self, key: str) -> None:
+        self._missing_streak.pop(key, None)
+        if self.arrivals is not None:
+            self.arrivals.await_ports(self.name, key, set())
+
+    def _recheck_missing(self, key: str, missing: set[str]) -> None:
+        """Plan a re-check of ``key`` while selected pods have no LSP (their NB rows wake it first)."""
         if not missing:
             self._missing_streak.pop(key, None)
             return
         streak = self._missing_streak.get(key, 0)
         self._missing_streak[key] = streak + 1
-        sample = ", ".join(sorted(missing)[:3])
-        raise TemporaryError(f"{what}: {len(missing)} selected pod(s) have no logical switch port yet "
-                             f"({sample}{', ...' if len(missing) > 3 else ''})",
-                             delay=min(MISSING_PORT_RETRY * 2 ** min(streak, 8), MISSING_PORT_RETRY_MAX))
+        logger.debug("%s: %d selected pod(s) have no logical switch port yet (%s%s)", key, len(missing),
+                     ", ".join(sorted(missing)[:3]), ", ..." if len(missing) > 3 else "")
+        self.ctx.enqueue(self.name, key,
+                         after=min(MISSING_PORT_RECHECK * 2 ** min(streak, 8), MISSING_PORT_RECHECK_MAX))
 
 
 def port_groups_selecting(sel: Selection, controller: str, pod: Mapping[str, Any]) -> list[str]:
@@ -183,8 +253,11 @@ def _port_names(idl: Any, group: Any) -> set[str]:
 class PolicyController(_Base):
     """A policy's port group and allow ACLs (key ``ns/name``)."""
 
-    def __init__(self, ctx: ControllerContext, selection: Selection, lock: threading.Lock) -> None:
-        super().__init__(ctx, selection)
+    name = POLICIES
+
+    def __init__(self, ctx: ControllerContext, selection: Selection, lock: threading.Lock,
+                 arrivals: PortArrivals | None = None) -> None:
+        super().__init__(ctx, selection, arrivals)
         self.lock = lock
 
     def reconcile(self, req: ReconcileRequest) -> None:
@@ -193,6 +266,7 @@ class PolicyController(_Base):
             namespace, name = split_key(req.key)
             self.sel.forget(req.key)
             self.delete(namespace or "", name)
+            self._forget_waits(req.key)
             return
         try:
             model = self.sel.model(obj)
@@ -218,7 +292,7 @@ class PolicyController(_Base):
                               hairpin_ip=self.hairpin_ip, logging=self.sel.namespace_logging(model.namespace),
                               named_targets=self._named_port_targets(model, selected))
         wanted = {lsp_name(pod) for pod, _ in selected}
-        current, existing = self._port_group_members([pg_name], wanted)
+        current, existing = self._port_group_members(model.key, [pg_name], wanted)
         desired_ids = {acl.ids.primary_id for acl in acls}
         stale = [row for row in self.ctx.nb.owned_by_name(nb.NETWORK_POLICY_ACL, f"{model.namespace}:{model.name}")
                  if row.primary_id not in desired_ids]
@@ -239,7 +313,7 @@ class PolicyController(_Base):
                     # Dropped from its port group, the (non-root) ACL row is deleted by the server.
                     txn.remove("ACL", uuid=row.uuid, parent=parent)
                 self._set_members(txn, pg_name, current=current[pg_name], wanted=wanted, existing=existing)
-        self._retry_missing(model.key, f"NetworkPolicy {model.key}", wanted - existing)
+        self._recheck_missing(model.key, wanted - existing)
         return str(txn.outcome)
 
     def delete(self, namespace: str, name: str) -> None:
@@ -280,8 +354,10 @@ class PolicyController(_Base):
 class NetpolNamespaceController(_Base):
     """Default-deny port groups and ACLs of one namespace (key: namespace name)."""
 
-    def __init__(self, ctx: ControllerContext, selection: Selection) -> None:
-        super().__init__(ctx, selection)
+    name = NAMESPACES
+
+    def __init__(self, ctx: ControllerContext, selection: Selection, arrivals: PortArrivals | None = None) -> None:
+        super().__init__(ctx, selection, arrivals)
         self._reported: dict[str, str] = {}  # namespace -> invalid annotation already reported
 
     def reconcile(self, req: ReconcileRequest) -> None:
@@ -301,7 +377,7 @@ class NetpolNamespaceController(_Base):
             if isolating:
                 wanted[direction] = {lsp_name(pod) for pod, _ in pods
                                      if any(s.pod_selector.matches(labels_of(pod)) for s in isolating)}
-        current, existing = self._port_group_members([groups[d][0] for d in wanted],
+        current, existing = self._port_group_members(namespace, [groups[d][0] for d in wanted],
                                                      set().union(*wanted.values()) if wanted else set())
         with self.ctx.nb.transaction(reason=f"namespace {namespace} default deny", owner="NetpolNamespace") as txn:
             for direction in DIRECTIONS:
@@ -315,8 +391,7 @@ class NetpolNamespaceController(_Base):
                                   Parent(Match.of("Port_Group", name=pg_name), "acls"))
                 self._set_members(txn, pg_name, current=current[pg_name], wanted=wanted[direction],
                                   existing=existing)
-        self._retry_missing(namespace, f"namespace {namespace} default deny",
-                            set().union(*wanted.values()) - existing if wanted else set())
+        self._recheck_missing(namespace, set().union(*wanted.values()) - existing if wanted else set())
 
     def _check_logging(self, ns_obj: Mapping[str, Any]) -> None:
         """Report an invalid logging annotation once per value (this runs on every pod change)."""

@@ -4,7 +4,8 @@ A namespace-selecting peer's address set holds a share of every pod of the clust
 it must plan and write that pod's address only, not read or converge the whole column (which made
 every pod event O(cluster)); the pod's own transaction carries the address early; an edit by
 someone else is still noticed and undone. A namespace's default-deny groups are re-planned on every pod event there:
-the ports already in them must not be looked up one by one under the NB lock.
+the ports already in them must not be looked up one by one under the NB lock. A key that meets a pod
+without its port waits for the port's NB row, not for a timer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from ovnk.core.builtin.common import ip_holder
 from ovnk.core.builtin.netpol import controller as netpol_controller
+from ovnk.core.errors import TemporaryError
 from ovnk.core.hookspecs import hookimpl
 from ovnk.core.kube.resources import PODS
 from ovnk.core.ovn.commands import EnsureRow
@@ -218,3 +220,54 @@ def test_a_new_pods_own_transaction_puts_its_port_in_the_groups_that_select_it(c
     early = {c.match.name for c in spy.pod_memberships if c.match.table == "Port_Group" and c.missing_ok
              and [getattr(v, "match", None) and v.match.name for v in c.add_values] == [f"{ns}_late"]}
     assert groups <= early, "the pod's transaction carries its port into each group that selects it"
+
+
+class HoldPodPort:
+    """Holds back one pod's NB transaction (its annotation is written, its LSP is not), then lets it
+    commit without the port-group memberships it carries, so only the netpol controllers can put the
+    port in its groups."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.holding = True
+
+    @hookimpl(tryfirst=True)
+    def ovnk_nb_commit(self, txn: Any) -> None:
+        if txn.owner != "Pod" or txn.reason != self.reason:
+            return
+        if self.holding:
+            raise TemporaryError("held by the test", delay=0.2)
+        txn.commands[:] = [c for c in txn.commands
+                           if not (isinstance(c, SetMembership) and c.match.table == "Port_Group")]
+
+
+def test_a_key_waiting_for_a_pods_port_is_woken_by_the_ports_nb_row(
+        cluster: NetpolCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = cluster.namespace("port-wait")
+    cluster.pod(ns, "p0", node="np-a", labels={"app": "x"})
+    cluster.pods(ns, 1)
+    cluster.policy(ns, "deny-in", {"podSelector": {}, "policyTypes": ["Ingress"]})
+    group = hashed_name(f"default-network-controller:NetpolNamespace:{ns}:Ingress")
+    wait_for("the first pod in the default-deny group", lambda: len(_group_ports(cluster, group)) == 1)
+    cluster.settle()
+    # The timer's re-check is out of reach: only the LSP's row can wake the key in time.
+    monkeypatch.setattr(netpol_controller, "MISSING_PORT_RECHECK", 3600.0)
+    process = cluster.env.process
+    assert process is not None and process.ctx is not None
+    hold = HoldPodPort(f"pod {ns}/late")
+    process.ctx.pm.register(hold, name="test-hold-pod-port")
+    arrivals = cluster.runtime.arrivals
+    waiter = (netpol_controller.NAMESPACES, ns)
+    try:
+        cluster.pod(ns, "late", node="np-b", labels={"app": "x"})
+        cluster.pods(ns, 2)  # annotated, with no LSP
+        wait_for("the namespace waits for the new pod's port",
+                 lambda: arrivals.waiting().get(waiter) == {f"{ns}_late"})
+        assert len(_group_ports(cluster, group)) == 1
+        hold.holding = False
+        wait_for("the woken namespace key puts the port in its group",
+                 lambda: len(_group_ports(cluster, group)) == 2, timeout=30)
+        assert waiter not in arrivals.waiting()
+    finally:
+        process.ctx.pm.unregister(hold)
+    assert f"{ns}_late" in cluster.port_group_members(group)

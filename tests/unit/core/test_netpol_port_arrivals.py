@@ -1,0 +1,57 @@
+"""PortArrivals: which keys an LSP's creation wakes, and that a key waits only for what its last pass missed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from ovnk.core.builtin.netpol.controller import PortArrivals
+
+
+def row(table: str, name: str) -> SimpleNamespace:
+    return SimpleNamespace(_table=SimpleNamespace(name=table), name=name)
+
+
+def test_a_created_port_wakes_every_key_waiting_for_it_once() -> None:
+    woken: list[tuple[str, str]] = []
+    arrivals = PortArrivals(lambda controller, key: woken.append((controller, key)))
+    arrivals.await_ports("netpol-namespaces", "a", {"a_p1", "a_p2"})
+    arrivals.await_ports("netpol-policies", "a/allow", {"a_p1"})
+    arrivals.on_row("create", row("Logical_Switch_Port", "a_p1"))
+    assert sorted(woken) == [("netpol-namespaces", "a"), ("netpol-policies", "a/allow")]
+    assert arrivals.waiting() == {("netpol-namespaces", "a"): {"a_p2"}}
+    arrivals.on_row("create", row("Logical_Switch_Port", "a_p1"))
+    assert len(woken) == 2
+
+
+def test_only_a_port_creation_wakes_a_key() -> None:
+    woken: list[tuple[str, str]] = []
+    arrivals = PortArrivals(lambda controller, key: woken.append((controller, key)))
+    arrivals.await_ports("netpol-namespaces", "a", {"a_p1"})
+    arrivals.on_row("update", row("Logical_Switch_Port", "a_p1"))
+    arrivals.on_row("delete", row("Logical_Switch_Port", "a_p1"))
+    arrivals.on_row("create", row("Port_Group", "a_p1"))
+    arrivals.on_row("create", row("Logical_Switch_Port", "b_p1"))
+    assert woken == []
+
+
+def test_a_new_pass_replaces_what_a_key_waits_for() -> None:
+    woken: list[tuple[str, str]] = []
+    arrivals = PortArrivals(lambda controller, key: woken.append((controller, key)))
+    arrivals.await_ports("netpol-namespaces", "a", {"a_p1", "a_p2"})
+    arrivals.await_ports("netpol-namespaces", "a", {"a_p2"})
+    arrivals.on_row("create", row("Logical_Switch_Port", "a_p1"))
+    assert woken == []
+    arrivals.await_ports("netpol-namespaces", "a", set())
+    assert arrivals.waiting() == {}
+    arrivals.on_row("create", row("Logical_Switch_Port", "a_p2"))
+    assert woken == []
+
+
+def test_a_stopped_controller_is_skipped() -> None:
+    def enqueue(controller: str, key: str) -> None:
+        raise KeyError(controller)
+
+    arrivals = PortArrivals(enqueue)
+    arrivals.await_ports("netpol-namespaces", "a", {"a_p1"})
+    arrivals.on_row("create", row("Logical_Switch_Port", "a_p1"))
+    assert arrivals.waiting() == {}
