@@ -34,6 +34,7 @@ from ovnk.core.ovn.sync import RepairPlan
 from ovnk.core.ovn.txn import NbTxn
 from ovnk.core.plugins import OvnkPluginManager
 from ovnk.core.reconcile.spec import ControllerSpec
+from ovnk.core.reconcile.spec import PeriodicTask
 from ovnk.core.reconcile.spec import Watch
 from ovnk.core.topology.intents import PodPort
 
@@ -96,6 +97,12 @@ class NetpolPlugin:
     def ovnk_controllers(self, ctx: ControllerContext) -> list[ControllerSpec]:
         self.controllers = NetpolControllers(ctx)
         return self.controllers.specs()
+
+    @hookimpl
+    def ovnk_controller_tasks(self, ctx: ControllerContext) -> list[PeriodicTask]:
+        assert self.controllers is not None
+        return [PeriodicTask(name="netpol-port-sweep", interval=ctl.MISSING_PORT_SWEEP,
+                             run=self.controllers.arrivals.sweep)]
 
     @hookimpl
     def ovnk_repair(self, ctx: ControllerContext, plan: RepairPlan) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -78,11 +79,12 @@ logger = logging.getLogger(__name__)
 CLUSTER_KEY = "cluster"
 POLICIES = "netpol-policies"
 NAMESPACES = "netpol-namespaces"
-#: A key that waits for pods' LSPs is woken by their NB rows (PortArrivals); it also re-checks
-#: after this long, doubling while the ports stay missing, in case a wake-up was lost (an NB
-#: reconnect) or a pod never gets its port. Planned work: it does not hold the runner busy.
-MISSING_PORT_RECHECK = 2.0
-MISSING_PORT_RECHECK_MAX = 60.0
+#: A key that waits for pods' LSPs is woken by their NB rows (PortArrivals). A sweep every
+#: MISSING_PORT_SWEEP seconds also re-queues a key that has waited MISSING_PORT_RECHECK seconds
+#: since its last pass, in case a wake-up was lost (an NB reconnect) or a pod never gets its
+#: port; a key that waits for nothing is never re-run by it.
+MISSING_PORT_RECHECK = 10.0
+MISSING_PORT_SWEEP = 2.0
 
 
 class PortArrivals:
@@ -95,11 +97,13 @@ class PortArrivals:
     proportional to the ports created rather than to keys x duration.
     """
 
-    def __init__(self, enqueue: Callable[[str, str], None]) -> None:
+    def __init__(self, enqueue: Callable[[str, str], None], clock: Callable[[], float] = time.monotonic) -> None:
         self._enqueue = enqueue
+        self._clock = clock
         self._lock = threading.Lock()
         self._waiting: dict[str, set[tuple[str, str]]] = {}  # LSP name -> (controller, key)
         self._awaited: dict[tuple[str, str], set[str]] = {}  # (controller, key) -> LSP names
+        self._since: dict[tuple[str, str], float] = {}  # (controller, key) -> its last pass that found ports missing
 
     def await_ports(self, controller: str, key: str, names: set[str]) -> None:
         """Make ``names`` the ports ``key`` waits for (none: it waits for nothing)."""
@@ -113,8 +117,11 @@ class PortArrivals:
                         del self._waiting[name]
             if names:
                 self._awaited[waiter] = set(names)
+                self._since[waiter] = self._clock()
                 for name in names:
                     self._waiting.setdefault(name, set()).add(waiter)
+            else:
+                self._since.pop(waiter, None)
 
     def waiting(self) -> dict[tuple[str, str], set[str]]:
         """A copy of what each key waits for (for tests and introspection)."""
@@ -134,7 +141,20 @@ class PortArrivals:
                     names.discard(name)
                     if not names:
                         del self._awaited[waiter]
-        for controller, key in waiters or ():
+                        self._since.pop(waiter, None)
+        self._wake(waiters or ())
+
+    def sweep(self) -> None:
+        """Re-queue the keys that have waited ``MISSING_PORT_RECHECK`` seconds since their last pass."""
+        now = self._clock()
+        with self._lock:
+            due = [waiter for waiter, since in self._since.items() if now - since >= MISSING_PORT_RECHECK]
+            for waiter in due:
+                self._since[waiter] = now  # not again before that pass has had its time
+        self._wake(due)
+
+    def _wake(self, waiters: Iterable[tuple[str, str]]) -> None:
+        for controller, key in waiters:
             try:
                 self._enqueue(controller, key)
             except KeyError:
@@ -153,7 +173,6 @@ class _Base:
         self.families = sorted({s.network.version for s in ctx.config.default.cluster_subnets})
         self.hairpin_ip = n.hairpin_ip(ctx.config.gateway.v4_masquerade_subnet) if 4 in self.families else None
         self.tier = ctx.nb.has_column("ACL", "tier")
-        self._missing_streak: dict[str, int] = {}  # key -> passes in a row that found selected ports missing
 
     def _ensure_acls(self, txn: NbTxn, acls: Iterable[nb.AclIntent], parent: Parent) -> None:
         for acl in acls:
@@ -195,21 +214,8 @@ class _Base:
             txn.remove_from(match, "ports", [Ref(Match.of("Logical_Switch_Port", name=name)) for name in remove])
 
     def _forget_waits(self, key: str) -> None:
-        self._missing_streak.pop(key, None)
         if self.arrivals is not None:
             self.arrivals.await_ports(self.name, key, set())
-
-    def _recheck_missing(self, key: str, missing: set[str]) -> None:
-        """Plan a re-check of ``key`` while selected pods have no LSP (their NB rows wake it first)."""
-        if not missing:
-            self._missing_streak.pop(key, None)
-            return
-        streak = self._missing_streak.get(key, 0)
-        self._missing_streak[key] = streak + 1
-        logger.debug("%s: %d selected pod(s) have no logical switch port yet (%s%s)", key, len(missing),
-                     ", ".join(sorted(missing)[:3]), ", ..." if len(missing) > 3 else "")
-        self.ctx.enqueue(self.name, key,
-                         after=min(MISSING_PORT_RECHECK * 2 ** min(streak, 8), MISSING_PORT_RECHECK_MAX))
 
 
 def port_groups_selecting(sel: Selection, controller: str, pod: Mapping[str, Any]) -> list[str]:
@@ -313,7 +319,6 @@ class PolicyController(_Base):
                     # Dropped from its port group, the (non-root) ACL row is deleted by the server.
                     txn.remove("ACL", uuid=row.uuid, parent=parent)
                 self._set_members(txn, pg_name, current=current[pg_name], wanted=wanted, existing=existing)
-        self._recheck_missing(model.key, wanted - existing)
         return str(txn.outcome)
 
     def delete(self, namespace: str, name: str) -> None:
@@ -391,7 +396,6 @@ class NetpolNamespaceController(_Base):
                                   Parent(Match.of("Port_Group", name=pg_name), "acls"))
                 self._set_members(txn, pg_name, current=current[pg_name], wanted=wanted[direction],
                                   existing=existing)
-        self._recheck_missing(namespace, set().union(*wanted.values()) - existing if wanted else set())
 
     def _check_logging(self, ns_obj: Mapping[str, Any]) -> None:
         """Report an invalid logging annotation once per value (this runs on every pod change)."""

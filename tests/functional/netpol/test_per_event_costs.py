@@ -250,7 +250,7 @@ def test_a_key_waiting_for_a_pods_port_is_woken_by_the_ports_nb_row(
     group = hashed_name(f"default-network-controller:NetpolNamespace:{ns}:Ingress")
     wait_for("the first pod in the default-deny group", lambda: len(_group_ports(cluster, group)) == 1)
     cluster.settle()
-    # The timer's re-check is out of reach: only the LSP's row can wake the key in time.
+    # The periodic re-check is out of reach: only the LSP's row can wake the key in time.
     monkeypatch.setattr(netpol_controller, "MISSING_PORT_RECHECK", 3600.0)
     process = cluster.env.process
     assert process is not None and process.ctx is not None

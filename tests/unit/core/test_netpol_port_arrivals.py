@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from ovnk.core.builtin.netpol.controller import MISSING_PORT_RECHECK
 from ovnk.core.builtin.netpol.controller import PortArrivals
 
 
@@ -55,3 +56,22 @@ def test_a_stopped_controller_is_skipped() -> None:
     arrivals.await_ports("netpol-namespaces", "a", {"a_p1"})
     arrivals.on_row("create", row("Logical_Switch_Port", "a_p1"))
     assert arrivals.waiting() == {}
+
+
+def test_the_sweep_requeues_only_keys_that_have_waited_long_enough() -> None:
+    now = [100.0]
+    woken: list[tuple[str, str]] = []
+    arrivals = PortArrivals(lambda controller, key: woken.append((controller, key)), clock=lambda: now[0])
+    arrivals.await_ports("netpol-namespaces", "old", {"old_p1"})
+    now[0] += MISSING_PORT_RECHECK / 2
+    arrivals.await_ports("netpol-namespaces", "new", {"new_p1"})
+    arrivals.await_ports("netpol-policies", "done", {"done_p1"})
+    arrivals.await_ports("netpol-policies", "done", set())
+    now[0] += MISSING_PORT_RECHECK / 2
+    arrivals.sweep()
+    assert woken == [("netpol-namespaces", "old")]
+    arrivals.sweep()  # not again before that pass has had its time
+    assert woken == [("netpol-namespaces", "old")]
+    now[0] += MISSING_PORT_RECHECK
+    arrivals.sweep()
+    assert sorted(woken[1:]) == [("netpol-namespaces", "new"), ("netpol-namespaces", "old")]
