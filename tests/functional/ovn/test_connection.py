@@ -7,12 +7,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from ovnk.core.errors import StartupError
 from ovnk.core.errors import TemporaryError
+from ovnk.core.ovn import txn as txn_mod
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Parent
 from ovnk.core.ovn.connection import RECONNECT_BACKOFF_MS
@@ -80,6 +82,39 @@ def test_raft_leader_killed_during_1000_transactions(raft_central) -> None:
         assert (fsm.get_min_backoff(), fsm.get_max_backoff()) == RECONNECT_BACKOFF_MS
         assert registry.get_sample_value("ovnk_ovsdb_nb_reconnects_total") is not None
         assert elapsed < 60
+    finally:
+        client.stop()
+
+
+def test_a_transaction_aborted_by_a_reconnect_commits_once_the_idl_is_back(
+        raft_central, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconnect aborts a pending attempt (TRY_AGAIN); the transaction retries on the new
+    connection once the IDL has resynced, and commits well within its timeout."""
+    client = OvsdbClient(remote=raft_central.nb_address, schema="OVN_Northbound", name="nb", timeout=20).start()
+    txns = TxnManager(client, pm=None, controller=CONTROLLER, timeout=20)
+    try:
+        with txns.transaction(reason="setup", owner="test") as txn:
+            txn.ensure("Logical_Switch", name="node1", ids=NODE_SWITCH.ids(CONTROLLER, name="node1"))
+        attempts = []
+        real_pre_commit = txn_mod._Transaction.pre_commit
+
+        def pre_commit(self: Any, ovs_txn: Any) -> None:
+            real_pre_commit(self, ovs_txn)
+            attempts.append(client.reconnects)
+            if len(attempts) == 1:
+                # Drop the connection before this attempt is sent (python-ovs' session, on the
+                # connection thread): the send fails, the attempt ends TRY_AGAIN and no row changes.
+                session = client.idl._session
+                session.force_reconnect()
+                session.run()
+
+        monkeypatch.setattr(txn_mod._Transaction, "pre_commit", pre_commit)
+        with txns.transaction(reason="after reconnect", owner="test") as txn:
+            txn.ensure("Logical_Switch_Port", name="ns_after", ids=POD_PORT.ids(CONTROLLER, name="ns_after"),
+                       parent=Parent(Match.of("Logical_Switch", name="node1"), "ports"))
+        assert txn.outcome == "committed"
+        assert len(attempts) >= 2 and client.reconnects > attempts[0], "the first attempt met a reconnect"
+        assert "ns_after" in raft_central.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port")
     finally:
         client.stop()
 
