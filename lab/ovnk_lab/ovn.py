@@ -173,6 +173,7 @@ class OvnCentral:
         if self.cluster > 1:
             for db in (self.nb, self.sb):
                 self._wait_leader(db)
+                self._wait_joined(db)
         self._ctl("ovn-nbctl", "--no-leader-only", "init")
         self._ctl("ovn-sbctl", "--no-leader-only", "init")
         self.northd = Daemon(
@@ -196,6 +197,19 @@ class OvnCentral:
 
     def _wait_leader(self, db: OvnDb) -> None:
         wait_for(f"{db.kind} RAFT leader", lambda: self.leader_index(db) is not None, timeout=20)
+
+    def _wait_joined(self, db: OvnDb) -> None:
+        """Wait until every member has joined: a leader exists as soon as two members agree, and a member
+        still "joining cluster" does not vote, so killing the leader then would leave no quorum."""
+        def joined() -> bool:
+            return all("Status: cluster member" in self._cluster_status(db, member) for member in db.members)
+
+        wait_for(f"{db.kind} members joined the RAFT cluster", joined, timeout=30)
+
+    def _cluster_status(self, db: OvnDb, member: DbMember) -> str:
+        res = run([self.install.bin("ovs-appctl"), "-t", str(member.ctl), "cluster/status", db.db_name],
+                  env=self.env, check=False, timeout=5)
+        return res.stdout if res.returncode == 0 else ""
 
     def stop(self) -> None:
         if self.northd:
@@ -265,11 +279,7 @@ class OvnCentral:
 
     def leader_index(self, db: OvnDb) -> int | None:
         for member in db.members:
-            if not member.daemon.alive():
-                continue
-            res = run([self.install.bin("ovs-appctl"), "-t", str(member.ctl), "cluster/status", db.db_name],
-                      env=self.env, check=False, timeout=5)
-            if res.returncode == 0 and "Role: leader" in res.stdout:
+            if member.daemon.alive() and "Role: leader" in self._cluster_status(db, member):
                 return member.index
         return None
 
