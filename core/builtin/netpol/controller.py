@@ -79,21 +79,23 @@ logger = logging.getLogger(__name__)
 CLUSTER_KEY = "cluster"
 POLICIES = "netpol-policies"
 NAMESPACES = "netpol-namespaces"
-#: A key that waits for pods' LSPs is woken by their NB rows (PortArrivals). A sweep every
-#: MISSING_PORT_SWEEP seconds also re-queues a key that has waited MISSING_PORT_RECHECK seconds
-#: since its last pass, in case a wake-up was lost (an NB reconnect) or a pod never gets its
-#: port; a key that waits for nothing is never re-run by it.
+#: A key that waits for pods' LSPs is woken by their NB rows (PortArrivals): at once when the last
+#: port it waits for appears, and by a sweep every MISSING_PORT_SWEEP seconds when only some did (a
+#: bulk start creates a namespace's ports one by one, and its pods' own transactions put them in
+#: the groups, so one pass per sweep corrects what they could not). The sweep also re-queues a key
+#: that has waited MISSING_PORT_RECHECK seconds since its last pass, for a wake-up lost in a
+#: reconnect or a pod that never gets its port; a key that waits for nothing is never re-run by it.
 MISSING_PORT_RECHECK = 10.0
-MISSING_PORT_SWEEP = 2.0
+MISSING_PORT_SWEEP = 1.0
 
 
 class PortArrivals:
-    """The netpol keys waiting for pods' logical switch ports, woken when the port's NB row appears.
+    """The netpol keys waiting for pods' logical switch ports, woken when the ports' NB rows appear.
 
     Kubernetes sends no event when a pod's LSP is committed, so a pass that finds selected pods
     without a port registers them here (under the NB connection lock, in the same read that found
     them missing, so no creation can slip between the two) and the NB row listener queues the key
-    again when one of them is created. Waking on the row, not on a timer, keeps a bulk start's cost
+    again once they are created. Waking on the rows, not on a timer, keeps a bulk start's cost
     proportional to the ports created rather than to keys x duration.
     """
 
@@ -104,11 +106,13 @@ class PortArrivals:
         self._waiting: dict[str, set[tuple[str, str]]] = {}  # LSP name -> (controller, key)
         self._awaited: dict[tuple[str, str], set[str]] = {}  # (controller, key) -> LSP names
         self._since: dict[tuple[str, str], float] = {}  # (controller, key) -> its last pass that found ports missing
+        self._partly: set[tuple[str, str]] = set()  # keys some of whose ports appeared since their last pass
 
     def await_ports(self, controller: str, key: str, names: set[str]) -> None:
         """Make ``names`` the ports ``key`` waits for (none: it waits for nothing)."""
         waiter = (controller, key)
         with self._lock:
+            self._partly.discard(waiter)
             for name in self._awaited.pop(waiter, set()) - names:
                 keys = self._waiting.get(name)
                 if keys is not None:
@@ -133,25 +137,35 @@ class PortArrivals:
         if event != "create" or row._table.name != "Logical_Switch_Port":
             return
         name = getattr(row, "name", None)
+        done: list[tuple[str, str]] = []
         with self._lock:
             waiters = self._waiting.pop(name, None) if isinstance(name, str) else None
             for waiter in waiters or ():
                 names = self._awaited.get(waiter)
-                if names is not None:
-                    names.discard(name)
-                    if not names:
-                        del self._awaited[waiter]
-                        self._since.pop(waiter, None)
-        self._wake(waiters or ())
+                if names is None:
+                    continue
+                names.discard(name)
+                if names:
+                    self._partly.add(waiter)
+                else:
+                    del self._awaited[waiter]
+                    self._since.pop(waiter, None)
+                    self._partly.discard(waiter)
+                    done.append(waiter)
+        self._wake(done)
 
     def sweep(self) -> None:
-        """Re-queue the keys that have waited ``MISSING_PORT_RECHECK`` seconds since their last pass."""
+        """Re-queue the keys some of whose ports appeared, and those that have waited ``MISSING_PORT_RECHECK``
+        seconds since their last pass."""
         now = self._clock()
         with self._lock:
-            due = [waiter for waiter, since in self._since.items() if now - since >= MISSING_PORT_RECHECK]
+            due = set(self._partly)
+            self._partly.clear()
+            due.update(waiter for waiter, since in self._since.items() if now - since >= MISSING_PORT_RECHECK)
             for waiter in due:
-                self._since[waiter] = now  # not again before that pass has had its time
-        self._wake(due)
+                if waiter in self._since:
+                    self._since[waiter] = now  # not again before that pass has had its time
+        self._wake(sorted(due))
 
     def _wake(self, waiters: Iterable[tuple[str, str]]) -> None:
         for controller, key in waiters:
