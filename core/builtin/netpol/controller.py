@@ -79,93 +79,99 @@ logger = logging.getLogger(__name__)
 CLUSTER_KEY = "cluster"
 POLICIES = "netpol-policies"
 NAMESPACES = "netpol-namespaces"
-#: A key that waits for pods' LSPs is woken by their NB rows (PortArrivals): at once when the last
-#: port it waits for appears, and by a sweep every MISSING_PORT_SWEEP seconds when only some did (a
-#: bulk start creates a namespace's ports one by one, and its pods' own transactions put them in
-#: the groups, so one pass per sweep corrects what they could not). The sweep also re-queues a key
-#: that has waited MISSING_PORT_RECHECK seconds since its last pass, for a wake-up lost in a
-#: reconnect or a pod that never gets its port; a key that waits for nothing is never re-run by it.
+#: A key that waits for pods' LSPs is woken by their NB rows (PortArrivals), and only when a port
+#: appears outside a group the key wants it in: normally the pod's own transaction put it there.
+#: A sweep every MISSING_PORT_SWEEP seconds re-queues a key that has waited MISSING_PORT_RECHECK
+#: seconds since its last pass, for a wake-up lost in a reconnect or a pod that never gets its
+#: port; a key that waits for nothing is never re-run by it.
 MISSING_PORT_RECHECK = 10.0
-MISSING_PORT_SWEEP = 1.0
+MISSING_PORT_SWEEP = 2.0
+
+#: (controller, key): a netpol key in a controller's queue.
+Waiter = tuple[str, str]
+
+
+def _in_group(port: Any, group: str) -> bool:
+    """Whether port group ``group`` holds ``port`` (an LSP row of the same IDL), in O(1)."""
+    row = find_one(port._idl, Match.of("Port_Group", name=group))
+    return row is not None and datums.contains(row, "ports", port)
 
 
 class PortArrivals:
-    """The netpol keys waiting for pods' logical switch ports, woken when the ports' NB rows appear.
+    """The netpol keys waiting for pods' logical switch ports, woken when a port's NB row appears
+    outside a port group the key wants it in.
 
     Kubernetes sends no event when a pod's LSP is committed, so a pass that finds selected pods
-    without a port registers them here (under the NB connection lock, in the same read that found
-    them missing, so no creation can slip between the two) and the NB row listener queues the key
-    again once they are created. Waking on the rows, not on a timer, keeps a bulk start's cost
-    proportional to the ports created rather than to keys x duration.
+    without a port registers them here, with the groups it wants each in (under the NB connection
+    lock, in the same read that found them missing, so no creation can slip between the two). The
+    NB row listener sees the port's creation with its whole transaction applied: when the pod's
+    transaction already put the port in those groups (``port_groups_selecting``), there is nothing
+    left to do; when it could not (a group did not exist yet), the key is queued at once. A bulk start
+    thus costs no pass per port, and nothing proportional to keys x duration.
     """
 
-    def __init__(self, enqueue: Callable[[str, str], None], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, enqueue: Callable[[str, str], None], *, clock: Callable[[], float] = time.monotonic,
+                 in_group: Callable[[Any, str], bool] = _in_group) -> None:
         self._enqueue = enqueue
         self._clock = clock
+        self._in_group = in_group
         self._lock = threading.Lock()
-        self._waiting: dict[str, set[tuple[str, str]]] = {}  # LSP name -> (controller, key)
-        self._awaited: dict[tuple[str, str], set[str]] = {}  # (controller, key) -> LSP names
-        self._since: dict[tuple[str, str], float] = {}  # (controller, key) -> its last pass that found ports missing
-        self._partly: set[tuple[str, str]] = set()  # keys some of whose ports appeared since their last pass
+        self._waiting: dict[str, set[Waiter]] = {}  # LSP name -> keys waiting for it
+        self._awaited: dict[Waiter, dict[str, tuple[str, ...]]] = {}  # key -> {LSP name: groups wanting it}
+        self._since: dict[Waiter, float] = {}  # key -> its last pass that found ports missing
 
-    def await_ports(self, controller: str, key: str, names: set[str]) -> None:
-        """Make ``names`` the ports ``key`` waits for (none: it waits for nothing)."""
+    def await_ports(self, controller: str, key: str, missing: Mapping[str, Iterable[str]]) -> None:
+        """Make ``missing`` ({LSP name: port groups that want it}) what ``key`` waits for (empty: nothing)."""
         waiter = (controller, key)
         with self._lock:
-            self._partly.discard(waiter)
-            for name in self._awaited.pop(waiter, set()) - names:
+            for name in self._awaited.pop(waiter, {}).keys() - missing.keys():
                 keys = self._waiting.get(name)
                 if keys is not None:
                     keys.discard(waiter)
                     if not keys:
                         del self._waiting[name]
-            if names:
-                self._awaited[waiter] = set(names)
+            if missing:
+                self._awaited[waiter] = {name: tuple(groups) for name, groups in missing.items()}
                 self._since[waiter] = self._clock()
-                for name in names:
+                for name in missing:
                     self._waiting.setdefault(name, set()).add(waiter)
             else:
                 self._since.pop(waiter, None)
 
-    def waiting(self) -> dict[tuple[str, str], set[str]]:
-        """A copy of what each key waits for (for tests and introspection)."""
+    def waiting(self) -> dict[Waiter, set[str]]:
+        """A copy of the ports each key waits for (for tests and introspection)."""
         with self._lock:
-            return {waiter: set(names) for waiter, names in self._awaited.items()}
+            return {waiter: set(ports) for waiter, ports in self._awaited.items()}
 
     def on_row(self, event: str, row: Any, updates: Any = None) -> None:
-        """NB row listener: runs on the connection thread, so it only moves keys to the queue."""
+        """NB row listener: runs on the connection thread with the lock held; reads a few rows, queues keys."""
         if event != "create" or row._table.name != "Logical_Switch_Port":
             return
         name = getattr(row, "name", None)
-        done: list[tuple[str, str]] = []
+        if not isinstance(name, str):
+            return
+        wake: list[Waiter] = []
         with self._lock:
-            waiters = self._waiting.pop(name, None) if isinstance(name, str) else None
-            for waiter in waiters or ():
-                names = self._awaited.get(waiter)
-                if names is None:
+            for waiter in self._waiting.pop(name, ()):
+                ports = self._awaited.get(waiter)
+                if ports is None or name not in ports:
                     continue
-                names.discard(name)
-                if names:
-                    self._partly.add(waiter)
-                else:
+                groups = ports.pop(name)
+                if not ports:
                     del self._awaited[waiter]
                     self._since.pop(waiter, None)
-                    self._partly.discard(waiter)
-                    done.append(waiter)
-        self._wake(done)
+                if not all(self._in_group(row, group) for group in groups):
+                    wake.append(waiter)
+        self._wake(wake)
 
     def sweep(self) -> None:
-        """Re-queue the keys some of whose ports appeared, and those that have waited ``MISSING_PORT_RECHECK``
-        seconds since their last pass."""
+        """Re-queue the keys that have waited ``MISSING_PORT_RECHECK`` seconds since their last pass."""
         now = self._clock()
         with self._lock:
-            due = set(self._partly)
-            self._partly.clear()
-            due.update(waiter for waiter, since in self._since.items() if now - since >= MISSING_PORT_RECHECK)
+            due = sorted(waiter for waiter, since in self._since.items() if now - since >= MISSING_PORT_RECHECK)
             for waiter in due:
-                if waiter in self._since:
-                    self._since[waiter] = now  # not again before that pass has had its time
-        self._wake(sorted(due))
+                self._since[waiter] = now  # not again before that pass has had its time
+        self._wake(due)
 
     def _wake(self, waiters: Iterable[tuple[str, str]]) -> None:
         for controller, key in waiters:
@@ -192,16 +198,15 @@ class _Base:
         for acl in acls:
             txn.ensure("ACL", ids=acl.ids, columns=acl.columns(tier=self.tier), parent=parent)
 
-    def _port_group_members(self, key: str, groups: Iterable[str], wanted: Iterable[str],
+    def _port_group_members(self, key: str, wanted_by_group: Mapping[str, set[str]],
                             ) -> tuple[dict[str, set[str]], set[str]]:
-        """(current LSP names of each port group, the ``wanted`` LSPs that exist), in one NB read;
+        """(current LSP names of each port group, the wanted LSPs that exist), in one NB read;
         ``key`` then waits for the wanted LSPs that do not exist (:class:`PortArrivals`)."""
-        group_names = list(groups)
-        wanted_names = list(wanted)
+        wanted_names = set().union(*wanted_by_group.values()) if wanted_by_group else set()
 
         def read(idl: Any) -> tuple[dict[str, set[str]], set[str]]:
             current = {group: _port_names(idl, find_one(idl, Match.of("Port_Group", name=group)))
-                       for group in group_names}
+                       for group in wanted_by_group}
             # A group's ports exist (the server drops a deleted port from every group in the same
             # transaction): only the wanted ports outside every group need a lookup. Every pod event
             # re-plans its namespace's groups, and looking up each member made that O(namespace) under
@@ -210,7 +215,9 @@ class _Base:
             existing = {name for name in wanted_names
                         if name in members or find_one(idl, Match.of("Logical_Switch_Port", name=name)) is not None}
             if self.arrivals is not None:
-                self.arrivals.await_ports(self.name, key, set(wanted_names) - existing)
+                missing = {name: [group for group, wanted in wanted_by_group.items() if name in wanted]
+                           for name in wanted_names - existing}
+                self.arrivals.await_ports(self.name, key, missing)
             return current, existing
 
         result: tuple[dict[str, set[str]], set[str]] = self.ctx.nb.reader.read(read)
@@ -229,7 +236,7 @@ class _Base:
 
     def _forget_waits(self, key: str) -> None:
         if self.arrivals is not None:
-            self.arrivals.await_ports(self.name, key, set())
+            self.arrivals.await_ports(self.name, key, {})
 
 
 def port_groups_selecting(sel: Selection, controller: str, pod: Mapping[str, Any]) -> list[str]:
@@ -312,7 +319,7 @@ class PolicyController(_Base):
                               hairpin_ip=self.hairpin_ip, logging=self.sel.namespace_logging(model.namespace),
                               named_targets=self._named_port_targets(model, selected))
         wanted = {lsp_name(pod) for pod, _ in selected}
-        current, existing = self._port_group_members(model.key, [pg_name], wanted)
+        current, existing = self._port_group_members(model.key, {pg_name: wanted})
         desired_ids = {acl.ids.primary_id for acl in acls}
         stale = [row for row in self.ctx.nb.owned_by_name(nb.NETWORK_POLICY_ACL, f"{model.namespace}:{model.name}")
                  if row.primary_id not in desired_ids]
@@ -396,8 +403,7 @@ class NetpolNamespaceController(_Base):
             if isolating:
                 wanted[direction] = {lsp_name(pod) for pod, _ in pods
                                      if any(s.pod_selector.matches(labels_of(pod)) for s in isolating)}
-        current, existing = self._port_group_members(namespace, [groups[d][0] for d in wanted],
-                                                     set().union(*wanted.values()) if wanted else set())
+        current, existing = self._port_group_members(namespace, {groups[d][0]: wanted[d] for d in wanted})
         with self.ctx.nb.transaction(reason=f"namespace {namespace} default deny", owner="NetpolNamespace") as txn:
             for direction in DIRECTIONS:
                 pg_name, pg_ids = groups[direction]

@@ -20,6 +20,7 @@ from ovnk.core.errors import TemporaryError
 from ovnk.core.hookspecs import hookimpl
 from ovnk.core.kube.resources import PODS
 from ovnk.core.ovn.commands import EnsureRow
+from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import SetMembership
 from ovnk.core.ovn.ids import hashed_name
 from ovnk.core.reconcile.spec import ReconcileRequest
@@ -271,3 +272,11 @@ def test_a_key_waiting_for_a_pods_port_is_woken_by_the_ports_nb_row(
     finally:
         process.ctx.pm.unregister(hold)
     assert f"{ns}_late" in cluster.port_group_members(group)
+    # The membership check the NB row listener makes, against the real IDL's rows.
+    other = hashed_name(f"default-network-controller:NetpolNamespace:{ns}:Egress")  # never created
+
+    def in_groups(idl: Any) -> tuple[bool, bool]:
+        port = netpol_controller.find_one(idl, Match.of("Logical_Switch_Port", name=f"{ns}_late"))
+        return netpol_controller._in_group(port, group), netpol_controller._in_group(port, other)
+
+    assert process.ctx.nb.reader.read(in_groups) == (True, False)
