@@ -81,9 +81,10 @@ POLICIES = "netpol-policies"
 NAMESPACES = "netpol-namespaces"
 #: A key that waits for pods' LSPs is woken by their NB rows (PortArrivals), and only when a port
 #: appears outside a group the key wants it in: normally the pod's own transaction put it there.
-#: A sweep every MISSING_PORT_SWEEP seconds re-queues a key that has waited MISSING_PORT_RECHECK
-#: seconds since its last pass, for a wake-up lost in a reconnect or a pod that never gets its
-#: port; a key that waits for nothing is never re-run by it.
+#: A sweep every MISSING_PORT_SWEEP seconds re-queues a key none of whose ports appeared for
+#: MISSING_PORT_RECHECK seconds, for a wake-up lost in a reconnect or a pod that never gets its
+#: port. A key that waits for nothing, or whose ports keep appearing, is not re-run by it: a timer
+#: per waiting key is keys x duration in a bulk start.
 MISSING_PORT_RECHECK = 10.0
 MISSING_PORT_SWEEP = 2.0
 
@@ -118,7 +119,7 @@ class PortArrivals:
         self._lock = threading.Lock()
         self._waiting: dict[str, set[Waiter]] = {}  # LSP name -> keys waiting for it
         self._awaited: dict[Waiter, dict[str, tuple[str, ...]]] = {}  # key -> {LSP name: groups wanting it}
-        self._since: dict[Waiter, float] = {}  # key -> its last pass that found ports missing
+        self._since: dict[Waiter, float] = {}  # key -> its last pass or its last port's arrival
 
     def await_ports(self, controller: str, key: str, missing: Mapping[str, Iterable[str]]) -> None:
         """Make ``missing`` ({LSP name: port groups that want it}) what ``key`` waits for (empty: nothing)."""
@@ -157,7 +158,9 @@ class PortArrivals:
                 if ports is None or name not in ports:
                     continue
                 groups = ports.pop(name)
-                if not ports:
+                if ports:
+                    self._since[waiter] = self._clock()  # progress: the re-check is for a key that is stuck
+                else:
                     del self._awaited[waiter]
                     self._since.pop(waiter, None)
                 if not all(self._in_group(row, group) for group in groups):
@@ -165,7 +168,8 @@ class PortArrivals:
         self._wake(wake)
 
     def sweep(self) -> None:
-        """Re-queue the keys that have waited ``MISSING_PORT_RECHECK`` seconds since their last pass."""
+        """Re-queue the keys that have waited ``MISSING_PORT_RECHECK`` seconds since their last pass or the
+        last arrival of one of their ports."""
         now = self._clock()
         with self._lock:
             due = sorted(waiter for waiter, since in self._since.items() if now - since >= MISSING_PORT_RECHECK)

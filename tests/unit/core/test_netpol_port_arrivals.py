@@ -102,3 +102,21 @@ def test_the_sweep_requeues_only_keys_that_have_waited_long_enough() -> None:
     now[0] += MISSING_PORT_RECHECK
     arrivals.sweep()
     assert sorted(woken[1:]) == [("netpol-namespaces", "new"), ("netpol-namespaces", "old")]
+
+
+def test_a_key_whose_ports_keep_appearing_is_not_swept() -> None:
+    now = [100.0]
+    groups, woken = Groups(), []
+    arrivals = arrivals_with(groups, woken, clock=lambda: now[0])
+    groups.members = {"g": {"a_p1", "a_p2"}}
+    arrivals.await_ports("netpol-namespaces", "a", {"a_p1": ["g"], "a_p2": ["g"], "a_p3": ["g"]})
+    now[0] += MISSING_PORT_RECHECK * 0.9
+    arrivals.on_row("create", row("Logical_Switch_Port", "a_p1"))
+    now[0] += MISSING_PORT_RECHECK * 0.9
+    arrivals.on_row("create", row("Logical_Switch_Port", "a_p2"))
+    now[0] += MISSING_PORT_RECHECK * 0.9
+    arrivals.sweep()
+    assert woken == []
+    now[0] += MISSING_PORT_RECHECK * 0.2
+    arrivals.sweep()  # a_p3 is stuck
+    assert woken == [("netpol-namespaces", "a")]
