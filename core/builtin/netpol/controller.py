@@ -177,7 +177,7 @@ class PortArrivals:
                 self._since[waiter] = now  # not again before that pass has had its time
         self._wake(due)
 
-    def _wake(self, waiters: Iterable[tuple[str, str]]) -> None:
+    def _wake(self, waiters: Iterable[Waiter]) -> None:
         for controller, key in waiters:
             try:
                 self._enqueue(controller, key)
