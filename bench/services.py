@@ -2,7 +2,7 @@
 
 Setup: a real control plane and a real OVN central, two nodes created through the
 API with the annotations a node agent would publish, N selector-less Services
-(one in five a NodePort, so per-node load balancers exist too) each with an
+(one in five a NodePort, so its two template load balancers exist too) each with an
 EndpointSlice of three endpoints. The controller programs them all (timed).
 
 - ovnk: K times, one after the other, an EndpointSlice is replaced through the
@@ -186,7 +186,9 @@ def run(plane: KubeControlPlane, central: OvnCentral, *, services: int, changes:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(create, range(services)))
     created_s = time.monotonic() - started
-    expected_lbs = services + 2 * len(range(0, services, 5))  # cluster LBs + per-node LBs of the NodePorts
+    # Cluster LBs + each NodePort's two template LBs (switch and router side; with
+    # [gateway] nodeport-templates=false, one per node: two here as well).
+    expected_lbs = services + 2 * len(range(0, services, 5))
 
     watch_client = OvsdbClient(remote=central.nb_address, schema="OVN_Northbound", name="watch", timeout=60).start()
     watcher = LbWatcher(watch_client)

@@ -176,6 +176,10 @@ class GatewaySettings:
     next_hop: str = s.setting("", help="default gateway of the node; empty = from the routing table")
     vlan_id: int = s.setting(0, help="VLAN of the uplink (0 = none)", check=_range(0, 4094))
     nodeport: bool = s.setting(True, help="serve NodePort services")
+    nodeport_templates: bool = s.setting(
+        True, help="serve a plain NodePort with template load balancers resolved per chassis "
+        "(Chassis_Template_Var NODEIP_IPv4_<i>), one per service instead of one per node"
+    )
     v4_join_subnet: ipaddress.IPv4Network = s.setting(
         ipaddress.IPv4Network("100.64.0.0/16"), help="join switch subnet"
     )

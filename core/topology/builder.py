@@ -13,7 +13,9 @@ cluster subnets, SNAT of the cluster subnets to the node IP), external switch
 ``<bridge>_<node>``, the cluster router's ``src-ip`` route of the node subnet to
 the GR's join IP, its route to the GR's join IP itself (replies to
 load-balanced traffic the GR SNATed to that IP) and the priority-1004 policy
-sending pod traffic for the node's own IP to the management port.
+sending pod traffic for the node's own IP to the management port. With
+``[gateway] nodeport-templates``, the node's chassis also gets its
+``Chassis_Template_Var`` row: its NodePort addresses as ``NODEIP_IPv4_<i>``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ovnk.core.topology.naming import IPNetwork
 CLUSTER_TABLES = ("Logical_Router", "Logical_Switch", "Logical_Router_Port", "Logical_Switch_Port", "Port_Group")
 NODE_TABLES = (
     "Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port", "Logical_Router_Static_Route",
-    "Logical_Router_Policy", "NAT",
+    "Logical_Router_Policy", "NAT", "Chassis_Template_Var",
 )
 
 #: Owner types of core's topology rows, one per table.
@@ -125,7 +127,24 @@ def node_topology(
                            parent=("Logical_Switch", n.node_switch(node), "ports")))
     if gateway is not None and chassis_id and v4:
         _gateway_rows(cfg, topo, gateway=gateway, chassis_id=chassis_id, node_subnet=v4[0])
+    if gateway is not None and chassis_id:
+        _node_ip_vars(cfg, topo, gateway=gateway, chassis_id=chassis_id)
     return topo
+
+
+def _node_ip_vars(cfg: Config, topo: NodeTopology, *, gateway: GatewayConfig, chassis_id: str) -> None:
+    """The chassis' ``NODEIP_IPv<f>_<i>`` variables: its NodePort addresses, which the template load
+    balancers of plain NodePort services resolve on that chassis only. A node that serves no NodePorts
+    has none, so no template VIP comes alive there."""
+    if not (cfg.gateway.nodeport and cfg.gateway.nodeport_templates and gateway.node_port_enable):
+        return
+    variables: dict[str, str] = {}
+    for version in (4, 6):
+        for index, ip in enumerate(ip for ip in gateway.host_ips if ip.version == version):
+            variables[n.node_ip_var(version, index)] = str(ip)
+    if variables:
+        topo.rows.add(RowIntent("Chassis_Template_Var", "node-ip-vars",
+                                columns={"chassis": chassis_id, "variables": variables}))
 
 
 def _gateway_rows(cfg: Config, topo: NodeTopology, *, gateway: GatewayConfig, chassis_id: str,

@@ -77,6 +77,12 @@ def localnet_port(bridge: str, node: str) -> str:
     return f"{bridge}_{node}"
 
 
+def node_ip_var(version: int, index: int) -> str:
+    """The chassis template variable holding a node's ``index``-th NodePort address of one IP family
+    (``NODEIP_IPv4_0``); template load balancers reference it as ``^NODEIP_IPv4_0``."""
+    return f"NODEIP_IPv{version}_{index}"
+
+
 def pod_port(namespace: str, name: str) -> str:
     """Pod LSP name and OVS ``iface-id``: ``<namespace>_<pod>``."""
     return f"{namespace}_{name}"

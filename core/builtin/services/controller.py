@@ -14,6 +14,13 @@ facts do not yet reflect its annotations (host IPs, NodePorts on, chassis) is
 facts nor deleted), and the key is retried shortly after the rest was
 committed. A node that stays lagging longer than :data:`LAG_GRACE` (e.g. its
 topology keeps failing) is no longer waited for.
+
+A plain NodePort (``[gateway] nodeport-templates``, see :mod:`.model`) reads
+no node: its template LBs only need how many NodePort addresses of each family
+the most-addressed node has. The controller counts those from the node
+annotations and re-queues the template services when the maximum changes, so a
+node joining a cluster of N NodePort services costs nothing here, where per-node
+LBs cost N reconciles that each rebuilt every node's LBs.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
@@ -60,6 +68,7 @@ SCOPE_KEY = external_key("scope")
 
 SLICE_SERVICE_INDEX = "services.service"
 NODE_DEPENDENT_INDEX = "services.node-dependent"
+TEMPLATE_INDEX = "services.template"
 NODE_ANNOTATIONS = (ann.L3_GATEWAY_CONFIG, ann.NODE_CHASSIS_ID, ann.NODE_SUBNETS)
 #: Seconds a node's topology may lag behind its annotations before we stop waiting for it. The
 #: retry delay doubles with the lag (0.2 s up to a quarter of this), so the grace ends after about
@@ -72,8 +81,12 @@ def index_slice_service(endpoint_slice: dict[str, Any]) -> Iterable[str]:
     return (key,) if key else ()
 
 
-def index_node_dependent(service: dict[str, Any]) -> Iterable[str]:
-    return ("yes",) if model.depends_on_nodes(service) else ()
+def index_node_dependent(service: dict[str, Any], *, templates: bool = False) -> Iterable[str]:
+    return ("yes",) if model.depends_on_nodes(service, templates=templates) else ()
+
+
+def index_template(service: dict[str, Any]) -> Iterable[str]:
+    return ("yes",) if model.uses_templates(service) else ()
 
 
 def slice_keys(endpoint_slice: Mapping[str, Any]) -> Iterable[str]:
@@ -103,6 +116,14 @@ def node_digest(gateway: GatewayConfig | None, chassis_id: str | None) -> NodeDi
     return (tuple(str(ip) for ip in gateway.host_ips), gateway.node_port_enable, chassis_id)
 
 
+def node_ip_slots(digest: NodeDigest | None) -> tuple[int, int]:
+    """(IPv4, IPv6) NodePort addresses a node's chassis variables hold, by its annotations' digest."""
+    if digest is None or not digest[1]:
+        return (0, 0)
+    v6 = sum(1 for ip in digest[0] if ":" in ip)
+    return (len(digest[0]) - v6, v6)
+
+
 def node_info(facts: NodeFacts, *, nodeport_enabled: bool) -> model.NodeInfo:
     """What the LBs need of a built node; ``router`` mirrors when the topology creates ``GR_<node>``."""
     has_v4_subnet = any(s.version == 4 for s in facts.subnets)
@@ -127,7 +148,11 @@ class ServicesController:
         # ones): node changes concern them too, whatever their spec says.
         self._outside_endpoints: set[str] = set()
         self.nodeport_enabled = cfg.gateway.nodeport
+        self.templates = cfg.gateway.nodeport and cfg.gateway.nodeport_templates
         self._lock = threading.Lock()
+        # Node -> its (IPv4, IPv6) NodePort address counts, and how many nodes have each count.
+        self._node_slots: dict[str, tuple[int, int]] = {}
+        self._slot_tally: tuple[Tally[int], Tally[int]] = (Tally(), Tally())
         self._expected: dict[str, tuple[str, NodeDigest | None]] = {}
         self._lag_since: dict[str, float] = {}
         self._not_waited_for: set[str] = set()
@@ -142,7 +167,13 @@ class ServicesController:
 
     def spec(self) -> ControllerSpec:
         # The indexes live on the shared caches the watches below use.
-        self.ctx.informers.informer(SERVICES, indexers={NODE_DEPENDENT_INDEX: index_node_dependent})
+        templates = self.templates
+
+        def node_dependent(service: dict[str, Any]) -> Iterable[str]:
+            return index_node_dependent(service, templates=templates)
+
+        self.ctx.informers.informer(SERVICES, indexers={NODE_DEPENDENT_INDEX: node_dependent,
+                                                       TEMPLATE_INDEX: index_template})
         self.ctx.informers.informer(ENDPOINTSLICES, indexers={SLICE_SERVICE_INDEX: index_slice_service})
         return ControllerSpec(name="services", watches=(
             Watch(SERVICES, needs_update=service_needs_update),
@@ -152,11 +183,40 @@ class ServicesController:
 
     def node_keys(self, node: Mapping[str, Any]) -> list[str]:
         """A node change affects the services with per-node rules (NodePorts, ``Local`` policies,
-        host-network endpoints)."""
-        keys: list[str] = self.ctx.cache(SERVICES).index_keys(NODE_DEPENDENT_INDEX, "yes")
+        host-network endpoints), and the template ones when the node changed the most NodePort
+        addresses a node has."""
+        services = self.ctx.cache(SERVICES)
+        keys: list[str] = services.index_keys(NODE_DEPENDENT_INDEX, "yes")
+        if self.templates and self._note_slots(node["metadata"]["name"]):
+            keys += services.index_keys(TEMPLATE_INDEX, "yes")
         with self._lock:
             outside = self._outside_endpoints - set(keys)
-        return keys + sorted(outside)
+        return sorted(set(keys)) + sorted(outside)
+
+    def _note_slots(self, name: str) -> bool:
+        """Record the node's NodePort address counts as its cached object has them now (both the old
+        and the new object of an update land here, and a deleted node is gone from the cache);
+        whether the maximum of either family changed."""
+        current = self.ctx.cache(NODES).get(name)
+        slots = node_ip_slots(self._expected_facts(current)) if current is not None else None
+        with self._lock:
+            before = self._max_slots()
+            previous = self._node_slots.pop(name, None)
+            for tally, count in zip(self._slot_tally, previous or (), strict=False):
+                tally[count] -= 1
+                if tally[count] <= 0:
+                    del tally[count]
+            if slots is not None:
+                self._node_slots[name] = slots
+                for tally, count in zip(self._slot_tally, slots, strict=True):
+                    tally[count] += 1
+            else:
+                self._expected.pop(name, None)
+            return self._max_slots() != before
+
+    def _max_slots(self) -> dict[int, int]:
+        """IP version -> the most NodePort addresses of that family a node has (caller holds the lock)."""
+        return {version: max(tally, default=0) for version, tally in zip((4, 6), self._slot_tally, strict=True)}
 
     # -- reconcile ---------------------------------------------------------------
 
@@ -197,10 +257,14 @@ class ServicesController:
                 self._outside_endpoints.add(key)
             else:
                 self._outside_endpoints.discard(key)
-        if outside or model.depends_on_nodes(service):
+        slots: dict[int, int] | None = None
+        if self.templates and not outside and model.uses_templates(service):
+            with self._lock:
+                slots = self._max_slots()
+        elif outside or model.depends_on_nodes(service):
             nodes, lagging = self._nodes()
         built = model.build(service, slices, nodes, families=self.families, hairpin_ips=self.hairpin_ips,
-                            nodeport_enabled=self.nodeport_enabled)
+                            nodeport_enabled=self.nodeport_enabled, node_ip_slots=slots)
         self._report(key, service, built.problems)
         outcome = self._write(key, built.load_balancers, existing, keep_nodes=set(lagging))
         if lagging:

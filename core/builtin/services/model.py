@@ -16,7 +16,20 @@ name                                   VIPs                                     
 ``..._node_local_router_<node>``       ETP=Local external VIPs (NodePorts, ExternalIPs,  ``GR_<node>``
                                        ingress IPs) -> that node's endpoints only,
                                        ``skip_snat=true``
+``..._node_switch_template_IPv4``      a plain NodePort's ``^NODEIP_IPv4_<i>:<nodePort>``  ``clusterSwitchLBGroup``
+``..._node_router_template_IPv4``      (and ``_IPv6``) -> all endpoints, resolved per    ``clusterRouterLBGroup``
+                                       chassis from its ``Chassis_Template_Var``
 =====================================  ===============================================  =======================
+
+Template load balancers (``node_ip_slots`` given, the default): a NodePort
+whose rules are the same on every node (no ``Local`` traffic policy, no
+host-network endpoint, no session-affinity timer) gets one LB per side and
+family instead of one per node. Its VIPs name the chassis variables
+``NODEIP_IPv4_0``, ``NODEIP_IPv4_1``... up to the most addresses a node has;
+each ovn-controller expands them with its own node's addresses, and a chassis
+without the variable (a node serving no NodePorts) gets no VIP. The rows then
+grow with the services, not with services x nodes, and a node coming up
+touches none of them.
 
 Per-node rules: NodePort VIPs ``<nodeIP>:<nodePort>`` go to the router (north-south
 through the gateway router) and to the switch (pods reaching a node IP's NodePort);
@@ -71,6 +84,8 @@ MAX_AFFINITY_TIMEOUT = 86400
 CLUSTER_SCOPE = "cluster"
 # Per-node scopes, longest first: "node_router+switch_" must be tried before "node_router_".
 NODE_SCOPES = ("node_router+switch_", "node_local_router_", "node_router_", "node_switch_")
+# Template scopes (one LB for every node) share the per-node prefixes, so they are recognised first.
+TEMPLATE_SCOPES = ("node_switch_template_", "node_router_template_")
 
 
 @dataclass(frozen=True)
@@ -166,7 +181,10 @@ def lb_name(key: str, protocol: str, scope: str) -> str:
 
 
 def scope_node(scope: str) -> str | None:
-    """The node of a per-node scope (``node_router_n1`` -> ``n1``), ``None`` for the cluster scope."""
+    """The node of a per-node scope (``node_router_n1`` -> ``n1``), ``None`` for the cluster and
+    template scopes."""
+    if scope.startswith(TEMPLATE_SCOPES):
+        return None
     for prefix in NODE_SCOPES:
         if scope.startswith(prefix):
             return scope[len(prefix):]
@@ -204,13 +222,33 @@ def wants_load_balancers(service: Mapping[str, Any]) -> bool:
     return bool(ips) and all(ip != "None" for ip in ips)
 
 
-def depends_on_nodes(service: Mapping[str, Any]) -> bool:
-    """Whether the service has per-node rules (NodePorts, ETP=Local external VIPs, ITP=Local)."""
+def has_node_ports(service: Mapping[str, Any]) -> bool:
+    return any(p.get("nodePort") for p in spec(service).get("ports") or ())
+
+
+def uses_templates(service: Mapping[str, Any]) -> bool:
+    """Whether the service's NodePorts can be template LBs: rules the same on every node, i.e. no
+    ``Local`` traffic policy and no affinity timer (host-network endpoints are the caller's to rule out).
+    Affinity "forever" is a hash on the address pair, which templates carry like any option."""
+    if not wants_load_balancers(service) or not has_node_ports(service):
+        return False
+    s = spec(service)
+    if s.get("externalTrafficPolicy") == "Local" or s.get("internalTrafficPolicy") == "Local":
+        return False
+    return "affinity_timeout" not in affinity(service)[0]
+
+
+def depends_on_nodes(service: Mapping[str, Any], *, templates: bool = False) -> bool:
+    """Whether the service has per-node rules (NodePorts, ETP=Local external VIPs, ITP=Local).
+
+    With ``templates``, a NodePort that :func:`uses_templates` does not: its LBs change only with
+    the number of addresses a node has (the caller's ``node_ip_slots``).
+    """
     if not wants_load_balancers(service):
         return False
     s = spec(service)
-    if any(p.get("nodePort") for p in s.get("ports") or ()):
-        return True
+    if has_node_ports(service):
+        return not (templates and uses_templates(service))
     if s.get("internalTrafficPolicy") == "Local":
         return True
     return s.get("externalTrafficPolicy") == "Local" and bool(s.get("externalIPs") or ingress_ips(service))
@@ -352,7 +390,8 @@ def _parse_ips(values: Iterable[Any], *, what: str, families: set[int], problems
 
 
 def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes: Sequence[NodeInfo], *,
-          families: set[int], hairpin_ips: Sequence[IPAddress], nodeport_enabled: bool = True) -> Result:
+          families: set[int], hairpin_ips: Sequence[IPAddress], nodeport_enabled: bool = True,
+          node_ip_slots: Mapping[int, int] | None = None) -> Result:
     """The load balancers of ``service`` (nothing for headless and ExternalName services).
 
     :param slices: the service's EndpointSlices (any API version).
@@ -360,6 +399,9 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
     :param families: IP versions the cluster network serves.
     :param hairpin_ips: ``options:hairpin_snat_ip`` (a pod reaching itself through its service).
     :param nodeport_enabled: ``[gateway] nodeport``.
+    :param node_ip_slots: IP version -> the most NodePort addresses of that family any node has. Given
+        (the caller checked :func:`uses_templates` and that no endpoint is host-network), the NodePorts
+        become template LBs with that many VIPs per family; ``nodes`` then serve no NodePort rule.
     """
     result = Result()
     if not wants_load_balancers(service):
@@ -376,6 +418,7 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
     itp_local = s.get("internalTrafficPolicy") == "Local"
 
     cluster: dict[str, dict[str, str]] = {}
+    template: dict[tuple[str, int], dict[str, str]] = {}  # (protocol, IP version) -> vip -> backends
     per_node: dict[str, _NodeRules] = {node.name: _NodeRules() for node in nodes}
     # Which node has a host-network endpoint of its own to reach through its management port.
     host_ip_node = {ip: node.name for node in nodes if node.switch and node.mgmt_ips for ip in node.host_ips}
@@ -438,6 +481,11 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
                         rules.switch.setdefault(protocol, {})[vip(ip, port.port)] = seen_every(node)
             if port.node_port is None or not nodeport_enabled:
                 continue
+            if node_ip_slots is not None:
+                for slot in range(node_ip_slots.get(family, 0)):
+                    template.setdefault((protocol, family), {})[
+                        f"^{n.node_ip_var(family, slot)}:{port.node_port}"] = every
+                continue
             for node in nodes:
                 if not node.node_port:
                     continue
@@ -455,8 +503,10 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
     options, selection_fields = affinity(service)
     options.update(common_options(hairpin_ips))
 
-    def add(protocol: str, scope: str, vips: dict[str, str], **where: Any) -> None:
+    def add(protocol: str, scope: str, vips: dict[str, str], extra: Mapping[str, str] | None = None,
+            **where: Any) -> None:
         lb_options = dict(options)
+        lb_options.update(extra or {})
         if scope.startswith("node_local_router_"):
             lb_options["skip_snat"] = "true"
         if protocol == "udp":
@@ -470,6 +520,10 @@ def build(service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]], nodes
 
     for protocol in sorted(cluster):
         add(protocol, CLUSTER_SCOPE, cluster[protocol], lb_group=n.CLUSTER_LB_GROUP)
+    for (protocol, family), vips in sorted(template.items()):
+        extra = {"template": "true", "address-family": f"ipv{family}"}
+        add(protocol, f"node_switch_template_IPv{family}", vips, extra, lb_group=n.CLUSTER_SWITCH_LB_GROUP)
+        add(protocol, f"node_router_template_IPv{family}", vips, extra, lb_group=n.CLUSTER_ROUTER_LB_GROUP)
     for node in nodes:
         rules = per_node[node.name]
         gr, switch = n.gateway_router(node.name), n.node_switch(node.name)

@@ -25,6 +25,7 @@ from tests.functional.services.conftest import replace_slice
 from tests.functional.services.conftest import service_events
 from tests.functional.services.conftest import set_of
 from tests.functional.topology.conftest import ClusterEnv
+from tests.functional.topology.conftest import nb_value
 from tests.functional.topology.conftest import node_ip
 
 HAIRPIN = "169.254.0.5"
@@ -109,6 +110,23 @@ def lb_name(ns: str, service: str, protocol: str, scope: str) -> str:
     return f"Service_{ns}/{service}_{protocol}_{scope}"
 
 
+def json_rows(listing: str) -> list[dict[str, Any]]:
+    """Rows of an ``ovn-*ctl --format=json list`` as {column: value}."""
+    table = json.loads(listing)
+    return [dict(zip(table["headings"], row, strict=True)) for row in table["data"]]
+
+
+def template_vars(env: ClusterEnv) -> dict[str, dict[str, str]]:
+    """Chassis_Template_Var rows: chassis -> variables."""
+    return {nb_value(r["chassis"]): nb_value(r["variables"]) for r in env.nb_rows("Chassis_Template_Var")}
+
+
+def wait_vars(env: ClusterEnv, node: str, variables: dict[str, str] | None) -> None:
+    """Until ``node``'s chassis has exactly ``variables`` (``None``: no row)."""
+    chassis = env.chassis[node]
+    eventually(lambda: template_vars(env).get(chassis) == variables, what=f"{node}'s template vars {variables}")
+
+
 def wait_vips(env: ClusterEnv, name: str, vips: dict[str, str], timeout: float = 60) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         row = load_balancers(env).get(name)
@@ -167,7 +185,7 @@ def test_hook_ovnk_controllers_load_balancer_rows_for_every_kind_of_service(env:
     wait_nodes_built(env, "node-a", "node-b")
     env.wait_idle()
 
-    np_a, np_b = f"{node_ip(0)}:{node_port(np)}", f"{node_ip(1)}:{node_port(np)}"
+    np_vip = f"^NODEIP_IPv4_0:{node_port(np)}"
     lb_np = node_port(lb)
     multi_every = f"10.244.50.10:8080,10.244.50.11:8080,10.244.50.20:9090,{node_ip(1)}:8080"
     facts_b = env.process.ctx.topology.node("node-b")  # type: ignore[union-attr]
@@ -182,8 +200,9 @@ def test_hook_ovnk_controllers_load_balancer_rows_for_every_kind_of_service(env:
         lb_name(ns, "multi", "UDP", "cluster"): {f"{cluster_ip(multi)}:53": "10.244.50.10:5353,10.244.50.11:5353"},
         lb_name(ns, "multi", "SCTP", "cluster"): {f"{cluster_ip(multi)}:7777": "10.244.50.10:7777,10.244.50.11:7777"},
         lb_name(ns, "np", "TCP", "cluster"): {f"{cluster_ip(np)}:8000": "10.244.60.1:80"},
-        lb_name(ns, "np", "TCP", "node_router+switch_node-a"): {np_a: "10.244.60.1:80"},
-        lb_name(ns, "np", "TCP", "node_router+switch_node-b"): {np_b: "10.244.60.1:80"},
+        # A plain NodePort: one template LB per side, resolved on each chassis to its own node IP.
+        lb_name(ns, "np", "TCP", "node_switch_template_IPv4"): {np_vip: "10.244.60.1:80"},
+        lb_name(ns, "np", "TCP", "node_router_template_IPv4"): {np_vip: "10.244.60.1:80"},
         lb_name(ns, "ext", "TCP", "cluster"): {f"{cluster_ip(ext)}:443": "10.244.61.1:8443",
                                            "192.0.2.10:443": "10.244.61.1:8443"},
         # ETP=Local: external VIPs leave the cluster LB; the GR side holds only local endpoints
@@ -223,6 +242,8 @@ def test_hook_ovnk_controllers_load_balancer_rows_for_every_kind_of_service(env:
         assert options["reject"] == "true" and options["hairpin_snat_ip"] == HAIRPIN, name
         assert options["neighbor_responder"] == "none"
         assert ("skip_snat" in options) == scope.startswith("node_local_router_"), name
+        assert (options.get("template"), options.get("address-family")) == (
+            ("true", "ipv4") if "_template_" in scope else (None, None)), name
     assert rows[lb_name(ns, "multi", "UDP", "cluster")]["protocol"] == "udp"
     assert rows[lb_name(ns, "multi", "SCTP", "cluster")]["protocol"] == "sctp"
     assert rows[lb_name(ns, "lb", "TCP", "node_local_router_node-a")]["options"]["skip_snat"] == "true"
@@ -235,13 +256,17 @@ def test_hook_ovnk_controllers_load_balancer_rows_for_every_kind_of_service(env:
     # Attachments: cluster LBs through the group core attaches everywhere; per-node ones directly.
     assert attached(env, "Load_Balancer_Group", "clusterLBGroup", ns) == {
         n for n in expected if n.endswith("_cluster")}
-    for node in ("node-a", "node-b"):
+    assert attached(env, "Load_Balancer_Group", "clusterSwitchLBGroup", ns) == {
+        lb_name(ns, "np", "TCP", "node_switch_template_IPv4")}
+    assert attached(env, "Load_Balancer_Group", "clusterRouterLBGroup", ns) == {
+        lb_name(ns, "np", "TCP", "node_router_template_IPv4")}
+    for index, node in enumerate(("node-a", "node-b")):
         assert attached(env, "Logical_Router", f"GR_{node}", ns) == {
-            lb_name(ns, "np", "TCP", f"node_router+switch_{node}"), lb_name(ns, "lb", "TCP", f"node_local_router_{node}"),
-            lb_name(ns, "multi", "TCP", f"node_router+switch_{node}")}
+            lb_name(ns, "lb", "TCP", f"node_local_router_{node}"), lb_name(ns, "multi", "TCP", f"node_router+switch_{node}")}
         assert attached(env, "Logical_Switch", node, ns) == {
-            lb_name(ns, "np", "TCP", f"node_router+switch_{node}"), lb_name(ns, "lb", "TCP", f"node_switch_{node}"),
-            lb_name(ns, "multi", "TCP", f"node_router+switch_{node}")}
+            lb_name(ns, "lb", "TCP", f"node_switch_{node}"), lb_name(ns, "multi", "TCP", f"node_router+switch_{node}")}
+        # Each node's chassis holds the address its template VIPs resolve to.
+        assert template_vars(env)[env.chassis[node]] == {"NODEIP_IPv4_0": node_ip(index)}
     assert env.metric("ovnk_services_sync_total", {"result": "committed"}) >= 10
     assert env.metric("ovnk_services_sync_duration_seconds_count") >= 10
 
@@ -271,12 +296,16 @@ def test_hook_ovnk_controllers_load_balancer_rows_for_every_kind_of_service(env:
     # let LB VIPs that are also NAT addresses skip it (priority 120 "next;"). Newer northd sends them
     # through "ct_snat;", after which ovn-trace stops on any gateway router (its ct_snat has "no
     # visible effect" there). So the DNAT flow that load-balances the NodePort is read directly.
-    vip = f"ip4.dst == {node_ip(0)} && tcp && tcp.dst == {node_port(np)}"
+    # The NodePort is a template: its flow names the chassis variable, which ovn-controller on
+    # node-a's chassis expands from the row northd copied to the SB (ovn-trace, bound to no
+    # chassis, cannot expand it, so the flow and the variable are read instead of traced).
+    vip = f"ip4.dst == ^NODEIP_IPv4_0 && tcp && tcp.dst == {node_port(np)}"
     dnat = [line for line in env.central.sbctl("lflow-list", "GR_node-a").splitlines()
             if "lr_in_dnat" in line and vip in line and "ct.new" in line]
     assert any("ct_lb_mark(backends=10.244.60.1:80; force_snat)" in line for line in dnat), dnat or trace
-    if "lr_in_dnat" in trace:
-        assert "ct_lb_mark(backends=10.244.60.1:80; force_snat)" in trace, trace
+    sb_vars = {nb_value(r["chassis"]): nb_value(r["variables"]) for r in json_rows(
+        env.central.sbctl("--format=json", "list", "Chassis_Template_Var"))}
+    assert sb_vars[env.chassis["node-a"]] == {"NODEIP_IPv4_0": node_ip(0)}, sb_vars
 
 
 def test_changes_converge_in_one_transaction_each(env: ClusterEnv, commits: Commits) -> None:
@@ -290,8 +319,8 @@ def test_changes_converge_in_one_transaction_each(env: ClusterEnv, commits: Comm
     wait_nodes_built(env, "node-a", "node-b")
     cip = cluster_ip(svc)
     wait_vips(env, lb_name(ns, "web", "TCP", "cluster"), {f"{cip}:80": "10.244.70.1:8080,10.244.70.2:8080"})
-    wait_vips(env, lb_name(ns, "web", "UDP", "node_router+switch_node-b"),
-              {f"{node_ip(1)}:{node_port(svc, 1)}": "10.244.70.1:53,10.244.70.2:53"})
+    wait_vips(env, lb_name(ns, "web", "UDP", "node_switch_template_IPv4"),
+              {f"^NODEIP_IPv4_0:{node_port(svc, 1)}": "10.244.70.1:53,10.244.70.2:53"})
     env.wait_idle()
 
     # An endpoint stops being ready: one transaction rewrites the LB rows.
@@ -300,8 +329,8 @@ def test_changes_converge_in_one_transaction_each(env: ClusterEnv, commits: Comm
                                                   {"name": "dns", "port": 53, "protocol": "UDP"}],
                   endpoints=[endpoint("10.244.70.1", "node-a"), endpoint("10.244.70.2", "node-b", ready=False)])
     wait_vips(env, lb_name(ns, "web", "TCP", "cluster"), {f"{cip}:80": "10.244.70.1:8080"})
-    wait_vips(env, lb_name(ns, "web", "UDP", "node_router+switch_node-a"),
-              {f"{node_ip(0)}:{node_port(svc, 1)}": "10.244.70.1:53"})
+    wait_vips(env, lb_name(ns, "web", "UDP", "node_router_template_IPv4"),
+              {f"^NODEIP_IPv4_0:{node_port(svc, 1)}": "10.244.70.1:53"})
     env.wait_idle()
     assert commits.written(ns) == [f"service {ns}/web"], "one transaction per service reconcile"
 
@@ -313,8 +342,8 @@ def test_changes_converge_in_one_transaction_each(env: ClusterEnv, commits: Comm
     env.client.replace(SERVICES, current, namespace=ns)
     eventually(lambda: {n for n in load_balancers(env) if "/web_" in n} == {lb_name(ns, "web", "TCP", "cluster")},
                what="only the TCP cluster LB left")
-    assert attached(env, "Logical_Router", "GR_node-a", ns) == set()
-    assert attached(env, "Logical_Switch", "node-b", ns) == set()
+    assert attached(env, "Load_Balancer_Group", "clusterSwitchLBGroup", ns) == set()
+    assert attached(env, "Load_Balancer_Group", "clusterRouterLBGroup", ns) == set()
 
     # To ExternalName: nothing left. Deleting another service removes its LBs too.
     create_service(env, ns, "other", ports=[{"port": 81}])
@@ -328,8 +357,62 @@ def test_changes_converge_in_one_transaction_each(env: ClusterEnv, commits: Comm
     assert attached(env, "Load_Balancer_Group", "clusterLBGroup", ns) == set()
 
 
-def test_node_changes_move_nodeport_vips(env: ClusterEnv) -> None:
-    env.start_controller()
+def test_node_changes_move_template_nodeport_vips_without_touching_the_service(
+        env: ClusterEnv, commits: Commits) -> None:
+    env.start_controller("plugins.enabled=recorder")
+    env.create_node("node-a", 0)
+    ns = new_namespace(env)
+    svc = create_service(env, ns, "np", type="NodePort", ports=[{"port": 80}])
+    create_slice(env, ns, "np-1", "np", ports=[{"port": 80}], endpoints=[endpoint("10.244.80.1", "node-a")])
+    port = node_port(svc)
+    switch_lb, router_lb = (lb_name(ns, "np", "TCP", f"node_{side}_template_IPv4") for side in ("switch", "router"))
+    one_slot = {f"^NODEIP_IPv4_0:{port}": "10.244.80.1:80"}
+    wait_vips(env, switch_lb, one_slot)
+    wait_vips(env, router_lb, one_slot)
+    wait_vars(env, "node-a", {"NODEIP_IPv4_0": node_ip(0)})
+    env.wait_idle()
+    before = {name: load_balancers(env)[name]["_uuid"] for name in (switch_lb, router_lb)}
+    commits.clear()
+
+    # A node joining gets its chassis variables; the service is neither reconciled nor rewritten.
+    env.create_node("node-b", 1)
+    wait_vars(env, "node-b", {"NODEIP_IPv4_0": node_ip(1)})
+    wait_nodes_built(env, "node-b")
+    env.wait_idle()
+    assert [reason for reason, _, _ in commits.all() if reason == f"service {ns}/np"] == [], "not even reconciled"
+    assert {name: load_balancers(env)[name]["_uuid"] for name in (switch_lb, router_lb)} == before
+    assert load_balancers(env)[switch_lb]["vips"] == one_slot
+
+    # Its IP changes: only its variable follows.
+    node = env.client.get(NODES, "node-b")
+    assert node is not None
+    gateway = json.loads(node["metadata"]["annotations"]["k8s.ovn.org/l3-gateway-config"])
+    gateway["default"]["ip-addresses"] = ["172.30.0.99/24"]
+    env.client.patch(NODES, "node-b", {"metadata": {"annotations": {
+        "k8s.ovn.org/l3-gateway-config": json.dumps(gateway),
+        "k8s.ovn.org/node-primary-ifaddr": json.dumps({"ipv4": "172.30.0.99/24"})}}})
+    wait_vars(env, "node-b", {"NODEIP_IPv4_0": "172.30.0.99"})
+    assert load_balancers(env)[switch_lb]["vips"] == one_slot
+
+    # A second address: every template gets a VIP for the second slot.
+    gateway["default"]["ip-addresses"] = ["172.30.0.99/24", "172.30.1.99/24"]
+    env.client.patch(NODES, "node-b", {"metadata": {"annotations": {
+        "k8s.ovn.org/l3-gateway-config": json.dumps(gateway)}}})
+    two_slots = {**one_slot, f"^NODEIP_IPv4_1:{port}": "10.244.80.1:80"}
+    wait_vars(env, "node-b", {"NODEIP_IPv4_0": "172.30.0.99", "NODEIP_IPv4_1": "172.30.1.99"})
+    wait_vips(env, switch_lb, two_slots)
+    wait_vips(env, router_lb, two_slots)
+
+    # It goes away: so do its variables and the slot only it had.
+    env.client.delete(NODES, "node-b")
+    wait_vars(env, "node-b", None)
+    wait_vips(env, switch_lb, one_slot)
+    wait_vips(env, router_lb, one_slot)
+    assert template_vars(env)[env.chassis["node-a"]] == {"NODEIP_IPv4_0": node_ip(0)}
+
+
+def test_without_templates_node_changes_move_per_node_nodeport_vips(env: ClusterEnv) -> None:
+    env.start_controller("gateway.nodeport-templates=false")
     env.create_node("node-a", 0)
     ns = new_namespace(env)
     svc = create_service(env, ns, "np", type="NodePort", ports=[{"port": 80}])
@@ -354,6 +437,8 @@ def test_node_changes_move_nodeport_vips(env: ClusterEnv) -> None:
     eventually(lambda: lb_name(ns, "np", "TCP", "node_router+switch_node-b") not in load_balancers(env),
                what="node-b's LB deleted")
     assert lb_name(ns, "np", "TCP", "node_router+switch_node-a") in load_balancers(env)
+    assert not [n for n in load_balancers(env) if n.startswith(f"Service_{ns}/") and "_template_" in n]
+    assert env.chassis["node-a"] not in template_vars(env), "no template, no chassis variables"
 
 
 def test_internal_traffic_policy_local_uses_per_node_switch_lbs(env: ClusterEnv) -> None:

@@ -110,6 +110,52 @@ def test_plain_nodeport_coalesces_router_and_switch_rules_per_node() -> None:
     assert set(lbs) == {"Service_ns/s_TCP_cluster", "Service_ns/s_TCP_node_switch_n3"}
 
 
+def test_plain_nodeport_with_templates_is_one_lb_per_side_and_family_whatever_the_nodes() -> None:
+    svc = service(type="NodePort", ipFamilies=["IPv4", "IPv6"], clusterIPs=["10.96.0.10", "fd00:96::10"],
+                  ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                         {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}])
+    slices = [endpoint_slice(ep("10.0.0.1", "n1"), ports=[{"name": "http", "port": 8080, "protocol": "TCP"},
+                                                          {"name": "dns", "port": 5353, "protocol": "UDP"}])]
+    result = model.build(svc, slices, NODES, families={4, 6}, hairpin_ips=HAIRPIN, node_ip_slots={4: 2, 6: 1})
+    lbs = {lb.name: lb for lb in result.load_balancers}
+    assert set(lbs) == {
+        "Service_ns/s_TCP_cluster", "Service_ns/s_UDP_cluster",
+        *(f"Service_ns/s_{proto}_node_{side}_template_IPv{family}"
+          for proto in ("TCP", "UDP") for side in ("switch", "router") for family in (4, 6))}
+    switch, router = lbs["Service_ns/s_TCP_node_switch_template_IPv4"], lbs["Service_ns/s_TCP_node_router_template_IPv4"]
+    # One VIP per address slot any node has; each chassis resolves the ones it holds.
+    assert switch.vips == router.vips == {"^NODEIP_IPv4_0:30080": "10.0.0.1:8080", "^NODEIP_IPv4_1:30080": "10.0.0.1:8080"}
+    assert lbs["Service_ns/s_UDP_node_switch_template_IPv6"].vips == {"^NODEIP_IPv6_0:30053": ""}
+    assert (switch.lb_group, switch.routers, switch.switches) == ("clusterSwitchLBGroup", (), ())
+    assert (router.lb_group, router.routers, router.switches) == ("clusterRouterLBGroup", (), ())
+    assert switch.options["template"] == "true" and switch.options["address-family"] == "ipv4"
+    assert lbs["Service_ns/s_UDP_node_router_template_IPv6"].options["address-family"] == "ipv6"
+    assert lbs["Service_ns/s_UDP_node_router_template_IPv6"].options["ct_flush"] == "true"
+    assert "template" not in lbs["Service_ns/s_TCP_cluster"].options
+    # Template scopes name no node (the per-node prefix "node_switch_" must not read "template_IPv4" as one).
+    assert model.scope_node(switch.scope) is None and model.scope_node(router.scope) is None
+    # No node has an address yet: no NodePort VIP, only the cluster LBs.
+    empty = model.build(svc, slices, (), families={4, 6}, hairpin_ips=HAIRPIN, node_ip_slots={4: 0, 6: 0})
+    assert {lb.scope for lb in empty.load_balancers} == {"cluster"}
+
+
+def test_which_nodeports_use_templates_and_what_then_depends_on_nodes() -> None:
+    nodeport = [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]
+    plain = service(type="NodePort", ports=nodeport)
+    assert model.uses_templates(plain)
+    assert model.depends_on_nodes(plain) and not model.depends_on_nodes(plain, templates=True)
+    forever = service(type="NodePort", ports=nodeport, sessionAffinity="ClientIP",
+                      sessionAffinityConfig={"clientIP": {"timeoutSeconds": 86400}})
+    assert model.uses_templates(forever)
+    for per_node in (service(type="NodePort", ports=nodeport, externalTrafficPolicy="Local"),
+                     service(type="NodePort", ports=nodeport, internalTrafficPolicy="Local"),
+                     service(type="NodePort", ports=nodeport, sessionAffinity="ClientIP")):
+        assert not model.uses_templates(per_node)
+        assert model.depends_on_nodes(per_node, templates=True)
+    assert not model.uses_templates(service())
+    assert not model.uses_templates(service(type="NodePort", ports=nodeport, clusterIP="None", clusterIPs=["None"]))
+
+
 def test_external_traffic_policy_local() -> None:
     svc = service(type="LoadBalancer", externalTrafficPolicy="Local", externalIPs=["192.0.2.1"],
                   ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
