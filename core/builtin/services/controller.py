@@ -144,14 +144,19 @@ class ServicesController:
         self.families: set[int] = {s.network.version for s in cfg.default.cluster_subnets}
         self.hairpin_ips = (n.hairpin_ip(cfg.gateway.v4_masquerade_subnet),) if 4 in self.families else ()
         self.cluster_networks = [s.network for s in cfg.default.cluster_subnets]
-        # Services whose endpoints were outside the cluster subnets at their last reconcile (host-network
-        # ones): node changes concern them too, whatever their spec says.
-        self._outside_endpoints: set[str] = set()
+        # Services whose endpoints were outside the cluster subnets at their last reconcile, by address:
+        # a node that has (or had) such an address as its own re-queues them. Those whose endpoints were
+        # a node's own (host-network) have per-node LBs: every node change concerns them.
+        self._outside: dict[str, frozenset[str]] = {}
+        self._outside_by_address: dict[str, set[str]] = {}
+        self._host_backed: set[str] = set()
         self.nodeport_enabled = cfg.gateway.nodeport
         self.templates = cfg.gateway.nodeport and cfg.gateway.nodeport_templates
         self._lock = threading.Lock()
-        # Node -> its (IPv4, IPv6) NodePort address counts, and how many nodes have each count.
-        self._node_slots: dict[str, tuple[int, int]] = {}
+        # Node -> its host addresses and (IPv4, IPv6) NodePort address counts, by its annotations;
+        # which nodes claim each address, and how many nodes have each count.
+        self._node_addresses: dict[str, tuple[frozenset[str], tuple[int, int]]] = {}
+        self._address_nodes: dict[str, set[str]] = {}
         self._slot_tally: tuple[Tally[int], Tally[int]] = (Tally(), Tally())
         self._expected: dict[str, tuple[str, NodeDigest | None]] = {}
         self._lag_since: dict[str, float] = {}
@@ -183,36 +188,65 @@ class ServicesController:
 
     def node_keys(self, node: Mapping[str, Any]) -> list[str]:
         """A node change affects the services with per-node rules (NodePorts, ``Local`` policies,
-        host-network endpoints), and the template ones when the node changed the most NodePort
-        addresses a node has."""
+        host-network endpoints), those with an endpoint at an address the node has or had, and the
+        template ones when the node changed the most NodePort addresses a node has."""
         services = self.ctx.cache(SERVICES)
-        keys: list[str] = services.index_keys(NODE_DEPENDENT_INDEX, "yes")
-        if self.templates and self._note_slots(node["metadata"]["name"]):
-            keys += services.index_keys(TEMPLATE_INDEX, "yes")
+        keys = set(services.index_keys(NODE_DEPENDENT_INDEX, "yes"))
+        addresses, slots_changed = self._note_node(node["metadata"]["name"])
+        if self.templates and slots_changed:
+            keys.update(services.index_keys(TEMPLATE_INDEX, "yes"))
         with self._lock:
-            outside = self._outside_endpoints - set(keys)
-        return sorted(set(keys)) + sorted(outside)
+            keys.update(self._host_backed)
+            for address in addresses:
+                keys.update(self._outside_by_address.get(address, ()))
+        return sorted(keys)
 
-    def _note_slots(self, name: str) -> bool:
-        """Record the node's NodePort address counts as its cached object has them now (both the old
-        and the new object of an update land here, and a deleted node is gone from the cache);
-        whether the maximum of either family changed."""
+    def _note_node(self, name: str) -> tuple[frozenset[str], bool]:
+        """Record the node's host addresses and NodePort address counts as its cached object has them
+        now (both the old and the new object of an update land here, and a deleted node is gone from
+        the cache). Returns its addresses before and now, and whether the most NodePort addresses of
+        either family a node has changed."""
         current = self.ctx.cache(NODES).get(name)
-        slots = node_ip_slots(self._expected_facts(current)) if current is not None else None
+        digest = self._expected_facts(current) if current is not None else None
         with self._lock:
             before = self._max_slots()
-            previous = self._node_slots.pop(name, None)
-            for tally, count in zip(self._slot_tally, previous or (), strict=False):
+            old_addresses, old_slots = self._node_addresses.pop(name, (frozenset(), None))
+            for address in old_addresses:
+                holders = self._address_nodes.get(address, set())
+                holders.discard(name)
+                if not holders:
+                    self._address_nodes.pop(address, None)
+            for tally, count in zip(self._slot_tally, old_slots or (), strict=False):
                 tally[count] -= 1
                 if tally[count] <= 0:
                     del tally[count]
-            if slots is not None:
-                self._node_slots[name] = slots
-                for tally, count in zip(self._slot_tally, slots, strict=True):
-                    tally[count] += 1
-            else:
+            if current is None:
                 self._expected.pop(name, None)
-            return self._max_slots() != before
+                return old_addresses, self._max_slots() != before
+            addresses = frozenset(digest[0]) if digest is not None else frozenset()
+            slots = node_ip_slots(digest)
+            self._node_addresses[name] = (addresses, slots)
+            for address in addresses:
+                self._address_nodes.setdefault(address, set()).add(name)
+            for tally, count in zip(self._slot_tally, slots, strict=True):
+                tally[count] += 1
+            return old_addresses | addresses, self._max_slots() != before
+
+    def _note_outside(self, key: str, addresses: frozenset[str], *, host_backed: bool) -> None:
+        """Remember the service's outside endpoint addresses (caller holds the lock)."""
+        for address in self._outside.pop(key, frozenset()) - addresses:
+            keys = self._outside_by_address.get(address, set())
+            keys.discard(key)
+            if not keys:
+                self._outside_by_address.pop(address, None)
+        if addresses:
+            self._outside[key] = addresses
+            for address in addresses:
+                self._outside_by_address.setdefault(address, set()).add(key)
+        if host_backed:
+            self._host_backed.add(key)
+        else:
+            self._host_backed.discard(key)
 
     def _max_slots(self) -> dict[int, int]:
         """IP version -> the most NodePort addresses of that family a node has (caller holds the lock)."""
@@ -238,7 +272,7 @@ class ServicesController:
         if service is None or not model.wants_load_balancers(service):
             with self._lock:
                 self._reported.pop(key, None)
-                self._outside_endpoints.discard(key)
+                self._note_outside(key, frozenset(), host_backed=False)
             if not existing:
                 return "empty"
             why = "deleted" if service is None else "headless, ExternalName or another proxy's"
@@ -251,17 +285,17 @@ class ServicesController:
         nodes: list[model.NodeInfo] = []
         lagging: dict[str, float] = {}
         slices = self.ctx.cache(ENDPOINTSLICES).by_index(SLICE_SERVICE_INDEX, key)
-        outside = model.outside_networks(slices, self.cluster_networks)
-        with self._lock:
-            if outside:
-                self._outside_endpoints.add(key)
-            else:
-                self._outside_endpoints.discard(key)
+        outside = frozenset(str(ip) for ip in model.outside_addresses(slices, self.cluster_networks))
         slots: dict[int, int] | None = None
-        if self.templates and not outside and model.uses_templates(service):
-            with self._lock:
+        with self._lock:
+            # An endpoint at a node's own address is host-network: reached through that node's
+            # management port, so the LBs are per node. Other outside addresses load-balance like pods.
+            host_backed = any(address in self._address_nodes for address in outside)
+            self._note_outside(key, outside, host_backed=host_backed)
+            templated = self.templates and not host_backed and model.uses_templates(service)
+            if templated:
                 slots = self._max_slots()
-        elif outside or model.depends_on_nodes(service):
+        if not templated and (host_backed or model.depends_on_nodes(service)):
             nodes, lagging = self._nodes()
         built = model.build(service, slices, nodes, families=self.families, hairpin_ips=self.hairpin_ips,
                             nodeport_enabled=self.nodeport_enabled, node_ip_slots=slots)

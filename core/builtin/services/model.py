@@ -323,9 +323,11 @@ def slice_endpoints(endpoint_slice: Mapping[str, Any], port: ServicePort) -> lis
     return found
 
 
-def outside_networks(slices: Iterable[Mapping[str, Any]], networks: Sequence[IPNetwork]) -> bool:
-    """Whether an endpoint address lies outside ``networks`` (the cluster subnets): a host-network
-    endpoint, whose load balancers then depend on the nodes (their IPs and management ports)."""
+def outside_addresses(slices: Iterable[Mapping[str, Any]], networks: Sequence[IPNetwork]) -> frozenset[IPAddress]:
+    """Endpoint addresses outside ``networks`` (the cluster subnets): host-network endpoints, if a node
+    has them, whose load balancers then depend on the nodes (their IPs and management ports), or
+    addresses outside the cluster, which load-balance like pods."""
+    found: set[IPAddress] = set()
     for endpoint_slice in slices:
         if endpoint_slice.get("addressType") not in ("IPv4", "IPv6"):
             continue
@@ -336,8 +338,13 @@ def outside_networks(slices: Iterable[Mapping[str, Any]], networks: Sequence[IPN
                 except ValueError:
                     continue
                 if not any(ip.version == net.version and ip in net for net in networks):
-                    return True
-    return False
+                    found.add(ip)
+    return frozenset(found)
+
+
+def outside_networks(slices: Iterable[Mapping[str, Any]], networks: Sequence[IPNetwork]) -> bool:
+    """Whether an endpoint address lies outside ``networks`` (see :func:`outside_addresses`)."""
+    return bool(outside_addresses(slices, networks))
 
 
 def as_seen_from(node: NodeInfo, endpoints: Sequence[Endpoint]) -> list[Endpoint]:

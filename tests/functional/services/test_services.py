@@ -411,6 +411,51 @@ def test_node_changes_move_template_nodeport_vips_without_touching_the_service(
     assert template_vars(env)[env.chassis["node-a"]] == {"NODEIP_IPv4_0": node_ip(0)}
 
 
+def test_an_outside_endpoint_is_host_network_only_while_a_node_has_its_address(
+        env: ClusterEnv, commits: Commits) -> None:
+    """An endpoint outside the cluster subnets load-balances like a pod until a node has its address:
+    then it is that node's host-network endpoint and the service's LBs become per node."""
+    env.start_controller("plugins.enabled=recorder")
+    env.create_node("node-a", 0)
+    ns = new_namespace(env)
+    svc = create_service(env, ns, "np", type="NodePort", ports=[{"port": 80}])
+    create_slice(env, ns, "np-1", "np", ports=[{"port": 8080}], endpoints=[endpoint(node_ip(1), "node-b")])
+    port, cip, backend = node_port(svc), cluster_ip(svc), f"{node_ip(1)}:8080"
+    ours = lambda: {n for n in load_balancers(env) if n.startswith(f"Service_{ns}/")}  # noqa: E731
+    wait_vips(env, lb_name(ns, "np", "TCP", "cluster"), {f"{cip}:80": backend})
+    wait_vips(env, lb_name(ns, "np", "TCP", "node_switch_template_IPv4"), {f"^NODEIP_IPv4_0:{port}": backend})
+    env.wait_idle()
+    assert ours() == {lb_name(ns, "np", "TCP", scope) for scope in (
+        "cluster", "node_switch_template_IPv4", "node_router_template_IPv4")}
+
+    # A node with other addresses joins: the service is not even reconciled.
+    commits.clear()
+    env.create_node("node-c", 2)
+    wait_nodes_built(env, "node-c")
+    env.wait_idle()
+    assert [reason for reason, _, _ in commits.all() if reason == f"service {ns}/np"] == []
+
+    # The node whose address it is joins: per-node LBs, node-b's reaching it at its management port.
+    env.create_node("node-b", 1)
+    wait_nodes_built(env, "node-b")
+    facts_b = env.process.ctx.topology.node("node-b")  # type: ignore[union-attr]
+    assert facts_b is not None
+    wait_vips(env, lb_name(ns, "np", "TCP", "node_router+switch_node-a"),
+              {f"{cip}:80": backend, f"{node_ip(0)}:{port}": backend})
+    wait_vips(env, lb_name(ns, "np", "TCP", "node_router+switch_node-c"),
+              {f"{cip}:80": backend, f"{node_ip(2)}:{port}": backend})
+    wait_vips(env, lb_name(ns, "np", "TCP", "node_router+switch_node-b"),
+              {f"{cip}:80": f"{facts_b.mgmt_ips[0]}:8080", f"{node_ip(1)}:{port}": f"{facts_b.mgmt_ips[0]}:8080"})
+    eventually(lambda: ours() == {lb_name(ns, "np", "TCP", f"node_router+switch_{node}")
+                                  for node in ("node-a", "node-b", "node-c")}, what="only per-node LBs")
+
+    # It leaves: the address is outside again, and the templates are back.
+    env.client.delete(NODES, "node-b")
+    eventually(lambda: ours() == {lb_name(ns, "np", "TCP", scope) for scope in (
+        "cluster", "node_switch_template_IPv4", "node_router_template_IPv4")}, what="templates again")
+    wait_vips(env, lb_name(ns, "np", "TCP", "cluster"), {f"{cip}:80": backend})
+
+
 def test_without_templates_node_changes_move_per_node_nodeport_vips(env: ClusterEnv) -> None:
     env.start_controller("gateway.nodeport-templates=false")
     env.create_node("node-a", 0)
