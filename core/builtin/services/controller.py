@@ -154,7 +154,9 @@ class ServicesController:
         self.templates = cfg.gateway.nodeport and cfg.gateway.nodeport_templates
         self._lock = threading.Lock()
         # Node -> its host addresses and (IPv4, IPv6) NodePort address counts, by its annotations;
-        # which nodes claim each address, and how many nodes have each count.
+        # which nodes claim each address, and how many nodes have each count. Kept by node_keys,
+        # which sees every node event; complete before the first reconcile, as an informer delivers
+        # its initial list before it counts as synced and workers start only once all are.
         self._node_addresses: dict[str, tuple[frozenset[str], tuple[int, int]]] = {}
         self._address_nodes: dict[str, set[str]] = {}
         self._slot_tally: tuple[Tally[int], Tally[int]] = (Tally(), Tally())
