@@ -127,6 +127,18 @@ def wait_vars(env: ClusterEnv, node: str, variables: dict[str, str] | None) -> N
     eventually(lambda: template_vars(env).get(chassis) == variables, what=f"{node}'s template vars {variables}")
 
 
+def set_node_addresses(env: ClusterEnv, node: str, addresses: list[str], *, primary: bool = True) -> None:
+    """Give ``node`` these gateway addresses (``a.b.c.d/len``), the first also as its primary one."""
+    current = env.client.get(NODES, node)
+    assert current is not None
+    gateway = json.loads(current["metadata"]["annotations"]["k8s.ovn.org/l3-gateway-config"])
+    gateway["default"]["ip-addresses"] = addresses
+    annotations = {"k8s.ovn.org/l3-gateway-config": json.dumps(gateway)}
+    if primary:
+        annotations["k8s.ovn.org/node-primary-ifaddr"] = json.dumps({"ipv4": addresses[0]})
+    env.client.patch(NODES, node, {"metadata": {"annotations": annotations}})
+
+
 def wait_vips(env: ClusterEnv, name: str, vips: dict[str, str], timeout: float = 60) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         row = load_balancers(env).get(name)
@@ -357,14 +369,20 @@ def test_changes_converge_in_one_transaction_each(env: ClusterEnv, commits: Comm
     assert attached(env, "Load_Balancer_Group", "clusterLBGroup", ns) == set()
 
 
-def test_node_changes_move_template_nodeport_vips_without_touching_the_service(
-        env: ClusterEnv, commits: Commits) -> None:
-    env.start_controller("plugins.enabled=recorder")
+def nodeport_on_node_a(env: ClusterEnv, *config: str) -> tuple[str, int]:
+    """A controller started with ``config``, node-a, and a NodePort ``np`` backed by 10.244.80.1:80
+    on it: (namespace, node port)."""
+    env.start_controller(*config)
     env.create_node("node-a", 0)
     ns = new_namespace(env)
     svc = create_service(env, ns, "np", type="NodePort", ports=[{"port": 80}])
     create_slice(env, ns, "np-1", "np", ports=[{"port": 80}], endpoints=[endpoint("10.244.80.1", "node-a")])
-    port = node_port(svc)
+    return ns, node_port(svc)
+
+
+def test_node_changes_move_template_nodeport_vips_without_touching_the_service(
+        env: ClusterEnv, commits: Commits) -> None:
+    ns, port = nodeport_on_node_a(env, "plugins.enabled=recorder")
     switch_lb, router_lb = (lb_name(ns, "np", "TCP", f"node_{side}_template_IPv4") for side in ("switch", "router"))
     one_slot = {f"^NODEIP_IPv4_0:{port}": "10.244.80.1:80"}
     wait_vips(env, switch_lb, one_slot)
@@ -384,20 +402,12 @@ def test_node_changes_move_template_nodeport_vips_without_touching_the_service(
     assert load_balancers(env)[switch_lb]["vips"] == one_slot
 
     # Its IP changes: only its variable follows.
-    node = env.client.get(NODES, "node-b")
-    assert node is not None
-    gateway = json.loads(node["metadata"]["annotations"]["k8s.ovn.org/l3-gateway-config"])
-    gateway["default"]["ip-addresses"] = ["172.30.0.99/24"]
-    env.client.patch(NODES, "node-b", {"metadata": {"annotations": {
-        "k8s.ovn.org/l3-gateway-config": json.dumps(gateway),
-        "k8s.ovn.org/node-primary-ifaddr": json.dumps({"ipv4": "172.30.0.99/24"})}}})
+    set_node_addresses(env, "node-b", ["172.30.0.99/24"])
     wait_vars(env, "node-b", {"NODEIP_IPv4_0": "172.30.0.99"})
     assert load_balancers(env)[switch_lb]["vips"] == one_slot
 
     # A second address: every template gets a VIP for the second slot.
-    gateway["default"]["ip-addresses"] = ["172.30.0.99/24", "172.30.1.99/24"]
-    env.client.patch(NODES, "node-b", {"metadata": {"annotations": {
-        "k8s.ovn.org/l3-gateway-config": json.dumps(gateway)}}})
+    set_node_addresses(env, "node-b", ["172.30.0.99/24", "172.30.1.99/24"], primary=False)
     two_slots = {**one_slot, f"^NODEIP_IPv4_1:{port}": "10.244.80.1:80"}
     wait_vars(env, "node-b", {"NODEIP_IPv4_0": "172.30.0.99", "NODEIP_IPv4_1": "172.30.1.99"})
     wait_vips(env, switch_lb, two_slots)
@@ -457,25 +467,14 @@ def test_an_outside_endpoint_is_host_network_only_while_a_node_has_its_address(
 
 
 def test_without_templates_node_changes_move_per_node_nodeport_vips(env: ClusterEnv) -> None:
-    env.start_controller("gateway.nodeport-templates=false")
-    env.create_node("node-a", 0)
-    ns = new_namespace(env)
-    svc = create_service(env, ns, "np", type="NodePort", ports=[{"port": 80}])
-    create_slice(env, ns, "np-1", "np", ports=[{"port": 80}], endpoints=[endpoint("10.244.80.1", "node-a")])
-    port = node_port(svc)
+    ns, port = nodeport_on_node_a(env, "gateway.nodeport-templates=false")
     wait_vips(env, lb_name(ns, "np", "TCP", "node_router+switch_node-a"), {f"{node_ip(0)}:{port}": "10.244.80.1:80"})
     # A node joining later gets its per-node LB as soon as its topology exists.
     env.create_node("node-b", 1)
     wait_vips(env, lb_name(ns, "np", "TCP", "node_router+switch_node-b"), {f"{node_ip(1)}:{port}": "10.244.80.1:80"})
     assert attached(env, "Logical_Router", "GR_node-b", ns) == {lb_name(ns, "np", "TCP", "node_router+switch_node-b")}
     # Its IP changes: the VIP follows.
-    node = env.client.get(NODES, "node-b")
-    assert node is not None
-    gateway = json.loads(node["metadata"]["annotations"]["k8s.ovn.org/l3-gateway-config"])
-    gateway["default"]["ip-addresses"] = ["172.30.0.99/24"]
-    env.client.patch(NODES, "node-b", {"metadata": {"annotations": {
-        "k8s.ovn.org/l3-gateway-config": json.dumps(gateway),
-        "k8s.ovn.org/node-primary-ifaddr": json.dumps({"ipv4": "172.30.0.99/24"})}}})
+    set_node_addresses(env, "node-b", ["172.30.0.99/24"])
     wait_vips(env, lb_name(ns, "np", "TCP", "node_router+switch_node-b"), {f"172.30.0.99:{port}": "10.244.80.1:80"})
     # It goes away: so do its LBs.
     env.client.delete(NODES, "node-b")
