@@ -61,7 +61,7 @@ def test_every_value_reaches_its_key(tmp_path: Path) -> None:
         "serviceCIDR": "172.30.0.0/16,fd00:10:96::/112",
         "mtu": 8900,
         "encap": {"type": "vxlan", "port": 4789},
-        "gateway": {"interface": "breth0", "nextHop": "192.168.1.1", "vlanId": 20},
+        "gateway": {"interface": "breth0", "nextHop": "192.168.1.1", "vlanId": 20, "nodeportTemplates": False},
         "logLevel": "debug",
         "ovnDb": {"mode": "raft", "ssl": {"enabled": True}},
         "controller": {"replicas": 3, "metricsPort": 19409,
@@ -75,6 +75,7 @@ def test_every_value_reaches_its_key(tmp_path: Path) -> None:
     assert [str(n) for n in cfg.kubernetes.service_cidrs] == ["172.30.0.0/16", "fd00:10:96::/112"]
     assert (cfg.default.mtu, cfg.default.encap_type, cfg.default.encap_port) == (8900, "vxlan", 4789)
     assert (cfg.gateway.interface, cfg.gateway.next_hop, cfg.gateway.vlan_id) == ("breth0", "192.168.1.1", 20)
+    assert cfg.gateway.nodeport_templates is False
     assert cfg.logging.level == "debug"
     assert (cfg.controller.lease_duration, cfg.controller.renew_deadline, cfg.controller.retry_period) == (
         137, 107, 26)

@@ -24,7 +24,7 @@ keys in alphabetical order.
 {{- end -}}
 {{- $_ = set $ini "ovnnorth" $nb -}}
 {{- $_ = set $ini "ovnsouth" $sb -}}
-{{- $gw := dict "mode" $v.gatewayMode "vlan-id" $v.gateway.vlanId -}}
+{{- $gw := dict "mode" $v.gatewayMode "vlan-id" $v.gateway.vlanId "nodeport-templates" $v.gateway.nodeportTemplates -}}
 {{- if $v.gateway.interface }}{{ $_ = set $gw "interface" $v.gateway.interface }}{{ end -}}
 {{- if $v.gateway.nextHop }}{{ $_ = set $gw "next-hop" $v.gateway.nextHop }}{{ end -}}
 {{- $_ = set $ini "gateway" $gw -}}
