@@ -21,7 +21,8 @@ name                                   VIPs                                     
                                        chassis from its ``Chassis_Template_Var``
 =====================================  ===============================================  =======================
 
-Template load balancers (``node_ip_slots`` given, the default): a NodePort
+Template load balancers (``node_ip_slots`` given; the controller does unless
+``[gateway] nodeport-templates`` is off): a NodePort
 whose rules are the same on every node (no ``Local`` traffic policy, no
 host-network endpoint, no session-affinity timer) gets one LB per side and
 family instead of one per node. Its VIPs name the chassis variables
@@ -340,11 +341,6 @@ def outside_addresses(slices: Iterable[Mapping[str, Any]], networks: Sequence[IP
                 if not any(ip.version == net.version and ip in net for net in networks):
                     found.add(ip)
     return frozenset(found)
-
-
-def outside_networks(slices: Iterable[Mapping[str, Any]], networks: Sequence[IPNetwork]) -> bool:
-    """Whether an endpoint address lies outside ``networks`` (see :func:`outside_addresses`)."""
-    return bool(outside_addresses(slices, networks))
 
 
 def as_seen_from(node: NodeInfo, endpoints: Sequence[Endpoint]) -> list[Endpoint]:

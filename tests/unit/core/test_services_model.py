@@ -294,9 +294,11 @@ def test_host_network_endpoints_are_reached_through_their_own_nodes_management_p
     assert set(build(service(), host_backed)) == {"Service_ns/s_TCP_cluster"}
 
 
-def test_outside_networks_finds_host_network_endpoints() -> None:
+def test_outside_addresses_are_the_endpoints_beyond_the_cluster_subnets() -> None:
     cluster = [ipaddress.ip_network("10.244.0.0/16")]
-    assert model.outside_networks([endpoint_slice(ep("10.244.1.7"))], cluster) is False
-    assert model.outside_networks([endpoint_slice(ep("10.244.1.7")), endpoint_slice(ep("172.30.0.11"))], cluster)
-    assert model.outside_networks([endpoint_slice({"addresses": ["db.example.com"]}, address_type="FQDN")],
-                                  cluster) is False
+    assert model.outside_addresses([endpoint_slice(ep("10.244.1.7"))], cluster) == frozenset()
+    assert model.outside_addresses([endpoint_slice(ep("10.244.1.7")), endpoint_slice(ep("172.30.0.11")),
+                                    endpoint_slice(ep("fd00::1"), address_type="IPv6")], cluster) == {
+        ipaddress.ip_address("172.30.0.11"), ipaddress.ip_address("fd00::1")}
+    assert model.outside_addresses([endpoint_slice({"addresses": ["db.example.com"]}, address_type="FQDN")],
+                                   cluster) == frozenset()
