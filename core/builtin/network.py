@@ -32,6 +32,7 @@ from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import PODS
 from ovnk.core.ovn.commands import Match
 from ovnk.core.ovn.commands import Ref
+from ovnk.core.ovn.ids import OWNER_CONTROLLER_KEY
 from ovnk.core.ovn.ids import parse_ids
 from ovnk.core.ovn.sync import RepairPlan
 from ovnk.core.plugins import OvnkPluginManager
@@ -41,6 +42,7 @@ from ovnk.core.reconcile.spec import Watch
 from ovnk.core.topology import annotations as ann
 from ovnk.core.topology import builder
 from ovnk.core.topology import naming as n
+from ovnk.core.topology.intents import NodeTopology
 from ovnk.core.topology.intents import write_rows
 from ovnk.core.topology.ipam import AllocationError
 from ovnk.core.topology.state import NodeFacts
@@ -74,6 +76,8 @@ class TopologyController:
         self.ctx = ctx
         self.cfg = ctx.config
         self.state = ctx.topology
+        # Node -> the owner of the foreign Chassis_Template_Var row last reported for its chassis.
+        self._template_conflicts: dict[str, str] = {}
 
     # -- cluster ---------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class TopologyController:
         topo = builder.node_topology(self.cfg, node=name, node_id=node_id, subnets=subnets,
                                      chassis_id=ann.chassis_id(node), gateway=gateway, mgmt_mac=mgmt_mac)
         self.ctx.pm.hook.ovnk_node_topology(ctx=self.ctx, node=node, topology=topo)
+        self._skip_foreign_template_vars(node, topo)
         switch = topo.rows.get("switch")
         if switch is not None:
             excluded = [str(ip) for ip in topo.reserved_ips if ip.version == 4]
@@ -153,6 +158,34 @@ class TopologyController:
                 for key in self.ctx.cache(PODS).index_keys("node", name):
                     self.ctx.enqueue(PODS_CONTROLLER, key)
 
+    def _skip_foreign_template_vars(self, node: Mapping[str, Any], topo: NodeTopology) -> None:
+        """Leave out the node's Chassis_Template_Var row when another owner's row holds its chassis.
+
+        OVN allows one row per chassis and ours never replace another's (one left by ovn-kubernetes,
+        or written by hand): inserting ours would fail the node's whole transaction. Without it only
+        the template NodePorts stay dark on that node; a Warning event says why, once per owner.
+        """
+        name = node["metadata"]["name"]
+        intent = topo.rows.get(builder.NODE_IP_VARS_ROLE)
+        if intent is None:
+            self._template_conflicts.pop(name, None)
+            return
+        table, chassis = intent.table, str(intent.columns["chassis"])
+        ours = builder.NODE_OWNERS[table].ids(self.cfg.controller.name, name=name, type=intent.role).primary_id
+        others = [row for row in self.ctx.nb.reader.keyed(table, chassis) if row.primary_id != ours]
+        if not others:
+            self._template_conflicts.pop(name, None)
+            return
+        topo.rows.discard(intent.role)
+        owner = others[0].external_ids.get(OWNER_CONTROLLER_KEY) or "nobody"
+        if self._template_conflicts.get(name) == owner:
+            return
+        self._template_conflicts[name] = owner
+        message = (f"chassis {chassis} already has a {table} row ({others[0].uuid}, owned by {owner!r}): "
+                   "it is left alone and NodePorts served by template load balancers do not answer on this node")
+        logger.warning("node %s: %s", name, message)
+        self.ctx.events.event(node, type="Warning", reason="ForeignChassisTemplateVar", message=message)
+
     def _publish_allocations(self, node: Mapping[str, Any], subnets: tuple[Any, ...], node_id: int) -> None:
         current = ann.annotations_of(node)
         wanted = {
@@ -181,6 +214,7 @@ class TopologyController:
 
     def _delete_node(self, name: str, last: Mapping[str, Any] | None) -> None:
         self._delete_node_rows(name, last, reason=f"node {name} deleted")
+        self._template_conflicts.pop(name, None)
         self.state.remove_node(name)
         released = self.state.subnets.release(name)
         node_id = self.state.node_ids.release(name)

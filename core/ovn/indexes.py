@@ -15,7 +15,8 @@ O(n). Here:
 
 Indexes: ``name`` (the stock name index ovsdbapp's own lookups also use),
 ``ovnk_id`` (primary id) and ``ovnk_owner`` (owner-controller, owner-type,
-``k8s.ovn.org/name``).
+``k8s.ovn.org/name``), and on tables with another unique string column than
+``name`` (:data:`KEY_COLUMNS`), that column.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from ovs.db import types as ovs_types
 from ovnk.core.ovn import ids
 
 NAME_INDEX = "name"
+#: Tables whose rows are told apart by a string column other than ``name`` (OVN's schema indexes it).
+KEY_COLUMNS = {"Chassis_Template_Var": "chassis"}
 ID_INDEX = "ovnk_id"
 OWNER_INDEX = "ovnk_owner"
 
@@ -91,6 +94,17 @@ def name_key(row: Any) -> tuple[Any, ...] | None:
     for atom in datum.values:
         return (atom.value,)
     return ("",)
+
+
+def _column_key(column: str) -> Callable[[Any], tuple[Any, ...] | None]:
+    def key_of(row: Any) -> tuple[Any, ...] | None:
+        datum = _datum(row, column)
+        if datum is None:
+            return None
+        for atom in datum.values:
+            return (atom.value,)
+        return ("",)
+    return key_of
 
 
 def id_key(row: Any) -> tuple[Any, ...] | None:
@@ -164,6 +178,9 @@ def install(table: Any) -> None:
     if "external_ids" in columns:
         indexes[ID_INDEX] = KeyIndex(ID_INDEX, table, id_key, "external_ids")
         indexes[OWNER_INDEX] = KeyIndex(OWNER_INDEX, table, owner_key, "external_ids")
+    key_column = KEY_COLUMNS.get(table.name)
+    if key_column is not None and key_column in columns:
+        indexes[key_column] = KeyIndex(key_column, table, _column_key(key_column), key_column)
 
 
 def by_name(table: Any, name: str) -> list[Any]:
@@ -171,6 +188,15 @@ def by_name(table: Any, name: str) -> list[Any]:
     if index is None:
         return [r for r in table.rows.values() if r.name == name]
     return list(index.range((name,), (name,)))
+
+
+def by_key_column(table: Any, value: str) -> list[Any]:
+    """Rows whose :data:`KEY_COLUMNS` column equals ``value``."""
+    column = KEY_COLUMNS[table.name]
+    index = table.rows.indexes.get(column)
+    if index is None:
+        return [r for r in table.rows.values() if getattr(r, column, None) == value]
+    return list(index.range((value,), (value,)))
 
 
 def by_id(table: Any, primary_id: str) -> list[Any]:

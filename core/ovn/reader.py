@@ -173,6 +173,18 @@ class NbReader:
 
         return self.read(read)
 
+    def keyed(self, table: str, value: str, *, columns: Iterable[str] = ()) -> list[RowSnapshot]:
+        """Rows of ``table`` whose key column (:data:`indexes.KEY_COLUMNS`: a Chassis_Template_Var's
+        ``chassis``) is ``value``, whoever owns them (indexed)."""
+        cols = tuple(columns)
+
+        def read(idl: ovs_idl.Idl) -> list[RowSnapshot]:
+            if table not in idl.tables:
+                return []
+            return [snapshot(table, r, cols) for r in indexes.by_key_column(idl.tables[table], value)]
+
+        return self.read(read)
+
     def controller_rows(self, table: str, *, columns: Iterable[str] = ()) -> list[RowSnapshot]:
         """Every row of ``table`` carrying our controller, whatever its owner type."""
         cols = tuple(columns)

@@ -49,6 +49,8 @@ CLUSTER_OWNERS = {table: OwnerType(name="Cluster", table=table, keys=("name",)) 
 NODE_OWNERS = {table: OwnerType(name="Node", table=table, keys=("name", "type")) for table in NODE_TABLES}
 
 CLUSTER_OWNER_NAME = "cluster"
+#: Role of a node's Chassis_Template_Var row (its NodePort addresses).
+NODE_IP_VARS_ROLE = "node-ip-vars"
 
 
 @functools.lru_cache(maxsize=256)
@@ -143,7 +145,7 @@ def _node_ip_vars(cfg: Config, topo: NodeTopology, *, gateway: GatewayConfig, ch
         for index, ip in enumerate(ip for ip in gateway.host_ips if ip.version == version):
             variables[n.node_ip_var(version, index)] = str(ip)
     if variables:
-        topo.rows.add(RowIntent("Chassis_Template_Var", "node-ip-vars",
+        topo.rows.add(RowIntent("Chassis_Template_Var", NODE_IP_VARS_ROLE,
                                 columns={"chassis": chassis_id, "variables": variables}))
 
 

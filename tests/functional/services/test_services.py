@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ovnk.core.kube.resources import EVENTS
 from ovnk.core.kube.resources import NODES
 from ovnk.core.kube.resources import SERVICES
 from tests.functional.services.conftest import CONTROLLER
@@ -464,6 +465,35 @@ def test_an_outside_endpoint_is_host_network_only_while_a_node_has_its_address(
     eventually(lambda: ours() == {lb_name(ns, "np", "TCP", scope) for scope in (
         "cluster", "node_switch_template_IPv4", "node_router_template_IPv4")}, what="templates again")
     wait_vips(env, lb_name(ns, "np", "TCP", "cluster"), {f"{cip}:80": backend})
+
+
+def test_a_foreign_template_var_row_of_a_nodes_chassis_is_left_alone_and_reported(env: ClusterEnv) -> None:
+    """OVN allows one Chassis_Template_Var row per chassis: another owner's (ovn-kubernetes', a hand-made
+    one) stays as it is, the node is built without ours, and a Warning event says so."""
+    env.start_controller()
+    chassis = env.chassis.setdefault("node-a", str(uuid.uuid4()))
+    env.central.nbctl("create", "Chassis_Template_Var", f"chassis={chassis}", 'variables:NODEIP_IPv4_0="192.0.2.99"',
+                      'external_ids:"k8s.ovn.org/owner-controller"=someone-else')
+    env.create_node("node-a", 0)
+    wait_nodes_built(env, "node-a")
+
+    def conflict_events() -> list[dict[str, Any]]:
+        items, _ = env.client.list(EVENTS, namespace="default")
+        return [e for e in items if e.get("involvedObject", {}).get("name") == "node-a"
+                and e.get("reason") == "ForeignChassisTemplateVar"]
+
+    event = eventually(conflict_events, what="a Warning event on node-a")[0]
+    assert event["type"] == "Warning" and chassis in event["message"] and "someone-else" in event["message"]
+    env.wait_idle()
+    assert template_vars(env)[chassis] == {"NODEIP_IPv4_0": "192.0.2.99"}, "the foreign row is untouched"
+    assert len([r for r in env.nb_rows("Chassis_Template_Var") if nb_value(r["chassis"]) == chassis]) == 1
+    assert "GR_node-a" in {nb_value(r["name"]) for r in env.nb_rows("Logical_Router")}, "the node is built"
+
+    # Once that row is gone, the node's next change writes ours.
+    _, foreign = nb_value(next(r for r in env.nb_rows("Chassis_Template_Var") if nb_value(r["chassis"]) == chassis)["_uuid"])
+    env.central.nbctl("destroy", "Chassis_Template_Var", foreign)
+    set_node_addresses(env, "node-a", ["172.30.0.98/24"])
+    wait_vars(env, "node-a", {"NODEIP_IPv4_0": "172.30.0.98"})
 
 
 def test_without_templates_node_changes_move_per_node_nodeport_vips(env: ClusterEnv) -> None:
