@@ -134,6 +134,31 @@ def node_info(facts: NodeFacts, *, nodeport_enabled: bool) -> model.NodeInfo:
                           switch=bool(facts.subnets), node_port=node_port, mgmt_ips=tuple(facts.mgmt_ips))
 
 
+class AddressLinks:
+    """Each key's addresses, and the keys that hold each address (an address no key holds is dropped)."""
+
+    def __init__(self) -> None:
+        self._of: dict[str, frozenset[str]] = {}
+        self._holders: dict[str, set[str]] = {}
+
+    def replace(self, key: str, addresses: frozenset[str]) -> frozenset[str]:
+        """Make ``addresses`` (empty: none) the key's; returns those it had."""
+        old = self._of.pop(key, frozenset())
+        for address in old - addresses:
+            holders = self._holders.get(address, set())
+            holders.discard(key)
+            if not holders:
+                self._holders.pop(address, None)
+        if addresses:
+            self._of[key] = addresses
+            for address in addresses - old:
+                self._holders.setdefault(address, set()).add(key)
+        return old
+
+    def holders(self, address: str) -> set[str]:
+        return self._holders.get(address, set())
+
+
 class ServicesController:
     """Reconciles Service keys (``ns/name``); see the module docstring."""
 
@@ -147,8 +172,7 @@ class ServicesController:
         # Services whose endpoints were outside the cluster subnets at their last reconcile, by address:
         # a node that has (or had) such an address as its own re-queues them. Those whose endpoints were
         # a node's own (host-network) have per-node LBs: every node change concerns them.
-        self._outside: dict[str, frozenset[str]] = {}
-        self._outside_by_address: dict[str, set[str]] = {}
+        self._outside = AddressLinks()
         self._host_backed: set[str] = set()
         self.nodeport_enabled = cfg.gateway.nodeport
         self.templates = cfg.gateway.nodeport and cfg.gateway.nodeport_templates
@@ -157,8 +181,8 @@ class ServicesController:
         # which nodes claim each address, and how many nodes have each count. Kept by node_keys,
         # which sees every node event; complete before the first reconcile, as an informer delivers
         # its initial list before it counts as synced and workers start only once all are.
-        self._node_addresses: dict[str, tuple[frozenset[str], tuple[int, int]]] = {}
-        self._address_nodes: dict[str, set[str]] = {}
+        self._node_addresses = AddressLinks()
+        self._node_slots: dict[str, tuple[int, int]] = {}
         self._slot_tally: tuple[Tally[int], Tally[int]] = (Tally(), Tally())
         self._expected: dict[str, tuple[str, NodeDigest | None]] = {}
         self._lag_since: dict[str, float] = {}
@@ -200,7 +224,7 @@ class ServicesController:
         with self._lock:
             keys.update(self._host_backed)
             for address in addresses:
-                keys.update(self._outside_by_address.get(address, ()))
+                keys.update(self._outside.holders(address))
         return sorted(keys)
 
     def _note_node(self, name: str) -> tuple[frozenset[str], bool]:
@@ -212,39 +236,23 @@ class ServicesController:
         digest = self._expected_facts(current) if current is not None else None
         with self._lock:
             before = self._max_slots()
-            old_addresses, old_slots = self._node_addresses.pop(name, (frozenset(), None))
-            for address in old_addresses:
-                holders = self._address_nodes.get(address, set())
-                holders.discard(name)
-                if not holders:
-                    self._address_nodes.pop(address, None)
-            for tally, count in zip(self._slot_tally, old_slots or (), strict=False):
+            for tally, count in zip(self._slot_tally, self._node_slots.pop(name, ()), strict=False):
                 tally[count] -= 1
                 if tally[count] <= 0:
                     del tally[count]
             if current is None:
                 self._expected.pop(name, None)
-                return old_addresses, self._max_slots() != before
+                return self._node_addresses.replace(name, frozenset()), self._max_slots() != before
             addresses = frozenset(digest[0]) if digest is not None else frozenset()
-            slots = node_ip_slots(digest)
-            self._node_addresses[name] = (addresses, slots)
-            for address in addresses:
-                self._address_nodes.setdefault(address, set()).add(name)
+            old_addresses = self._node_addresses.replace(name, addresses)
+            slots = self._node_slots[name] = node_ip_slots(digest)
             for tally, count in zip(self._slot_tally, slots, strict=True):
                 tally[count] += 1
             return old_addresses | addresses, self._max_slots() != before
 
     def _note_outside(self, key: str, addresses: frozenset[str], *, host_backed: bool) -> None:
         """Remember the service's outside endpoint addresses (caller holds the lock)."""
-        for address in self._outside.pop(key, frozenset()) - addresses:
-            keys = self._outside_by_address.get(address, set())
-            keys.discard(key)
-            if not keys:
-                self._outside_by_address.pop(address, None)
-        if addresses:
-            self._outside[key] = addresses
-            for address in addresses:
-                self._outside_by_address.setdefault(address, set()).add(key)
+        self._outside.replace(key, addresses)
         if host_backed:
             self._host_backed.add(key)
         else:
@@ -292,7 +300,7 @@ class ServicesController:
         with self._lock:
             # An endpoint at a node's own address is host-network: reached through that node's
             # management port, so the LBs are per node. Other outside addresses load-balance like pods.
-            host_backed = any(address in self._address_nodes for address in outside)
+            host_backed = any(self._node_addresses.holders(address) for address in outside)
             self._note_outside(key, outside, host_backed=host_backed)
             templated = self.templates and not host_backed and model.uses_templates(service)
             if templated:

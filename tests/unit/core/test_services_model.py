@@ -302,3 +302,16 @@ def test_outside_addresses_are_the_endpoints_beyond_the_cluster_subnets() -> Non
         ipaddress.ip_address("172.30.0.11"), ipaddress.ip_address("fd00::1")}
     assert model.outside_addresses([endpoint_slice({"addresses": ["db.example.com"]}, address_type="FQDN")],
                                    cluster) == frozenset()
+
+
+def test_address_links_keep_the_holders_of_each_address() -> None:
+    from ovnk.core.builtin.services.controller import AddressLinks
+
+    links = AddressLinks()
+    assert links.replace("a", frozenset({"10.0.0.1", "10.0.0.2"})) == frozenset()
+    links.replace("b", frozenset({"10.0.0.2"}))
+    assert links.holders("10.0.0.2") == {"a", "b"}
+    assert links.replace("a", frozenset({"10.0.0.3"})) == {"10.0.0.1", "10.0.0.2"}
+    assert (links.holders("10.0.0.1"), links.holders("10.0.0.2"), links.holders("10.0.0.3")) == (set(), {"b"}, {"a"})
+    assert links.replace("b", frozenset()) == {"10.0.0.2"}
+    assert links.holders("10.0.0.2") == set() and links._holders == {"10.0.0.3": {"a"}}
