@@ -87,16 +87,8 @@ def _map_value(datum: ovs_data.Datum | None, key: str) -> str:
     return str(atom.value) if atom is not None else ""
 
 
-def name_key(row: Any) -> tuple[Any, ...] | None:
-    datum = _datum(row, "name")
-    if datum is None:
-        return None
-    for atom in datum.values:
-        return (atom.value,)
-    return ("",)
-
-
 def _column_key(column: str) -> Callable[[Any], tuple[Any, ...] | None]:
+    """The key of a scalar string column: ``(value,)``, ``("",)`` when empty, None when not read yet."""
     def key_of(row: Any) -> tuple[Any, ...] | None:
         datum = _datum(row, column)
         if datum is None:
@@ -105,6 +97,9 @@ def _column_key(column: str) -> Callable[[Any], tuple[Any, ...] | None]:
             return (atom.value,)
         return ("",)
     return key_of
+
+
+name_key = _column_key("name")
 
 
 def id_key(row: Any) -> tuple[Any, ...] | None:
